@@ -1,0 +1,114 @@
+package mesh
+
+// RolloutSpec asks for a service to move to a new version progressively.
+// A Rollout resource is named after its service (one rollout per service at
+// a time) and lives in the service's mesh.
+type RolloutSpec struct {
+	Service string `json:"service"`
+	// Route is the route whose weighted targets are shifted; empty: the one
+	// route that targets the service's current virtual node.
+	Route string `json:"route,omitempty"`
+	// Target is the new version's task set template.
+	Target TaskSetSpec `json:"target"`
+	// Steps are the new version's weights in percent, ascending, ending at 100.
+	Steps []int `json:"steps"`
+	// IntervalMillis is the bake time after each step's ACKs.
+	IntervalMillis int64 `json:"intervalMillis"`
+	// TimeoutMillis bounds every wait (tasks running, healthy, ACKs).
+	TimeoutMillis int64 `json:"timeoutMillis"`
+	Gates         Gates `json:"gates"`
+	// Rollback marks a rollout started by `gmesh rollback`.
+	Rollback bool `json:"rollback,omitempty"`
+}
+
+// Gates are the analysis thresholds a step must pass.
+type Gates struct {
+	MinSuccessRate float64 `json:"minSuccessRate"` // 0..1, default 0.99
+	MaxP99Millis   float64 `json:"maxP99Millis"`   // default 500
+	MinRequests    int64   `json:"minRequests"`    // default 20
+}
+
+// Phase is where a rollout stands.
+type Phase string
+
+// Rollout phases, in the order a successful rollout passes them.
+const (
+	PhasePending        Phase = "Pending"
+	PhaseStartingTasks  Phase = "StartingTasks"  // waiting for RUNNING
+	PhaseWaitingHealthy Phase = "WaitingHealthy" // waiting for HEALTHY
+	PhaseShifting       Phase = "Shifting"       // weight set, waiting for ACKs
+	PhaseBaking         Phase = "Baking"         // analysing the step
+	PhasePaused         Phase = "Paused"
+	PhaseRetiring       Phase = "Retiring" // old version drained and removed
+	PhaseSucceeded      Phase = "Succeeded"
+	PhaseRollingBack    Phase = "RollingBack"
+	PhaseRolledBack     Phase = "RolledBack"
+	PhaseAborted        Phase = "Aborted"
+	PhaseFailed         Phase = "Failed"
+)
+
+// Terminal reports whether p is an end state.
+func (p Phase) Terminal() bool {
+	switch p {
+	case PhaseSucceeded, PhaseRolledBack, PhaseAborted, PhaseFailed:
+		return true
+	}
+	return false
+}
+
+// RolloutStatus is a rollout's persisted progress.
+type RolloutStatus struct {
+	Phase Phase `json:"phase"`
+	// StepIndex is the index into Spec.Steps of the current step (-1 before
+	// the first).
+	StepIndex int `json:"stepIndex"`
+	// Weight is the new version's current weight.
+	Weight int `json:"weight"`
+	// OldVirtualNode / NewVirtualNode / OldTaskSet / NewTaskSet name what the
+	// rollout moves between.
+	OldVirtualNode string `json:"oldVirtualNode,omitempty"`
+	NewVirtualNode string `json:"newVirtualNode,omitempty"`
+	OldTaskSet     string `json:"oldTaskSet,omitempty"`
+	NewTaskSet     string `json:"newTaskSet,omitempty"`
+	OldVersion     string `json:"oldVersion,omitempty"`
+	NewVersion     string `json:"newVersion,omitempty"`
+	// RouteVersion is the xDS route version the current step waits on.
+	RouteVersion string `json:"routeVersion,omitempty"`
+	// PhaseSince is when the phase began (RFC 3339 with nanoseconds).
+	PhaseSince string `json:"phaseSince,omitempty"`
+	StartedAt  string `json:"startedAt,omitempty"`
+	FinishedAt string `json:"finishedAt,omitempty"`
+	// Paused is set by pause and cleared by resume; a paused rollout holds
+	// its weight.
+	Paused bool `json:"paused,omitempty"`
+	// Promote asks to skip the remaining bakes and go to 100.
+	Promote bool `json:"promote,omitempty"`
+	// Abort asks to roll back.
+	Abort bool `json:"abort,omitempty"`
+	// Message is a human-readable line about the current phase; Reason the
+	// cause of a rollback or failure.
+	Message string `json:"message,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+	// Analysis is the last evaluation of the gates.
+	Analysis *Analysis `json:"analysis,omitempty"`
+	// Events is the rollout's log of transitions, oldest first (bounded).
+	Events []RolloutEvent `json:"events,omitempty"`
+}
+
+// Analysis is one evaluation of the gates over a bake window.
+type Analysis struct {
+	Requests    int64   `json:"requests"`
+	Errors      int64   `json:"errors"`
+	SuccessRate float64 `json:"successRate"`
+	P99Millis   float64 `json:"p99Millis"`
+	Passed      bool    `json:"passed"`
+	Judged      bool    `json:"judged"` // false: too few requests to judge
+	Detail      string  `json:"detail,omitempty"`
+}
+
+// RolloutEvent is one transition.
+type RolloutEvent struct {
+	Time    string `json:"time"`
+	Phase   Phase  `json:"phase"`
+	Message string `json:"message"`
+}

@@ -1,0 +1,507 @@
+// Package mesh is gmesh's domain: the App Mesh resource model (Mesh,
+// VirtualNode, VirtualRouter, Route, VirtualService, VirtualGateway,
+// GatewayRoute), gmesh's own runtime kinds (Service, TaskSet, Rollout), the
+// registry's Endpoint, and the error kinds every other package speaks.
+//
+// It imports nothing else of gmesh's. Field names and JSON shapes follow App
+// Mesh's API so that existing manifests and habits carry over.
+package mesh
+
+// APIVersion is the apiVersion every gmesh manifest document carries.
+const APIVersion = "gmesh.dev/v1"
+
+// Kind names a resource type, spelled as in manifests ("VirtualNode").
+type Kind string
+
+// The resource kinds. The first seven are App Mesh's; Service, TaskSet and
+// Rollout are gmesh's ECS-like runtime kinds.
+const (
+	KindMesh           Kind = "Mesh"
+	KindVirtualNode    Kind = "VirtualNode"
+	KindVirtualRouter  Kind = "VirtualRouter"
+	KindRoute          Kind = "Route"
+	KindVirtualService Kind = "VirtualService"
+	KindVirtualGateway Kind = "VirtualGateway"
+	KindGatewayRoute   Kind = "GatewayRoute"
+	KindService        Kind = "Service"
+	KindTaskSet        Kind = "TaskSet"
+	KindRollout        Kind = "Rollout"
+)
+
+// Kinds lists every kind in dependency order: a kind may refer only to kinds
+// before it (apply creates in this order, delete removes in reverse).
+var Kinds = []Kind{
+	KindMesh, KindVirtualNode, KindVirtualRouter, KindRoute, KindVirtualService,
+	KindVirtualGateway, KindGatewayRoute, KindService, KindTaskSet, KindRollout,
+}
+
+// Metadata identifies a resource. Name is unique per (kind, mesh); a Mesh has
+// no mesh of its own.
+type Metadata struct {
+	Name string `json:"name"`
+	Mesh string `json:"mesh,omitempty"`
+	// ResourceVersion is set by the store on every write. A write that carries
+	// a non-empty ResourceVersion is refused with ErrConflict unless it matches
+	// the stored one (optimistic concurrency); an empty one means "whatever is
+	// stored" (last writer wins, as kubectl apply without a version).
+	ResourceVersion string            `json:"resourceVersion,omitempty"`
+	Labels          map[string]string `json:"labels,omitempty"`
+	// CreatedAt and UpdatedAt are RFC 3339 timestamps set by the store.
+	CreatedAt string `json:"createdAt,omitempty"`
+	UpdatedAt string `json:"updatedAt,omitempty"`
+}
+
+// Resource is one manifest document: {apiVersion, kind, metadata, spec}.
+// Spec holds the kind's spec type as a pointer (*VirtualNodeSpec for a
+// VirtualNode, and so on); use the typed accessors or a type switch.
+type Resource struct {
+	APIVersion string   `json:"apiVersion"`
+	Kind       Kind     `json:"kind"`
+	Metadata   Metadata `json:"metadata"`
+	Spec       any      `json:"spec"`
+	// Status is written by gmesh only (rollout progress); apply ignores it.
+	Status any `json:"status,omitempty"`
+}
+
+// Ref is the identity of a resource.
+type Ref struct {
+	Kind Kind   `json:"kind"`
+	Mesh string `json:"mesh,omitempty"`
+	Name string `json:"name"`
+}
+
+// Ref returns r's identity.
+func (r *Resource) Ref() Ref {
+	return Ref{Kind: r.Kind, Mesh: r.Metadata.Mesh, Name: r.Metadata.Name}
+}
+
+func (r Ref) String() string {
+	if r.Mesh == "" {
+		return string(r.Kind) + "/" + r.Name
+	}
+	return string(r.Kind) + "/" + r.Mesh + "/" + r.Name
+}
+
+// ---- Mesh ----
+
+// MeshSpec is a mesh's spec.
+type MeshSpec struct {
+	EgressFilter *EgressFilter `json:"egressFilter,omitempty"`
+}
+
+// EgressFilter is App Mesh's egress filter; gmesh stores it (type
+// DROP_ALL or ALLOW_ALL) and applies DROP_ALL semantics to proxyless clients
+// by serving only declared virtual services.
+type EgressFilter struct {
+	Type string `json:"type"`
+}
+
+// ---- VirtualNode ----
+
+// VirtualNodeSpec is a virtual node: one version of one service.
+type VirtualNodeSpec struct {
+	Listeners        []Listener        `json:"listeners,omitempty"`
+	ServiceDiscovery *ServiceDiscovery `json:"serviceDiscovery,omitempty"`
+	Backends         []Backend         `json:"backends,omitempty"`
+}
+
+// Listener is a virtual node's or gateway's listener.
+type Listener struct {
+	PortMapping      PortMapping       `json:"portMapping"`
+	HealthCheck      *HealthCheck      `json:"healthCheck,omitempty"`
+	OutlierDetection *OutlierDetection `json:"outlierDetection,omitempty"`
+	Timeout          *ListenerTimeout  `json:"timeout,omitempty"`
+}
+
+// PortMapping is a port and its protocol: grpc, http, http2 or tcp.
+type PortMapping struct {
+	Port     int    `json:"port"`
+	Protocol string `json:"protocol"`
+}
+
+// Protocols a port mapping, health check or route may name.
+const (
+	ProtocolGRPC  = "grpc"
+	ProtocolHTTP  = "http"
+	ProtocolHTTP2 = "http2"
+	ProtocolTCP   = "tcp"
+)
+
+// HealthCheck is App Mesh's active health check policy.
+type HealthCheck struct {
+	Protocol           string `json:"protocol"`
+	Path               string `json:"path,omitempty"` // http/http2 only
+	Port               int    `json:"port,omitempty"` // default: the listener's port
+	IntervalMillis     int64  `json:"intervalMillis"`
+	TimeoutMillis      int64  `json:"timeoutMillis"`
+	HealthyThreshold   int    `json:"healthyThreshold"`
+	UnhealthyThreshold int    `json:"unhealthyThreshold"`
+}
+
+// OutlierDetection is App Mesh's passive ejection policy.
+type OutlierDetection struct {
+	MaxServerErrors      int      `json:"maxServerErrors"`
+	Interval             Duration `json:"interval"`
+	BaseEjectionDuration Duration `json:"baseEjectionDuration"`
+	MaxEjectionPercent   int      `json:"maxEjectionPercent"`
+}
+
+// ListenerTimeout holds per-protocol listener timeouts.
+type ListenerTimeout struct {
+	GRPC  *RouteTimeout `json:"grpc,omitempty"`
+	HTTP  *RouteTimeout `json:"http,omitempty"`
+	HTTP2 *RouteTimeout `json:"http2,omitempty"`
+}
+
+// Duration is App Mesh's {value, unit} duration; unit is "ms" or "s".
+type Duration struct {
+	Value int64  `json:"value"`
+	Unit  string `json:"unit"`
+}
+
+// ServiceDiscovery selects a virtual node's endpoints. Registry is gmesh's
+// replacement for Cloud Map: endpoints registered under ServiceName whose
+// attributes include every listed attribute. AWSCloudMap is accepted with the
+// same meaning so App Mesh manifests carry over. DNS names one fixed
+// host:port endpoint (the listener's port).
+type ServiceDiscovery struct {
+	Registry    *RegistryDiscovery `json:"registry,omitempty"`
+	AWSCloudMap *RegistryDiscovery `json:"awsCloudMap,omitempty"`
+	DNS         *DNSDiscovery      `json:"dns,omitempty"`
+}
+
+// RegistryDiscovery selects registered endpoints by service and attributes.
+type RegistryDiscovery struct {
+	NamespaceName string      `json:"namespaceName,omitempty"`
+	ServiceName   string      `json:"serviceName"`
+	Attributes    []Attribute `json:"attributes,omitempty"`
+}
+
+// Attribute is one key/value an endpoint must carry to be selected.
+type Attribute struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
+}
+
+// DNSDiscovery names a fixed host.
+type DNSDiscovery struct {
+	Hostname string `json:"hostname"`
+}
+
+// Selector returns the registry selection of d (Registry, else AWSCloudMap),
+// or nil when d selects by DNS or is nil.
+func (d *ServiceDiscovery) Selector() *RegistryDiscovery {
+	if d == nil {
+		return nil
+	}
+	if d.Registry != nil {
+		return d.Registry
+	}
+	return d.AWSCloudMap
+}
+
+// Backend is a virtual service a node calls.
+type Backend struct {
+	VirtualService *VirtualServiceBackend `json:"virtualService,omitempty"`
+}
+
+// VirtualServiceBackend names the called virtual service.
+type VirtualServiceBackend struct {
+	VirtualServiceName string `json:"virtualServiceName"`
+}
+
+// ---- VirtualRouter and Route ----
+
+// VirtualRouterSpec is a virtual router: listeners plus the routes that name
+// it in their metadata.
+type VirtualRouterSpec struct {
+	Listeners []RouterListener `json:"listeners,omitempty"`
+}
+
+// RouterListener is a virtual router's listener.
+type RouterListener struct {
+	PortMapping PortMapping `json:"portMapping"`
+}
+
+// RouteSpec is a route of a virtual router. Exactly one of GRPCRoute,
+// HTTPRoute, HTTP2Route is set.
+type RouteSpec struct {
+	VirtualRouterName string     `json:"virtualRouterName"`
+	Priority          *int       `json:"priority,omitempty"`
+	GRPCRoute         *GRPCRoute `json:"grpcRoute,omitempty"`
+	HTTPRoute         *HTTPRoute `json:"httpRoute,omitempty"`
+	HTTP2Route        *HTTPRoute `json:"http2Route,omitempty"`
+}
+
+// GRPCRoute matches gRPC calls by service, method and metadata.
+type GRPCRoute struct {
+	Match       GRPCRouteMatch   `json:"match"`
+	Action      RouteAction      `json:"action"`
+	RetryPolicy *GRPCRetryPolicy `json:"retryPolicy,omitempty"`
+	Timeout     *RouteTimeout    `json:"timeout,omitempty"`
+}
+
+// GRPCRouteMatch matches on the gRPC service and method names and metadata.
+type GRPCRouteMatch struct {
+	ServiceName string          `json:"serviceName,omitempty"`
+	MethodName  string          `json:"methodName,omitempty"`
+	Metadata    []MetadataMatch `json:"metadata,omitempty"`
+}
+
+// MetadataMatch matches one header/metadata entry.
+type MetadataMatch struct {
+	Name   string       `json:"name"`
+	Invert bool         `json:"invert,omitempty"`
+	Match  *HeaderMatch `json:"match,omitempty"`
+}
+
+// HeaderMatch is one of exact, prefix, suffix, regex.
+type HeaderMatch struct {
+	Exact  string `json:"exact,omitempty"`
+	Prefix string `json:"prefix,omitempty"`
+	Suffix string `json:"suffix,omitempty"`
+	Regex  string `json:"regex,omitempty"`
+}
+
+// RouteAction splits traffic across virtual nodes by weight.
+type RouteAction struct {
+	WeightedTargets []WeightedTarget `json:"weightedTargets"`
+}
+
+// WeightedTarget is one virtual node and its weight (0..100).
+type WeightedTarget struct {
+	VirtualNode string `json:"virtualNode"`
+	Weight      int    `json:"weight"`
+	Port        int    `json:"port,omitempty"`
+}
+
+// GRPCRetryPolicy is App Mesh's gRPC retry policy.
+type GRPCRetryPolicy struct {
+	GRPCRetryEvents []string `json:"grpcRetryEvents,omitempty"` // cancelled, deadline-exceeded, internal, resource-exhausted, unavailable
+	HTTPRetryEvents []string `json:"httpRetryEvents,omitempty"`
+	TCPRetryEvents  []string `json:"tcpRetryEvents,omitempty"`
+	MaxRetries      int      `json:"maxRetries"`
+	PerRetryTimeout Duration `json:"perRetryTimeout"`
+}
+
+// RouteTimeout is a route's request timeouts.
+type RouteTimeout struct {
+	PerRequest *Duration `json:"perRequest,omitempty"`
+	Idle       *Duration `json:"idle,omitempty"`
+}
+
+// HTTPRoute matches HTTP requests by path prefix, method and headers.
+type HTTPRoute struct {
+	Match       HTTPRouteMatch   `json:"match"`
+	Action      RouteAction      `json:"action"`
+	RetryPolicy *HTTPRetryPolicy `json:"retryPolicy,omitempty"`
+	Timeout     *RouteTimeout    `json:"timeout,omitempty"`
+}
+
+// HTTPRouteMatch matches an HTTP request.
+type HTTPRouteMatch struct {
+	Prefix  string          `json:"prefix,omitempty"`
+	Path    *HeaderMatch    `json:"path,omitempty"`
+	Method  string          `json:"method,omitempty"`
+	Headers []MetadataMatch `json:"headers,omitempty"`
+}
+
+// HTTPRetryPolicy is App Mesh's HTTP retry policy.
+type HTTPRetryPolicy struct {
+	HTTPRetryEvents []string `json:"httpRetryEvents,omitempty"` // server-error, gateway-error, client-error, stream-error
+	TCPRetryEvents  []string `json:"tcpRetryEvents,omitempty"`
+	MaxRetries      int      `json:"maxRetries"`
+	PerRetryTimeout Duration `json:"perRetryTimeout"`
+}
+
+// ---- VirtualService ----
+
+// VirtualServiceSpec is a virtual service; its name is the name clients dial
+// (xds:///<name>).
+type VirtualServiceSpec struct {
+	Provider *VirtualServiceProvider `json:"provider"`
+}
+
+// VirtualServiceProvider is a router or a single node.
+type VirtualServiceProvider struct {
+	VirtualRouter *ProviderRef `json:"virtualRouter,omitempty"`
+	VirtualNode   *ProviderRef `json:"virtualNode,omitempty"`
+}
+
+// ProviderRef names the providing router or node.
+type ProviderRef struct {
+	VirtualRouterName string `json:"virtualRouterName,omitempty"`
+	VirtualNodeName   string `json:"virtualNodeName,omitempty"`
+}
+
+// ---- VirtualGateway and GatewayRoute ----
+
+// VirtualGatewaySpec is an ingress gateway (the ALB's role).
+type VirtualGatewaySpec struct {
+	Listeners []GatewayListener `json:"listeners"`
+	// Address is the host the gateway binds, default 127.0.0.1.
+	Address string `json:"address,omitempty"`
+	// MaxRequestBytes limits request bodies (default 1 MiB).
+	MaxRequestBytes int64 `json:"maxRequestBytes,omitempty"`
+}
+
+// GatewayListener is a gateway's listener.
+type GatewayListener struct {
+	PortMapping PortMapping  `json:"portMapping"`
+	HealthCheck *HealthCheck `json:"healthCheck,omitempty"`
+}
+
+// GatewayRouteSpec routes gateway traffic to a virtual service.
+type GatewayRouteSpec struct {
+	VirtualGatewayName string            `json:"virtualGatewayName"`
+	Priority           *int              `json:"priority,omitempty"`
+	HTTPRoute          *GatewayHTTPRoute `json:"httpRoute,omitempty"`
+	HTTP2Route         *GatewayHTTPRoute `json:"http2Route,omitempty"`
+	GRPCRoute          *GatewayGRPCRoute `json:"grpcRoute,omitempty"`
+}
+
+// GatewayHTTPRoute matches by path prefix.
+type GatewayHTTPRoute struct {
+	Match  GatewayHTTPMatch   `json:"match"`
+	Action GatewayRouteAction `json:"action"`
+}
+
+// GatewayHTTPMatch is a gateway route's HTTP match.
+type GatewayHTTPMatch struct {
+	Prefix string `json:"prefix,omitempty"`
+}
+
+// GatewayGRPCRoute matches by gRPC service name.
+type GatewayGRPCRoute struct {
+	Match  GatewayGRPCMatch   `json:"match"`
+	Action GatewayRouteAction `json:"action"`
+}
+
+// GatewayGRPCMatch is a gateway route's gRPC match.
+type GatewayGRPCMatch struct {
+	ServiceName string `json:"serviceName,omitempty"`
+}
+
+// GatewayRouteAction targets a virtual service.
+type GatewayRouteAction struct {
+	Target GatewayTarget `json:"target"`
+}
+
+// GatewayTarget names the target virtual service.
+type GatewayTarget struct {
+	VirtualService VirtualServiceBackend `json:"virtualService"`
+}
+
+// ---- gmesh runtime kinds ----
+
+// ServiceSpec declares a service the way ECS declares a service plus its
+// task definition. Its tasks run as TaskSets (one per version); `gmesh up`
+// creates the first TaskSet, `gmesh deploy` the next ones.
+type ServiceSpec struct {
+	// VirtualNode is the node the service's current version backs.
+	VirtualNode string `json:"virtualNode"`
+	// Program is how to get the task's executable.
+	Program Program `json:"program"`
+	// DesiredCount is the number of tasks per task set (default 1).
+	DesiredCount int `json:"desiredCount"`
+	// Port is the port each task listens on; the task gets it as $PORT.
+	Port int `json:"port"`
+	// Env is extra environment for every task.
+	Env map[string]string `json:"env,omitempty"`
+	// Version labels the first task set when the program cannot say its
+	// version (`--version`); default: asked from the program.
+	Version string `json:"version,omitempty"`
+	// MetricsPath is where a task serves Prometheus metrics on $METRICS_PORT
+	// (default /metrics); empty Program.NoMetrics turns scraping off.
+	MetricsPath string `json:"metricsPath,omitempty"`
+}
+
+// Program is a Go package built with `go build` into a content-addressed
+// artifact, or a command run as is.
+type Program struct {
+	Package string   `json:"package,omitempty"`
+	Command []string `json:"command,omitempty"`
+}
+
+// TaskSetSpec is one version of a service's tasks.
+type TaskSetSpec struct {
+	Service      string            `json:"service"`
+	VirtualNode  string            `json:"virtualNode"`
+	Version      string            `json:"version"`
+	Revision     int               `json:"revision"`
+	Command      []string          `json:"command"`            // argv[0] is the artifact path or program
+	Artifact     string            `json:"artifact,omitempty"` // content digest, "sha256:..."
+	Env          map[string]string `json:"env,omitempty"`
+	DesiredCount int               `json:"desiredCount"`
+	Port         int               `json:"port"`
+	// Draining tells the runtime to stop the set's tasks gracefully.
+	Draining bool `json:"draining,omitempty"`
+}
+
+// ---- Endpoints (the registry) ----
+
+// HealthStatus is an endpoint's health as the control plane sees it.
+type HealthStatus string
+
+// Health states.
+const (
+	HealthUnknown   HealthStatus = "UNKNOWN"
+	HealthHealthy   HealthStatus = "HEALTHY"
+	HealthUnhealthy HealthStatus = "UNHEALTHY"
+)
+
+// TaskState is a task's lifecycle state as its runtime reports it.
+type TaskState string
+
+// Task states, after ECS's.
+const (
+	TaskPending  TaskState = "PENDING"
+	TaskRunning  TaskState = "RUNNING"
+	TaskStopping TaskState = "STOPPING"
+	TaskStopped  TaskState = "STOPPED"
+)
+
+// Endpoint is one registered task instance.
+type Endpoint struct {
+	// ID is unique in the mesh (the task id).
+	ID         string            `json:"id"`
+	Mesh       string            `json:"mesh"`
+	Service    string            `json:"service"`
+	Address    string            `json:"address"`
+	Port       int               `json:"port"`
+	Attributes map[string]string `json:"attributes,omitempty"`
+	// MetricsAddr is host:port of the task's Prometheus endpoint, if any.
+	MetricsAddr string       `json:"metricsAddr,omitempty"`
+	PID         int          `json:"pid,omitempty"`
+	Restarts    int          `json:"restarts,omitempty"`
+	State       TaskState    `json:"state"`
+	Health      HealthStatus `json:"health"`
+	// Draining endpoints leave EDS before their task stops.
+	Draining bool `json:"draining,omitempty"`
+	// LastHealthError is the last failed check's error.
+	LastHealthError string `json:"lastHealthError,omitempty"`
+}
+
+// Attribute names gmesh sets on every endpoint it registers.
+const (
+	AttrVersion = "version"
+	AttrTaskSet = "taskSet"
+)
+
+// Matches reports whether e is selected by sel.
+func (e *Endpoint) Matches(sel *RegistryDiscovery) bool {
+	if sel == nil || e.Service != sel.ServiceName {
+		return false
+	}
+	for _, a := range sel.Attributes {
+		if e.Attributes[a.Key] != a.Value {
+			return false
+		}
+	}
+	return true
+}
+
+// Serving reports whether e belongs in EDS: running, healthy, not draining.
+func (e *Endpoint) Serving() bool {
+	return e.State == TaskRunning && e.Health == HealthHealthy && !e.Draining
+}
