@@ -1,0 +1,368 @@
+package xds
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
+
+	routepb "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	matcherpb "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/gmesh-dev/gmesh/internal/mesh"
+)
+
+// routeConfig builds a virtual service's route configuration: one virtual
+// host (domains: the service name and "*") whose routes come from the
+// providing router's routes in priority order, or a single catch-all route
+// to the providing node.
+func (t *translator) routeConfig(vs *mesh.Resource) (*routepb.RouteConfiguration, error) {
+	spec, ok := vs.Spec.(*mesh.VirtualServiceSpec)
+	if !ok || spec == nil {
+		return nil, fmt.Errorf("%s: spec is %T, want *mesh.VirtualServiceSpec", vs.Ref(), vs.Spec)
+	}
+	meshName := vs.Metadata.Mesh
+	vh := &routepb.VirtualHost{
+		Name:    vs.Metadata.Name,
+		Domains: []string{vs.Metadata.Name, "*"},
+	}
+	p := spec.Provider
+	switch {
+	case p != nil && p.VirtualRouter != nil:
+		routerRef := mesh.Ref{Kind: mesh.KindVirtualRouter, Mesh: meshName, Name: p.VirtualRouter.VirtualRouterName}
+		if _, ok := t.byRef[routerRef]; !ok {
+			return nil, fmt.Errorf("%s: spec.provider.virtualRouter: %s does not exist", vs.Ref(), routerRef)
+		}
+		routes := slices.Clone(t.routes[routerRef])
+		slices.SortFunc(routes, byPriority)
+		for _, r := range routes {
+			rt, err := t.route(r)
+			if err != nil {
+				return nil, err
+			}
+			vh.Routes = append(vh.Routes, rt)
+		}
+	case p != nil && p.VirtualNode != nil:
+		nodeRef := mesh.Ref{Kind: mesh.KindVirtualNode, Mesh: meshName, Name: p.VirtualNode.VirtualNodeName}
+		vn, ok := t.byRef[nodeRef]
+		if !ok {
+			return nil, fmt.Errorf("%s: spec.provider.virtualNode: %s does not exist", vs.Ref(), nodeRef)
+		}
+		rt := &routepb.Route{
+			Name:  nodeRef.Name,
+			Match: &routepb.RouteMatch{PathSpecifier: &routepb.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &routepb.Route_Route{Route: &routepb.RouteAction{
+				ClusterSpecifier: &routepb.RouteAction_Cluster{Cluster: ClusterName(meshName, nodeRef.Name)},
+			}},
+		}
+		if err := applyTimeout(rt.GetRoute(), nodeTimeout(vn)); err != nil {
+			return nil, fmt.Errorf("%s: spec.listeners[0].timeout: %w", nodeRef, err)
+		}
+		vh.Routes = append(vh.Routes, rt)
+	default:
+		return nil, fmt.Errorf("%s: spec.provider: names neither a virtual router nor a virtual node", vs.Ref())
+	}
+	return &routepb.RouteConfiguration{
+		Name:         RouteConfigName(meshName, vs.Metadata.Name),
+		VirtualHosts: []*routepb.VirtualHost{vh},
+	}, nil
+}
+
+// byPriority orders routes as App Mesh does: lower priority first, routes
+// without a priority after all others, ties by name.
+func byPriority(a, b *mesh.Resource) int {
+	pa, pb := priority(a), priority(b)
+	return cmp.Or(cmp.Compare(pa, pb), cmp.Compare(a.Metadata.Name, b.Metadata.Name))
+}
+
+func priority(r *mesh.Resource) int {
+	if spec, ok := r.Spec.(*mesh.RouteSpec); ok && spec != nil && spec.Priority != nil {
+		return *spec.Priority
+	}
+	return 1 << 30
+}
+
+// nodeTimeout is the grpc (else http2, http) per-request timeout of the
+// node's first listener, used for a service the node provides directly.
+func nodeTimeout(vn *mesh.Resource) *mesh.RouteTimeout {
+	spec, ok := vn.Spec.(*mesh.VirtualNodeSpec)
+	if !ok || spec == nil || len(spec.Listeners) == 0 || spec.Listeners[0].Timeout == nil {
+		return nil
+	}
+	lt := spec.Listeners[0].Timeout
+	return cmp.Or(lt.GRPC, lt.HTTP2, lt.HTTP)
+}
+
+// route translates one Route resource.
+func (t *translator) route(r *mesh.Resource) (*routepb.Route, error) {
+	spec, ok := r.Spec.(*mesh.RouteSpec)
+	if !ok || spec == nil {
+		return nil, fmt.Errorf("%s: spec is %T, want *mesh.RouteSpec", r.Ref(), r.Spec)
+	}
+	rt := &routepb.Route{Name: r.Metadata.Name}
+	var (
+		action  mesh.RouteAction
+		timeout *mesh.RouteTimeout
+		retry   *routepb.RetryPolicy
+		field   string
+		err     error
+	)
+	switch {
+	case spec.GRPCRoute != nil:
+		g := spec.GRPCRoute
+		field = "spec.grpcRoute"
+		rt.Match, err = grpcMatch(g.Match)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %s.match: %w", r.Ref(), field, err)
+		}
+		action, timeout = g.Action, g.Timeout
+		if p := g.RetryPolicy; p != nil {
+			events := slices.Concat(g.RetryPolicy.GRPCRetryEvents, httpRetryOn(p.HTTPRetryEvents), tcpRetryOn(p.TCPRetryEvents))
+			retry, err = retryPolicy(events, p.MaxRetries, p.PerRetryTimeout)
+		}
+	case spec.HTTP2Route != nil || spec.HTTPRoute != nil:
+		h, f := spec.HTTP2Route, "spec.http2Route"
+		if h == nil {
+			h, f = spec.HTTPRoute, "spec.httpRoute"
+		}
+		field = f
+		rt.Match, err = httpMatch(h.Match)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %s.match: %w", r.Ref(), field, err)
+		}
+		action, timeout = h.Action, h.Timeout
+		if p := h.RetryPolicy; p != nil {
+			retry, err = retryPolicy(slices.Concat(httpRetryOn(p.HTTPRetryEvents), tcpRetryOn(p.TCPRetryEvents)), p.MaxRetries, p.PerRetryTimeout)
+		}
+	default:
+		return nil, fmt.Errorf("%s: spec: needs one of grpcRoute, httpRoute, http2Route", r.Ref())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s.retryPolicy: %w", r.Ref(), field, err)
+	}
+	ra, err := t.routeAction(r.Metadata.Mesh, action)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s.action: %w", r.Ref(), field, err)
+	}
+	ra.RetryPolicy = retry
+	if err := applyTimeout(ra, timeout); err != nil {
+		return nil, fmt.Errorf("%s: %s.timeout: %w", r.Ref(), field, err)
+	}
+	rt.Action = &routepb.Route_Route{Route: ra}
+	return rt, nil
+}
+
+// routeAction splits by weight. Weight-0 targets are left out: grpc-go does
+// not subscribe to a weight-0 cluster, and Envoy would never pick it. A
+// single remaining target becomes a plain cluster action.
+func (t *translator) routeAction(meshName string, a mesh.RouteAction) (*routepb.RouteAction, error) {
+	var wcs []*routepb.WeightedCluster_ClusterWeight
+	for i, wt := range a.WeightedTargets {
+		ref := mesh.Ref{Kind: mesh.KindVirtualNode, Mesh: meshName, Name: wt.VirtualNode}
+		if _, ok := t.byRef[ref]; !ok {
+			return nil, fmt.Errorf("weightedTargets[%d].virtualNode: %s does not exist", i, ref)
+		}
+		if wt.Weight < 0 || wt.Weight > 100 {
+			return nil, fmt.Errorf("weightedTargets[%d].weight %d: must be 0..100", i, wt.Weight)
+		}
+		if wt.Weight == 0 {
+			continue
+		}
+		wcs = append(wcs, &routepb.WeightedCluster_ClusterWeight{
+			Name:   ClusterName(meshName, wt.VirtualNode),
+			Weight: wrapperspb.UInt32(uint32(wt.Weight)),
+		})
+	}
+	switch len(wcs) {
+	case 0:
+		return nil, fmt.Errorf("weightedTargets: no target has a weight above 0")
+	case 1:
+		return &routepb.RouteAction{ClusterSpecifier: &routepb.RouteAction_Cluster{Cluster: wcs[0].GetName()}}, nil
+	}
+	return &routepb.RouteAction{ClusterSpecifier: &routepb.RouteAction_WeightedClusters{
+		WeightedClusters: &routepb.WeightedCluster{Clusters: wcs},
+	}}, nil
+}
+
+// routeClusters lists the clusters a route may send to.
+func routeClusters(rt *routepb.Route) []string {
+	ra := rt.GetRoute()
+	if c := ra.GetCluster(); c != "" {
+		return []string{c}
+	}
+	var out []string
+	for _, wc := range ra.GetWeightedClusters().GetClusters() {
+		out = append(out, wc.GetName())
+	}
+	return out
+}
+
+// grpcMatch: a service name matches the path prefix "/<service>/", a method
+// the exact path "/<service>/<method>"; metadata become header matchers.
+func grpcMatch(m mesh.GRPCRouteMatch) (*routepb.RouteMatch, error) {
+	rm := &routepb.RouteMatch{}
+	switch {
+	case m.ServiceName != "" && m.MethodName != "":
+		rm.PathSpecifier = &routepb.RouteMatch_Path{Path: "/" + m.ServiceName + "/" + m.MethodName}
+	case m.ServiceName != "":
+		rm.PathSpecifier = &routepb.RouteMatch_Prefix{Prefix: "/" + m.ServiceName + "/"}
+	case m.MethodName != "":
+		return nil, fmt.Errorf("methodName %q: needs serviceName", m.MethodName)
+	default:
+		rm.PathSpecifier = &routepb.RouteMatch_Prefix{Prefix: "/"}
+	}
+	hs, err := headerMatchers("metadata", m.Metadata)
+	if err != nil {
+		return nil, err
+	}
+	rm.Headers = hs
+	return rm, nil
+}
+
+// httpMatch: prefix, exact or regex path, method and headers.
+func httpMatch(m mesh.HTTPRouteMatch) (*routepb.RouteMatch, error) {
+	rm := &routepb.RouteMatch{}
+	switch {
+	case m.Path != nil && m.Path.Exact != "":
+		rm.PathSpecifier = &routepb.RouteMatch_Path{Path: m.Path.Exact}
+	case m.Path != nil && m.Path.Regex != "":
+		rm.PathSpecifier = &routepb.RouteMatch_SafeRegex{SafeRegex: &matcherpb.RegexMatcher{Regex: m.Path.Regex}}
+	case m.Path != nil:
+		return nil, fmt.Errorf("path: needs exact or regex")
+	case m.Prefix != "":
+		rm.PathSpecifier = &routepb.RouteMatch_Prefix{Prefix: m.Prefix}
+	default:
+		rm.PathSpecifier = &routepb.RouteMatch_Prefix{Prefix: "/"}
+	}
+	if m.Method != "" {
+		rm.Headers = append(rm.Headers, &routepb.HeaderMatcher{
+			Name: ":method",
+			HeaderMatchSpecifier: &routepb.HeaderMatcher_StringMatch{StringMatch: &matcherpb.StringMatcher{
+				MatchPattern: &matcherpb.StringMatcher_Exact{Exact: strings.ToUpper(m.Method)},
+			}},
+		})
+	}
+	hs, err := headerMatchers("headers", m.Headers)
+	if err != nil {
+		return nil, err
+	}
+	rm.Headers = append(rm.Headers, hs...)
+	return rm, nil
+}
+
+func headerMatchers(field string, ms []mesh.MetadataMatch) ([]*routepb.HeaderMatcher, error) {
+	var out []*routepb.HeaderMatcher
+	for i, m := range ms {
+		if m.Name == "" {
+			return nil, fmt.Errorf("%s[%d].name: required", field, i)
+		}
+		hm := &routepb.HeaderMatcher{Name: strings.ToLower(m.Name), InvertMatch: m.Invert}
+		var sm *matcherpb.StringMatcher
+		switch hmt := m.Match; {
+		case hmt == nil:
+			hm.HeaderMatchSpecifier = &routepb.HeaderMatcher_PresentMatch{PresentMatch: true}
+		case hmt.Exact != "":
+			sm = &matcherpb.StringMatcher{MatchPattern: &matcherpb.StringMatcher_Exact{Exact: hmt.Exact}}
+		case hmt.Prefix != "":
+			sm = &matcherpb.StringMatcher{MatchPattern: &matcherpb.StringMatcher_Prefix{Prefix: hmt.Prefix}}
+		case hmt.Suffix != "":
+			sm = &matcherpb.StringMatcher{MatchPattern: &matcherpb.StringMatcher_Suffix{Suffix: hmt.Suffix}}
+		case hmt.Regex != "":
+			sm = &matcherpb.StringMatcher{MatchPattern: &matcherpb.StringMatcher_SafeRegex{SafeRegex: &matcherpb.RegexMatcher{Regex: hmt.Regex}}}
+		default:
+			return nil, fmt.Errorf("%s[%d].match: needs exact, prefix, suffix or regex", field, i)
+		}
+		if sm != nil {
+			hm.HeaderMatchSpecifier = &routepb.HeaderMatcher_StringMatch{StringMatch: sm}
+		}
+		out = append(out, hm)
+	}
+	return out, nil
+}
+
+// retryPolicy: retry_on lists Envoy/gRPC event names (App Mesh's gRPC events
+// are spelled as Envoy's, and grpc-go honours exactly those five). App Mesh
+// allows maxRetries 0, meaning no retries; grpc-go rejects num_retries 0, so
+// no policy is emitted then.
+func retryPolicy(events []string, maxRetries int, perTry mesh.Duration) (*routepb.RetryPolicy, error) {
+	if maxRetries < 0 {
+		return nil, fmt.Errorf("maxRetries %d: must not be negative", maxRetries)
+	}
+	if maxRetries == 0 || len(events) == 0 {
+		return nil, nil
+	}
+	rp := &routepb.RetryPolicy{
+		RetryOn:    strings.Join(events, ","),
+		NumRetries: wrapperspb.UInt32(uint32(maxRetries)),
+	}
+	if perTry.Unit != "" || perTry.Value != 0 {
+		d, err := duration(perTry)
+		if err != nil {
+			return nil, fmt.Errorf("perRetryTimeout: %w", err)
+		}
+		if d > 0 {
+			rp.PerTryTimeout = durationpb.New(d)
+		}
+	}
+	return rp, nil
+}
+
+// httpRetryOn maps App Mesh's HTTP retry events to Envoy's retry_on values.
+func httpRetryOn(events []string) []string {
+	var out []string
+	for _, e := range events {
+		switch e {
+		case "server-error":
+			out = append(out, "5xx")
+		case "gateway-error":
+			out = append(out, "gateway-error")
+		case "client-error":
+			out = append(out, "retriable-4xx")
+		case "stream-error":
+			out = append(out, "reset")
+		default:
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// tcpRetryOn maps App Mesh's TCP retry events (connection-error).
+func tcpRetryOn(events []string) []string {
+	var out []string
+	for _, e := range events {
+		if e == "connection-error" {
+			out = append(out, "connect-failure")
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// applyTimeout sets a per-request timeout as both Envoy's route timeout and
+// max_stream_duration (which grpc-go honours as the call deadline), and the
+// idle timeout (Envoy only).
+func applyTimeout(ra *routepb.RouteAction, t *mesh.RouteTimeout) error {
+	if t == nil {
+		return nil
+	}
+	if t.PerRequest != nil {
+		d, err := duration(*t.PerRequest)
+		if err != nil {
+			return fmt.Errorf("perRequest: %w", err)
+		}
+		ra.Timeout = durationpb.New(d)
+		ra.MaxStreamDuration = &routepb.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(d)}
+	}
+	if t.Idle != nil {
+		d, err := duration(*t.Idle)
+		if err != nil {
+			return fmt.Errorf("idle: %w", err)
+		}
+		ra.IdleTimeout = durationpb.New(d)
+	}
+	return nil
+}

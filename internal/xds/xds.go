@@ -1,0 +1,299 @@
+// Package xds translates gmesh's mesh state (App Mesh resources plus the
+// registry's endpoints) into one consistent set of xDS resources: an API
+// listener and a route configuration per virtual service, a cluster per
+// virtual node, and a ClusterLoadAssignment per EDS cluster.
+//
+// Naming (stable; other packages and clients depend on it):
+//
+//	Listener               <virtual service name>   (clients dial xds:///<name>)
+//	RouteConfiguration     <mesh>/<virtual service>
+//	Cluster                <mesh>/<virtual node>
+//	ClusterLoadAssignment  <mesh>/<virtual node>    (the cluster's EDS service_name)
+//
+// Translation follows what grpc-go's proxyless xDS client honours and keeps
+// every resource valid for Envoy too. Two traps shape it: a weighted target of
+// weight 0 is left out of the route (grpc-go never subscribes to a weight-0
+// cluster, so a consistency check that waits for it would hang), and a
+// weighted cluster with no healthy endpoints stalls the calls that pick it
+// (grpc-go issue 8383): giving weight only to nodes with healthy endpoints is
+// the rollout engine's job, not this package's.
+package xds
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"slices"
+
+	clusterpb "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointpb "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerpb "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routepb "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	"github.com/gmesh-dev/gmesh/internal/mesh"
+)
+
+// Type URLs of the four resource types gmesh serves.
+const (
+	ListenerType = resource.ListenerType
+	RouteType    = resource.RouteType
+	ClusterType  = resource.ClusterType
+	EndpointType = resource.EndpointType
+)
+
+// TypeURLs lists the served types in the order a client needs them.
+var TypeURLs = []string{ListenerType, RouteType, ClusterType, EndpointType}
+
+// ListenerName is the listener a client dialing xds:///<virtualService> asks for.
+func ListenerName(virtualService string) string { return virtualService }
+
+// RouteConfigName names a virtual service's route configuration.
+func RouteConfigName(meshName, virtualService string) string {
+	return meshName + "/" + virtualService
+}
+
+// ClusterName names a virtual node's cluster; it is also the cluster's EDS
+// service name.
+func ClusterName(meshName, virtualNode string) string { return meshName + "/" + virtualNode }
+
+// Input is what Translate reads: the mesh resources of a store revision and
+// the registry's endpoints (all of them; Translate selects the serving ones).
+type Input struct {
+	Revision  uint64
+	Resources []*mesh.Resource
+	Endpoints []*mesh.Endpoint
+}
+
+// Resources is one consistent set of xDS resources, each slice sorted by name.
+type Resources struct {
+	Revision  uint64
+	Listeners []*listenerpb.Listener
+	Routes    []*routepb.RouteConfiguration
+	Clusters  []*clusterpb.Cluster
+	Endpoints []*endpointpb.ClusterLoadAssignment
+}
+
+// ByType returns the resources keyed by type URL, as go-control-plane's
+// caches take them.
+func (r *Resources) ByType() map[string][]types.Resource {
+	out := make(map[string][]types.Resource, 4)
+	for _, l := range r.Listeners {
+		out[ListenerType] = append(out[ListenerType], l)
+	}
+	for _, rc := range r.Routes {
+		out[RouteType] = append(out[RouteType], rc)
+	}
+	for _, c := range r.Clusters {
+		out[ClusterType] = append(out[ClusterType], c)
+	}
+	for _, e := range r.Endpoints {
+		out[EndpointType] = append(out[EndpointType], e)
+	}
+	return out
+}
+
+// Validate runs every resource's own Validate (go-control-plane's generated
+// rules) and checks that the set is consistent: every route configuration a
+// listener names exists and is named by some listener, every cluster a route
+// targets exists, every EDS cluster's service name has a load assignment and
+// every load assignment belongs to a cluster. go-control-plane's
+// Snapshot.Consistent cannot be used: it does not look inside API listeners.
+func (r *Resources) Validate() error {
+	var errs []error
+	check := func(kind, name string, v interface{ Validate() error }) {
+		if err := v.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %w", kind, name, err))
+		}
+	}
+	for _, l := range r.Listeners {
+		check("listener", l.GetName(), l)
+	}
+	for _, rc := range r.Routes {
+		check("route configuration", rc.GetName(), rc)
+	}
+	for _, c := range r.Clusters {
+		check("cluster", c.GetName(), c)
+	}
+	for _, e := range r.Endpoints {
+		check("cluster load assignment", e.GetClusterName(), e)
+	}
+	if err := r.consistent(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Resources) consistent() error {
+	var errs []error
+	routes := make(map[string]bool, len(r.Routes))
+	for _, rc := range r.Routes {
+		if routes[rc.GetName()] {
+			errs = append(errs, fmt.Errorf("duplicate route configuration %q", rc.GetName()))
+		}
+		routes[rc.GetName()] = false
+	}
+	seen := map[string]bool{}
+	for _, l := range r.Listeners {
+		if seen[l.GetName()] {
+			errs = append(errs, fmt.Errorf("duplicate listener %q", l.GetName()))
+		}
+		seen[l.GetName()] = true
+		name, err := rdsName(l)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("listener %q: %w", l.GetName(), err))
+			continue
+		}
+		if name == "" {
+			continue
+		}
+		if _, ok := routes[name]; !ok {
+			errs = append(errs, fmt.Errorf("listener %q: route configuration %q is not in the snapshot", l.GetName(), name))
+			continue
+		}
+		routes[name] = true
+	}
+	for name, used := range routes {
+		if !used {
+			errs = append(errs, fmt.Errorf("route configuration %q: no listener refers to it", name))
+		}
+	}
+	clusters := make(map[string]bool, len(r.Clusters))
+	eds := map[string]bool{}
+	for _, c := range r.Clusters {
+		if clusters[c.GetName()] {
+			errs = append(errs, fmt.Errorf("duplicate cluster %q", c.GetName()))
+		}
+		clusters[c.GetName()] = true
+		if c.GetType() == clusterpb.Cluster_EDS {
+			svc := c.GetEdsClusterConfig().GetServiceName()
+			if svc == "" {
+				svc = c.GetName()
+			}
+			eds[svc] = false
+		}
+	}
+	for _, rc := range r.Routes {
+		for _, vh := range rc.GetVirtualHosts() {
+			for _, rt := range vh.GetRoutes() {
+				for _, name := range routeClusters(rt) {
+					if !clusters[name] {
+						errs = append(errs, fmt.Errorf("route configuration %q: route %q targets cluster %q, which is not in the snapshot", rc.GetName(), rt.GetName(), name))
+					}
+				}
+			}
+		}
+	}
+	for _, e := range r.Endpoints {
+		used, ok := eds[e.GetClusterName()]
+		if !ok {
+			errs = append(errs, fmt.Errorf("cluster load assignment %q: no EDS cluster refers to it", e.GetClusterName()))
+			continue
+		}
+		if used {
+			errs = append(errs, fmt.Errorf("duplicate cluster load assignment %q", e.GetClusterName()))
+		}
+		eds[e.GetClusterName()] = true
+	}
+	for name, used := range eds {
+		if !used {
+			errs = append(errs, fmt.Errorf("cluster %q: load assignment %q is not in the snapshot", name, name))
+		}
+	}
+	slices.SortFunc(errs, func(a, b error) int { return cmp.Compare(a.Error(), b.Error()) })
+	return errors.Join(errs...)
+}
+
+// Translate turns the mesh resources and endpoints of in into one consistent
+// set of xDS resources. It fails, changing nothing for the caller to publish,
+// when the mesh cannot be served as a whole (a route naming a missing virtual
+// node, a route whose targets all have weight 0, two meshes claiming the same
+// virtual service name).
+func Translate(in Input) (*Resources, error) {
+	t := newTranslator(in)
+	out := &Resources{Revision: in.Revision}
+	var errs []error
+	for _, vn := range t.nodes {
+		c, cla, err := t.cluster(vn)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out.Clusters = append(out.Clusters, c)
+		if cla != nil {
+			out.Endpoints = append(out.Endpoints, cla)
+		}
+	}
+	listeners := map[string]mesh.Ref{}
+	for _, vs := range t.services {
+		if prev, ok := listeners[vs.Metadata.Name]; ok {
+			errs = append(errs, fmt.Errorf("%s: listener %q is also claimed by %s", vs.Ref(), vs.Metadata.Name, prev))
+			continue
+		}
+		listeners[vs.Metadata.Name] = vs.Ref()
+		rc, err := t.routeConfig(vs)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		l, err := listener(vs.Metadata.Name, rc.GetName())
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", vs.Ref(), err))
+			continue
+		}
+		out.Listeners = append(out.Listeners, l)
+		out.Routes = append(out.Routes, rc)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("translate revision %d: %w", in.Revision, err)
+	}
+	slices.SortFunc(out.Listeners, func(a, b *listenerpb.Listener) int { return cmp.Compare(a.GetName(), b.GetName()) })
+	slices.SortFunc(out.Routes, func(a, b *routepb.RouteConfiguration) int { return cmp.Compare(a.GetName(), b.GetName()) })
+	slices.SortFunc(out.Clusters, func(a, b *clusterpb.Cluster) int { return cmp.Compare(a.GetName(), b.GetName()) })
+	slices.SortFunc(out.Endpoints, func(a, b *endpointpb.ClusterLoadAssignment) int {
+		return cmp.Compare(a.GetClusterName(), b.GetClusterName())
+	})
+	if err := out.Validate(); err != nil {
+		return nil, fmt.Errorf("translate revision %d: %w", in.Revision, err)
+	}
+	return out, nil
+}
+
+// translator indexes one Input.
+type translator struct {
+	nodes     []*mesh.Resource // VirtualNodes, sorted by ref
+	services  []*mesh.Resource // VirtualServices, sorted by ref
+	byRef     map[mesh.Ref]*mesh.Resource
+	routes    map[mesh.Ref][]*mesh.Resource // routes by their router's ref
+	endpoints []*mesh.Endpoint
+}
+
+func newTranslator(in Input) *translator {
+	t := &translator{
+		byRef:     map[mesh.Ref]*mesh.Resource{},
+		routes:    map[mesh.Ref][]*mesh.Resource{},
+		endpoints: in.Endpoints,
+	}
+	for _, r := range in.Resources {
+		if r == nil {
+			continue
+		}
+		t.byRef[r.Ref()] = r
+		switch r.Kind {
+		case mesh.KindVirtualNode:
+			t.nodes = append(t.nodes, r)
+		case mesh.KindVirtualService:
+			t.services = append(t.services, r)
+		case mesh.KindRoute:
+			if spec, ok := r.Spec.(*mesh.RouteSpec); ok && spec != nil {
+				router := mesh.Ref{Kind: mesh.KindVirtualRouter, Mesh: r.Metadata.Mesh, Name: spec.VirtualRouterName}
+				t.routes[router] = append(t.routes[router], r)
+			}
+		}
+	}
+	byRef := func(a, b *mesh.Resource) int { return cmp.Compare(a.Ref().String(), b.Ref().String()) }
+	slices.SortFunc(t.nodes, byRef)
+	slices.SortFunc(t.services, byRef)
+	return t
+}
