@@ -1,0 +1,322 @@
+package server
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	corepb "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoverypb "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	xdsserver "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+
+	"github.com/gmesh-dev/gmesh/internal/xds"
+)
+
+// ErrRejected is wrapped by WaitConverged's error when a client NACKed the
+// version it waits for (or a newer one): waiting longer would not help.
+var ErrRejected = errors.New("client rejected the configuration")
+
+// ClientStatus is what the server knows about one node id.
+type ClientStatus struct {
+	NodeID string
+	// ConnectedSince is when the oldest open stream of the node opened.
+	ConnectedSince time.Time
+	// Streams counts the node's open ADS streams (normally 1).
+	Streams int
+	// Types holds, per subscribed type URL, the last ACKed version.
+	Types map[string]TypeStatus
+	// LastNACK is the node's most recent rejection, nil if none.
+	LastNACK *NACK
+}
+
+// TypeStatus is a node's state for one resource type.
+type TypeStatus struct {
+	ACKedVersion string
+	ACKedAt      time.Time
+	// SentVersion is the last version sent to the node.
+	SentVersion string
+}
+
+// NACK is a rejected response.
+type NACK struct {
+	TypeURL string
+	// Version is the version the client rejected.
+	Version string
+	// Detail is the client's error_detail message.
+	Detail string
+	At     time.Time
+}
+
+// stream is one ADS (or single-type xDS) stream.
+type stream struct {
+	id       int64
+	node     string
+	opened   time.Time
+	types    map[string]*typeState
+	lastNACK *NACK
+}
+
+type typeState struct {
+	subscribed  bool
+	wildcard    bool
+	requested   bool // a request for the type has been seen
+	ackVersion  string
+	ackCounter  uint64
+	ackAt       time.Time
+	sent        [4]sent // recent responses, for mapping a NACK's nonce
+	sentNext    int
+	nackCounter uint64 // counter of the newest NACKed version
+}
+
+type sent struct {
+	nonce, version string
+}
+
+func (ts *typeState) sentVersion(nonce string) string {
+	for _, s := range ts.sent {
+		if s.nonce == nonce && nonce != "" {
+			return s.version
+		}
+	}
+	return ""
+}
+
+func (ts *typeState) lastSent() string {
+	return ts.sent[(ts.sentNext+len(ts.sent)-1)%len(ts.sent)].version
+}
+
+// callbacks implements go-control-plane's server callbacks on the Server's
+// tracking state. They run on stream goroutines and only take s.mu briefly.
+type callbacks Server
+
+var _ xdsserver.Callbacks = (*callbacks)(nil)
+
+func (c *callbacks) OnStreamOpen(_ context.Context, id int64, _ string) error {
+	s := (*Server)(c)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.streams[id] = &stream{id: id, opened: s.now(), types: map[string]*typeState{}}
+	return nil
+}
+
+func (c *callbacks) OnStreamClosed(id int64, node *corepb.Node) {
+	s := (*Server)(c)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st, ok := s.streams[id]; ok {
+		delete(s.streams, id)
+		s.log.Debug("xds stream closed", "stream", id, "node", st.node)
+		s.notifyLocked()
+	}
+}
+
+func (c *callbacks) OnStreamRequest(id int64, req *discoverypb.DiscoveryRequest) error {
+	s := (*Server)(c)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, ok := s.streams[id]
+	if !ok {
+		return nil
+	}
+	if st.node == "" && req.GetNode().GetId() != "" {
+		st.node = req.GetNode().GetId()
+		s.log.Info("xds client connected", "node", st.node, "stream", id)
+	}
+	typeURL := req.GetTypeUrl()
+	ts := st.types[typeURL]
+	if ts == nil {
+		ts = &typeState{}
+		st.types[typeURL] = ts
+	}
+	// Subscription: named resources, or a first empty request for a type
+	// where empty means wildcard (Envoy's LDS/CDS). A later empty request
+	// after named ones unsubscribes.
+	names := len(req.GetResourceNames()) > 0
+	switch {
+	case names:
+		ts.subscribed, ts.wildcard = true, false
+	case !ts.requested && (typeURL == xds.ListenerType || typeURL == xds.ClusterType):
+		ts.subscribed, ts.wildcard = true, true
+	case ts.wildcard:
+	default:
+		ts.subscribed = false
+	}
+	ts.requested = true
+
+	if ed := req.GetErrorDetail(); ed != nil {
+		v := ts.sentVersion(req.GetResponseNonce())
+		if v == "" {
+			v = ts.lastSent()
+		}
+		n := &NACK{TypeURL: typeURL, Version: v, Detail: ed.GetMessage(), At: s.now()}
+		st.lastNACK = n
+		if cn := s.counterOf(v); cn > ts.nackCounter {
+			ts.nackCounter = cn
+		}
+		s.log.Warn("xds client rejected configuration", "node", st.node, "type", typeURL, "version", v, "error", ed.GetMessage())
+		// A NACK's version_info is the last accepted version: fall through.
+	}
+	if v := req.GetVersionInfo(); v != "" {
+		if n := s.counterOf(v); n >= ts.ackCounter && v != ts.ackVersion {
+			ts.ackVersion, ts.ackCounter, ts.ackAt = v, n, s.now()
+		}
+	}
+	s.notifyLocked()
+	return nil
+}
+
+func (c *callbacks) OnStreamResponse(_ context.Context, id int64, req *discoverypb.DiscoveryRequest, resp *discoverypb.DiscoveryResponse) {
+	s := (*Server)(c)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, ok := s.streams[id]
+	if !ok {
+		return
+	}
+	ts := st.types[resp.GetTypeUrl()]
+	if ts == nil {
+		ts = &typeState{}
+		st.types[resp.GetTypeUrl()] = ts
+	}
+	ts.sent[ts.sentNext] = sent{nonce: resp.GetNonce(), version: resp.GetVersionInfo()}
+	ts.sentNext = (ts.sentNext + 1) % len(ts.sent)
+}
+
+func (c *callbacks) OnFetchRequest(context.Context, *discoverypb.DiscoveryRequest) error { return nil }
+func (c *callbacks) OnFetchResponse(*discoverypb.DiscoveryRequest, *discoverypb.DiscoveryResponse) {
+}
+
+// Delta xDS streams are served by the cache but not tracked: grpc-go speaks
+// state-of-the-world only.
+func (c *callbacks) OnDeltaStreamOpen(context.Context, int64, string) error { return nil }
+func (c *callbacks) OnDeltaStreamClosed(int64, *corepb.Node)                {}
+func (c *callbacks) OnStreamDeltaRequest(int64, *discoverypb.DeltaDiscoveryRequest) error {
+	return nil
+}
+func (c *callbacks) OnStreamDeltaResponse(int64, *discoverypb.DeltaDiscoveryRequest, *discoverypb.DeltaDiscoveryResponse) {
+}
+
+// Converged reports whether the last published snapshot was built from
+// revision >= rev and every connected client subscribed to typeURL has ACKed
+// a version of that type at least as new as the one the first snapshot at or
+// after rev carried. pending lists the clients still behind as
+// "<node id>@<ACKed version>" ("<node id>@none" before any ACK), sorted.
+func (s *Server) Converged(typeURL string, rev uint64) (done bool, pending []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	done, pending, _ = s.convergedLocked(typeURL, rev)
+	return done, pending
+}
+
+// convergedLocked also returns the first pending client that NACKed the
+// target version or a newer one.
+func (s *Server) convergedLocked(typeURL string, rev uint64) (bool, []string, *NACK) {
+	if !s.published || s.rev < rev {
+		return false, nil, nil
+	}
+	target, ok := s.targetLocked(typeURL, rev)
+	if !ok {
+		return false, nil, nil
+	}
+	var pending []string
+	var rejected *NACK
+	seen := map[string]bool{}
+	for _, st := range s.streams {
+		ts := st.types[typeURL]
+		if st.node == "" || ts == nil || !ts.subscribed || ts.ackCounter >= target {
+			continue
+		}
+		if ts.nackCounter >= target && rejected == nil {
+			n := *st.lastNACK
+			n.Detail = st.node + ": " + n.Detail
+			rejected = &n
+		}
+		if seen[st.node] {
+			continue
+		}
+		seen[st.node] = true
+		v := ts.ackVersion
+		if v == "" {
+			v = "none"
+		}
+		pending = append(pending, st.node+"@"+v)
+	}
+	slices.Sort(pending)
+	return len(pending) == 0, pending, rejected
+}
+
+// targetLocked is the counter of typeURL's version in the first publish at
+// or after rev.
+func (s *Server) targetLocked(typeURL string, rev uint64) (uint64, bool) {
+	i, _ := slices.BinarySearchFunc(s.history, rev, func(p publish, rev uint64) int { return cmp.Compare(p.rev, rev) })
+	if i == len(s.history) {
+		return 0, false
+	}
+	n, ok := s.history[i].counters[typeURL]
+	return n, ok
+}
+
+// WaitConverged blocks until Converged(typeURL, rev) or ctx ends. It returns
+// an error wrapping ErrRejected as soon as a pending client NACKs the awaited
+// version (or a newer one).
+func (s *Server) WaitConverged(ctx context.Context, typeURL string, rev uint64) error {
+	for {
+		s.mu.Lock()
+		done, pending, rejected := s.convergedLocked(typeURL, rev)
+		ch := s.changed
+		s.mu.Unlock()
+		if done {
+			return nil
+		}
+		if rejected != nil {
+			return fmt.Errorf("wait for %s at revision %d: version %s: %s: %w", typeURL, rev, rejected.Version, rejected.Detail, ErrRejected)
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for %s at revision %d: pending %v: %w", typeURL, rev, pending, ctx.Err())
+		}
+	}
+}
+
+// Clients returns the status of every connected node, sorted by node id.
+// A node with several streams reports its oldest stream's ACKs.
+func (s *Server) Clients() []ClientStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	byNode := map[string]*ClientStatus{}
+	streams := make([]*stream, 0, len(s.streams))
+	for _, st := range s.streams {
+		if st.node != "" {
+			streams = append(streams, st)
+		}
+	}
+	slices.SortFunc(streams, func(a, b *stream) int { return cmp.Compare(a.id, b.id) })
+	for _, st := range streams {
+		cs := byNode[st.node]
+		if cs == nil {
+			cs = &ClientStatus{NodeID: st.node, ConnectedSince: st.opened, Types: map[string]TypeStatus{}}
+			byNode[st.node] = cs
+		}
+		cs.Streams++
+		for typeURL, ts := range st.types {
+			if _, ok := cs.Types[typeURL]; ok || !ts.subscribed {
+				continue
+			}
+			cs.Types[typeURL] = TypeStatus{ACKedVersion: ts.ackVersion, ACKedAt: ts.ackAt, SentVersion: ts.lastSent()}
+		}
+		if n := st.lastNACK; n != nil && (cs.LastNACK == nil || n.At.After(cs.LastNACK.At)) {
+			nc := *n
+			cs.LastNACK = &nc
+		}
+	}
+	out := make([]ClientStatus, 0, len(byNode))
+	for _, cs := range byNode {
+		out = append(out, *cs)
+	}
+	slices.SortFunc(out, func(a, b ClientStatus) int { return cmp.Compare(a.NodeID, b.NodeID) })
+	return out
+}
