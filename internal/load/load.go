@@ -260,8 +260,12 @@ func (r *runner) openLoop(start, end time.Time) {
 	// Bounded: the schedule holds at most Duration*RPS (3.6e8) requests.
 	for i := int64(0); ; i++ {
 		due := start.Add(time.Duration(i * int64(time.Second) / rps))
-		if !due.Before(end) || sent >= r.cfg.MaxRequests {
+		if sent >= r.cfg.MaxRequests {
 			return
+		}
+		if !due.Before(end) {
+			// The timetable covers the whole duration: wait for its end.
+			due = end
 		}
 		if wait := time.Until(due); wait > 0 {
 			timer.Reset(wait)
@@ -271,6 +275,9 @@ func (r *runner) openLoop(start, end time.Time) {
 			case <-timer.C:
 			}
 		} else if r.ctx.Err() != nil {
+			return
+		}
+		if due.Equal(end) {
 			return
 		}
 		select {
