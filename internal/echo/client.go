@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
@@ -104,6 +105,12 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		grpc.WithTransportCredentials(creds),
 		grpc.WithChainUnaryInterceptor(c.metrics.unaryInterceptor),
 		grpc.WithIdleTimeout(0), // stay connected: readiness reflects the connection
+		// Reconnect within seconds, not grpc's default of up to two minutes,
+		// so a client started before its server is ready soon after it.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 250 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second},
+			MinConnectTimeout: 5 * time.Second,
+		}),
 	}
 	opts = append(opts, cfg.DialOptions...)
 	conn, err := grpc.NewClient(cfg.Target, opts...)
