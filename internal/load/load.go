@@ -296,13 +296,18 @@ func (r *runner) openLoop(start, end time.Time) {
 }
 
 // closedLoop runs Concurrency workers, each sending its next request when the
-// previous one completes, until end, MaxRequests or ctx.
+// previous one completes, until end, MaxRequests or ctx. It returns when
+// every worker has stopped.
 func (r *runner) closedLoop(end time.Time) {
-	var reserved atomic.Int64
+	var (
+		reserved atomic.Int64
+		workers  sync.WaitGroup
+	)
+	defer workers.Wait()
 	for range r.cfg.Concurrency {
-		r.inflight.Add(1)
+		workers.Add(1)
 		go func() {
-			defer r.inflight.Done()
+			defer workers.Done()
 			// Bounded by MaxRequests across all workers.
 			for reserved.Add(1) <= r.cfg.MaxRequests {
 				if r.ctx.Err() != nil || !time.Now().Before(end) {

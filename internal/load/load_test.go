@@ -251,6 +251,35 @@ func TestRunMaxRequests(t *testing.T) {
 	}
 }
 
+func TestRunDuration(t *testing.T) {
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) { reply(w, "0.9") })
+	tests := []struct {
+		name string
+		rps  int
+	}{
+		{"closed loop", 0},
+		{"open loop", 100},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res, err := Run(testContext(t), Config{URL: s.URL, RPS: tt.rps, Concurrency: 2, Duration: 300 * time.Millisecond})
+			if err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			if res.Duration < 300*time.Millisecond || res.Duration > 5*time.Second {
+				t.Errorf("duration %s, want 300ms (and the last requests' time)", res.Duration)
+			}
+			if res.Sent == 0 || res.OK != res.Sent {
+				t.Errorf("sent %d ok %d, want some, all OK", res.Sent, res.OK)
+			}
+			want := float64(res.Sent) / res.Duration.Seconds()
+			if res.Achieved != want {
+				t.Errorf("achieved %.1f rps, want %.1f", res.Achieved, want)
+			}
+		})
+	}
+}
+
 func TestRunLatencyPercentiles(t *testing.T) {
 	// Every tenth request takes at least 30ms, the others none: p99 and max
 	// are at least 30ms, and the median is the fast path.
