@@ -1,0 +1,359 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	meshv1 "github.com/gmesh-dev/gmesh/api/mesh/v1"
+	"github.com/gmesh-dev/gmesh/internal/artifact"
+	"github.com/gmesh-dev/gmesh/internal/controlplane"
+	"github.com/gmesh-dev/gmesh/internal/mesh"
+	"github.com/gmesh-dev/gmesh/internal/statedir"
+)
+
+type deployOptions struct {
+	binary      string
+	version     string
+	env         []string
+	force       bool
+	steps       string
+	interval    time.Duration
+	timeout     time.Duration
+	minSuccess  float64
+	maxP99      time.Duration
+	minRequests int64
+	detach      bool
+}
+
+func (o *deployOptions) flags(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&o.steps, "steps", "50,100", "the new version's weights in percent, ascending, ending at 100")
+	cmd.Flags().DurationVar(&o.interval, "interval", 15*time.Second, "bake time after each step, while the new version is analysed")
+	cmd.Flags().DurationVar(&o.timeout, "timeout", 5*time.Minute, "deadline of every wait (tasks RUNNING, HEALTHY, clients' ACKs); past it the deploy rolls back")
+	cmd.Flags().Float64Var(&o.minSuccess, "min-success", 0.99, "gate: least success rate of the new version over a bake (0..1)")
+	cmd.Flags().DurationVar(&o.maxP99, "max-p99", 500*time.Millisecond, "gate: highest p99 latency of the new version over a bake")
+	cmd.Flags().Int64Var(&o.minRequests, "min-requests", 20, "requests the new version must serve in a bake before it is judged")
+	cmd.Flags().BoolVar(&o.detach, "detach", false, "start the rollout and return; follow it with `gmesh rollout status SERVICE --watch`")
+}
+
+func parseSteps(s string) ([]int, error) {
+	var steps []int
+	for _, p := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(p), "%")))
+		if err != nil {
+			return nil, fmt.Errorf("--steps %q: %q is not a number", s, p)
+		}
+		steps = append(steps, n)
+	}
+	for i, n := range steps {
+		if n < 1 || n > 100 || (i > 0 && n <= steps[i-1]) {
+			return nil, fmt.Errorf("--steps %q: want ascending percentages in 1..100", s)
+		}
+	}
+	if len(steps) == 0 || steps[len(steps)-1] != 100 {
+		return nil, fmt.Errorf("--steps %q: the last step must be 100", s)
+	}
+	return steps, nil
+}
+
+func newDeployCmd(g *globals, stdio IO) *cobra.Command {
+	o := &deployOptions{}
+	cmd := &cobra.Command{
+		Use:   "deploy SERVICE",
+		Short: "Roll out a new version of a service: build, start, health-gate, shift traffic step by step with analysis, retire the old version",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runDeploy(cmd.Context(), g, o, args[0], stdio)
+		},
+	}
+	cmd.Flags().StringVar(&o.binary, "binary", "", "deploy this executable instead of building the service's package")
+	cmd.Flags().StringVar(&o.version, "version", "", "version label (default: asked from the program with --version)")
+	cmd.Flags().StringArrayVar(&o.env, "env", nil, "KEY=VALUE environment for the new version's tasks (repeatable)")
+	cmd.Flags().BoolVar(&o.force, "force", false, "deploy even if this version already runs")
+	o.flags(cmd)
+	return cmd
+}
+
+func runDeploy(ctx context.Context, g *globals, o *deployOptions, service string, stdio IO) error {
+	steps, err := parseSteps(o.steps)
+	if err != nil {
+		return err
+	}
+	env := map[string]string{}
+	for _, kv := range o.env {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("--env %q: want KEY=VALUE", kv)
+		}
+		env[k] = v
+	}
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	meshName, err := g.meshFor(ctx, c)
+	if err != nil {
+		return err
+	}
+	svc, err := c.Get(ctx, mesh.Ref{Kind: mesh.KindService, Mesh: meshName, Name: service})
+	if err != nil {
+		return err
+	}
+	spec := svc.Service()
+	dir, err := statedir.Open(g.stateDir)
+	if err != nil {
+		return err
+	}
+	var b build
+	if o.binary != "" {
+		a, err := artifact.Import(o.binary, dir.ArtifactDir())
+		if err != nil {
+			return err
+		}
+		b = build{command: []string{a.Path}, digest: a.Digest, version: o.version}
+		if b.version == "" {
+			if b.version, err = artifact.Version(ctx, a.Path); err != nil {
+				return err
+			}
+		}
+	} else {
+		wd, _ := os.Getwd()
+		if root, ok := findModuleRoot(wd); ok {
+			wd = root
+		}
+		b, err = buildProgram(ctx, service, spec.Program, o.version, wd, dir, stdio)
+		if err != nil {
+			return err
+		}
+	}
+	merged := map[string]string{}
+	for k, v := range spec.Env {
+		merged[k] = v
+	}
+	for k, v := range env {
+		merged[k] = v
+	}
+	r := mesh.New(mesh.KindRollout, meshName, service, &mesh.RolloutSpec{
+		Service: service,
+		Target: mesh.TaskSetSpec{
+			Service:      service,
+			Version:      b.version,
+			Command:      b.command,
+			Artifact:     b.digest,
+			Env:          merged,
+			DesiredCount: spec.DesiredCount,
+			Port:         spec.Port,
+		},
+		Steps:          steps,
+		IntervalMillis: o.interval.Milliseconds(),
+		TimeoutMillis:  o.timeout.Milliseconds(),
+		Gates:          mesh.Gates{MinSuccessRate: o.minSuccess, MaxP99Millis: float64(o.maxP99.Milliseconds()), MinRequests: o.minRequests},
+		Force:          o.force,
+	})
+	fmt.Fprintf(stdio.Out, "Deploying %s version %s (steps %s, bake %s)\n", service, b.version, o.steps, o.interval)
+	if _, err := c.StartRollout(ctx, r); err != nil {
+		return err
+	}
+	if o.detach {
+		fmt.Fprintf(stdio.Out, "Rollout started; follow it with: gmesh rollout status %s --watch\n", service)
+		return nil
+	}
+	return followRollout(ctx, c, r.Ref(), stdio.Out, 0)
+}
+
+// followRollout prints a rollout's events until it ends, reconnecting if
+// the control plane restarts meanwhile. It returns an exitError 1 when the
+// rollout did not succeed.
+func followRollout(ctx context.Context, c *controlplane.Client, ref mesh.Ref, w io.Writer, skip int) error {
+	printed := skip
+	var lastAnalysis string
+	down := false
+	handle := func(r *mesh.Resource) (bool, error) {
+		st, _ := r.Status.(*mesh.RolloutStatus)
+		if st == nil {
+			return false, nil
+		}
+		// Events are a bounded log; print the ones not printed yet.
+		if printed > len(st.Events) {
+			printed = 0
+		}
+		for _, ev := range st.Events[printed:] {
+			fmt.Fprintln(w, ev.Message)
+		}
+		printed = len(st.Events)
+		if a := st.Analysis; a != nil && a.Detail != "" && a.Detail != lastAnalysis && st.Phase == mesh.PhaseBaking {
+			lastAnalysis = a.Detail
+			fmt.Fprintf(w, "  analysis: %s\n", a.Detail)
+		}
+		if st.Phase.Terminal() {
+			if st.Phase == mesh.PhaseSucceeded {
+				return true, nil
+			}
+			reason := st.Reason
+			if reason == "" {
+				reason = st.Message
+			}
+			fmt.Fprintf(w, "Rollout %s: %s\n", strings.ToLower(string(st.Phase)), reason)
+			return true, exitError{code: 1}
+		}
+		return false, nil
+	}
+	for {
+		wctx, cancel := context.WithCancel(ctx)
+		stream, err := c.API().Watch(wctx, &meshv1.WatchRequest{Kind: string(mesh.KindRollout)})
+		if err == nil {
+			for {
+				ev, rerr := stream.Recv()
+				if rerr != nil {
+					err = rerr
+					break
+				}
+				if down {
+					fmt.Fprintln(w, "Control plane is back; following the rollout again")
+					down = false
+				}
+				if ev.Resource == nil {
+					continue
+				}
+				var r mesh.Resource
+				if json.Unmarshal(ev.Resource.Json, &r) != nil || r.Ref() != ref {
+					continue
+				}
+				done, herr := handle(&r)
+				if done {
+					cancel()
+					return herr
+				}
+			}
+		}
+		cancel()
+		if ctx.Err() != nil {
+			fmt.Fprintf(w, "Stopped following; the rollout goes on. Follow it again with: gmesh rollout status %s --watch\n", ref.Name)
+			return nil
+		}
+		if !down {
+			fmt.Fprintf(w, "Control plane unreachable (%v); the data plane keeps serving, and the rollout resumes when it is back. Waiting...\n", controlplane.FromStatus(err))
+			down = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func newRolloutCmd(g *globals, stdio IO) *cobra.Command {
+	root := &cobra.Command{Use: "rollout", Short: "Follow and control a service's rollout"}
+	var watch bool
+	status := &cobra.Command{
+		Use:   "status SERVICE",
+		Short: "Show a service's rollout (--watch: follow it until it ends)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			meshName, err := g.meshFor(cmd.Context(), c)
+			if err != nil {
+				return err
+			}
+			ref := mesh.Ref{Kind: mesh.KindRollout, Mesh: meshName, Name: args[0]}
+			r, err := c.Get(cmd.Context(), ref)
+			if err != nil {
+				if mesh.IsNotFound(err) {
+					return fmt.Errorf("service %s has no rollout yet", args[0])
+				}
+				return err
+			}
+			printRollout(stdio.Out, r)
+			if watch {
+				st, _ := r.Status.(*mesh.RolloutStatus)
+				if st != nil && st.Phase.Terminal() {
+					return nil
+				}
+				n := 0
+				if st != nil {
+					n = len(st.Events)
+				}
+				return followRollout(cmd.Context(), c, ref, stdio.Out, n)
+			}
+			return nil
+		},
+	}
+	status.Flags().BoolVarP(&watch, "watch", "w", false, "follow the rollout until it ends")
+	root.AddCommand(status)
+	for _, action := range []struct{ name, short string }{
+		{"pause", "Hold the rollout at its current weight"},
+		{"resume", "Continue a paused rollout"},
+		{"promote", "Skip the remaining bakes and go to 100% (still waiting for every client's ACK)"},
+		{"abort", "Roll back: all traffic to the old version, the new one drained and removed"},
+	} {
+		action := action
+		root.AddCommand(&cobra.Command{
+			Use:   action.name + " SERVICE",
+			Short: action.short,
+			Args:  cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				c, err := g.client()
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				meshName, err := g.meshFor(cmd.Context(), c)
+				if err != nil {
+					return err
+				}
+				r, err := c.ControlRollout(cmd.Context(), meshName, args[0], action.name)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(stdio.Out, "rollout of %s: %s requested\n", args[0], action.name)
+				printRollout(stdio.Out, r)
+				return nil
+			},
+		})
+	}
+	return root
+}
+
+func printRollout(w io.Writer, r *mesh.Resource) {
+	st, _ := r.Status.(*mesh.RolloutStatus)
+	spec := r.Rollout()
+	if st == nil || spec == nil {
+		fmt.Fprintf(w, "rollout %s: no status yet\n", r.Metadata.Name)
+		return
+	}
+	fmt.Fprintf(w, "Rollout of %s: %s -> %s\n", r.Metadata.Name, st.OldVersion, st.NewVersion)
+	step := "-"
+	if st.StepIndex >= 0 && st.StepIndex < len(spec.Steps) {
+		step = fmt.Sprintf("%d/%d", st.StepIndex+1, len(spec.Steps))
+	}
+	fmt.Fprintf(w, "  phase:   %s (step %s, new version at %d%%)\n", st.Phase, step, st.Weight)
+	if st.Paused {
+		fmt.Fprintln(w, "  paused:  yes")
+	}
+	if st.Message != "" {
+		fmt.Fprintf(w, "  message: %s\n", st.Message)
+	}
+	if st.Reason != "" {
+		fmt.Fprintf(w, "  reason:  %s\n", st.Reason)
+	}
+	if a := st.Analysis; a != nil {
+		fmt.Fprintf(w, "  analysis: %d requests, success %.2f%% (gate %.2f%%), p99 %.1fms (gate %.0fms)", a.Requests, a.SuccessRate*100, spec.Gates.MinSuccessRate*100, a.P99Millis, spec.Gates.MaxP99Millis)
+		if a.Detail != "" {
+			fmt.Fprintf(w, ": %s", a.Detail)
+		}
+		fmt.Fprintln(w)
+	}
+}

@@ -1,0 +1,137 @@
+// Package cli implements the gmesh command line. Commands take their
+// stdin/stdout/stderr from IO so tests run them in-process.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/gmesh-dev/gmesh/internal/controlplane"
+	"github.com/gmesh-dev/gmesh/internal/mesh"
+	"github.com/gmesh-dev/gmesh/internal/statedir"
+)
+
+// IO is where a command reads and writes.
+type IO struct {
+	In  io.Reader
+	Out io.Writer
+	Err io.Writer
+}
+
+// globals are the flags every command has.
+type globals struct {
+	stateDir string
+	server   string
+	mesh     string
+}
+
+// exitError carries an exit code without printing more.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
+
+// Main runs gmesh with args and returns the process exit code.
+func Main(ctx context.Context, stdio IO, args []string) int {
+	root := New(stdio)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	var ee exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	fmt.Fprintf(stdio.Err, "gmesh: %v\n", err)
+	return 1
+}
+
+// New builds the command tree.
+func New(stdio IO) *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:           "gmesh",
+		Short:         "gmesh: a gRPC service mesh with zero-downtime progressive delivery",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetIn(stdio.In)
+	root.SetOut(stdio.Out)
+	root.SetErr(stdio.Err)
+	root.PersistentFlags().StringVar(&g.stateDir, "state-dir", statedir.Default, "state directory of the mesh")
+	root.PersistentFlags().StringVar(&g.server, "server", "", "control plane address (default: the one recorded in the state directory)")
+	root.PersistentFlags().StringVar(&g.mesh, "mesh", "", "mesh of the resources (default: the only one)")
+	root.AddCommand(
+		newControlPlaneCmd(g, stdio),
+		newApplyCmd(g, stdio),
+		newGetCmd(g, stdio),
+		newDeleteCmd(g, stdio),
+		newStatusCmd(g, stdio),
+		newLogsCmd(g, stdio),
+		newUpCmd(g, stdio),
+		newDownCmd(g, stdio),
+		newInitCmd(g, stdio),
+		newDeployCmd(g, stdio),
+		newRolloutCmd(g, stdio),
+		newRollbackCmd(g, stdio),
+		newLoadCmd(g, stdio),
+	)
+	return root
+}
+
+// client connects to the control plane named by --server or recorded in
+// the state directory.
+func (g *globals) client() (*controlplane.Client, error) {
+	addr := g.server
+	token := ""
+	dir, err := statedir.Open(g.stateDir)
+	if err == nil {
+		if addr == "" {
+			cp, rerr := dir.ReadControlPlane()
+			if errors.Is(rerr, fs.ErrNotExist) {
+				return nil, fmt.Errorf("no control plane has run in state directory %s; start one with `gmesh up` or `gmesh controlplane`, or give --server", dir.Path)
+			}
+			if rerr != nil {
+				return nil, rerr
+			}
+			addr = cp.Addr
+		}
+		if !controlplane.IsLoopback(addr) {
+			token, err = dir.Token()
+			if err != nil {
+				return nil, err
+			}
+		}
+	} else if addr == "" {
+		return nil, err
+	}
+	return controlplane.Dial(addr, token)
+}
+
+// meshFor returns the mesh a command acts on: --mesh, or the only one.
+func (g *globals) meshFor(ctx context.Context, c *controlplane.Client) (string, error) {
+	if g.mesh != "" {
+		return g.mesh, nil
+	}
+	ms, err := c.List(ctx, mesh.KindMesh, "")
+	if err != nil {
+		return "", err
+	}
+	switch len(ms) {
+	case 0:
+		return "", errors.New("no mesh exists yet; apply one or run `gmesh up`")
+	case 1:
+		return ms[0].Metadata.Name, nil
+	}
+	names := make([]string, len(ms))
+	for i, m := range ms {
+		names[i] = m.Metadata.Name
+	}
+	return "", fmt.Errorf("several meshes exist (%s); say which with --mesh", strings.Join(names, ", "))
+}

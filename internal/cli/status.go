@@ -1,0 +1,234 @@
+package cli
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/gmesh-dev/gmesh/internal/controlplane"
+	"github.com/gmesh-dev/gmesh/internal/mesh"
+	"github.com/gmesh-dev/gmesh/internal/statedir"
+)
+
+func newStatusCmd(g *globals, stdio IO) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show services, versions, tasks, route weights and xDS convergence",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			st, err := c.Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			switch output {
+			case "json":
+				b, err := json.MarshalIndent(st, "", "  ")
+				if err != nil {
+					return err
+				}
+				_, err = fmt.Fprintf(stdio.Out, "%s\n", b)
+				return err
+			case "", "table":
+				return printStatus(stdio.Out, st)
+			}
+			return fmt.Errorf("-o %q: want table or json", output)
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	return cmd
+}
+
+func printStatus(w io.Writer, st *controlplane.Status) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVICE\tMESH\tVIRTUAL NODE\tVERSION\tTASKS\tTASK SET")
+	for _, ts := range st.TaskSets {
+		spec := ts.TaskSet()
+		if spec == nil {
+			continue
+		}
+		running, healthy := 0, 0
+		for _, ep := range st.Endpoints {
+			if ep.Attributes[mesh.AttrTaskSet] == ts.Metadata.Name {
+				if ep.State == mesh.TaskRunning {
+					running++
+				}
+				if ep.Serving() {
+					healthy++
+				}
+			}
+		}
+		note := ""
+		if spec.Draining {
+			note = " (draining)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d healthy%s\t%s\n", spec.Service, ts.Metadata.Mesh, spec.VirtualNode, spec.Version, healthy, spec.DesiredCount, note, ts.Metadata.Name)
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "TASK\tSERVICE\tVERSION\tADDRESS\tPID\tSTATE\tHEALTH\tRESTARTS")
+	eps := append([]*mesh.Endpoint(nil), st.Endpoints...)
+	sort.Slice(eps, func(i, j int) bool { return eps[i].ID < eps[j].ID })
+	for _, ep := range eps {
+		health := string(ep.Health)
+		if ep.Draining {
+			health += " (draining)"
+		}
+		if ep.LastHealthError != "" && ep.Health != mesh.HealthHealthy {
+			health += ": " + truncate(ep.LastHealthError, 60)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s:%d\t%d\t%s\t%s\t%d\n", ep.ID, ep.Service, ep.Attributes[mesh.AttrVersion], ep.Address, ep.Port, ep.PID, ep.State, health, ep.Restarts)
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "ROUTE\tMESH\tWEIGHTS")
+	for _, r := range st.Routes {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Metadata.Name, r.Metadata.Mesh, summary(r))
+	}
+	for _, r := range st.Rollouts {
+		rs, _ := r.Status.(*mesh.RolloutStatus)
+		if rs == nil {
+			continue
+		}
+		fmt.Fprintf(tw, "\nROLLOUT %s\t%s -> %s\t%s at %d%%\t%s\n", r.Metadata.Name, rs.OldVersion, rs.NewVersion, rs.Phase, rs.Weight, rs.Message)
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintf(tw, "XDS CLIENT\tCONNECTED\tACKED (published revision %d)\tLAST NACK\n", st.PublishedRevision)
+	for _, c := range st.Clients {
+		var acks []string
+		for typ, a := range c.Acked {
+			acks = append(acks, shortType(typ)+"="+a.Version)
+		}
+		sort.Strings(acks)
+		nack := "-"
+		if c.LastNACK != nil {
+			nack = fmt.Sprintf("%s %s: %s", shortType(c.LastNACK.TypeURL), c.LastNACK.Version, truncate(c.LastNACK.Error, 80))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.NodeID, c.ConnectedAt.Format(time.TimeOnly), strings.Join(acks, " "), nack)
+	}
+	if st.TranslateError != "" {
+		fmt.Fprintf(tw, "\nTRANSLATION ERROR (the previous config keeps serving): %s\n", st.TranslateError)
+	}
+	return tw.Flush()
+}
+
+func shortType(typeURL string) string {
+	switch {
+	case strings.HasSuffix(typeURL, "Listener"):
+		return "LDS"
+	case strings.HasSuffix(typeURL, "RouteConfiguration"):
+		return "RDS"
+	case strings.HasSuffix(typeURL, "Cluster"):
+		return "CDS"
+	case strings.HasSuffix(typeURL, "ClusterLoadAssignment"):
+		return "EDS"
+	}
+	return typeURL
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+func newLogsCmd(g *globals, stdio IO) *cobra.Command {
+	var follow bool
+	var tail int
+	cmd := &cobra.Command{
+		Use:   "logs SERVICE",
+		Short: "Show a service's task output, prefixed by task (controlplane: the control plane's)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dir, err := statedir.Open(g.stateDir)
+			if err != nil {
+				return err
+			}
+			var files []string
+			if args[0] == "controlplane" {
+				files = []string{filepath.Join(dir.LogDir(), "controlplane.log")}
+			} else {
+				files, _ = filepath.Glob(filepath.Join(dir.LogDir(), args[0], "*.log"))
+			}
+			if len(files) == 0 {
+				return fmt.Errorf("no logs for service %q in %s", args[0], dir.LogDir())
+			}
+			sort.Strings(files)
+			offsets := make([]int64, len(files))
+			for i, f := range files {
+				n, err := printLog(stdio.Out, f, 0, tail)
+				if err != nil {
+					return err
+				}
+				offsets[i] = n
+			}
+			for follow {
+				select {
+				case <-cmd.Context().Done():
+					return nil
+				case <-time.After(200 * time.Millisecond):
+				}
+				for i, f := range files {
+					n, err := printLog(stdio.Out, f, offsets[i], 0)
+					if err == nil {
+						offsets[i] = n
+					}
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output")
+	cmd.Flags().IntVar(&tail, "tail", 0, "print only the last N lines of each task (0: all)")
+	return cmd
+}
+
+// printLog prints file from offset (the last `tail` lines when tail > 0)
+// and returns the new offset. Task log lines already carry their task id.
+func printLog(w io.Writer, file string, offset int64, tail int) (int64, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return offset, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return offset, err
+	}
+	if st.Size() < offset { // rotated
+		offset = 0
+	}
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		return offset, err
+	}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	var lines []string
+	for sc.Scan() {
+		if tail > 0 {
+			lines = append(lines, sc.Text())
+			if len(lines) > tail {
+				lines = lines[1:]
+			}
+			continue
+		}
+		fmt.Fprintln(w, sc.Text())
+	}
+	for _, l := range lines {
+		fmt.Fprintln(w, l)
+	}
+	return st.Size(), nil
+}

@@ -1,0 +1,64 @@
+package controlplane
+
+import (
+	"context"
+
+	"github.com/gmesh-dev/gmesh/internal/mesh"
+	"github.com/gmesh-dev/gmesh/internal/registry"
+	xdsserver "github.com/gmesh-dev/gmesh/internal/xds/server"
+)
+
+// Status is the control plane's status document: what `gmesh status`
+// shows and the dashboard reads.
+type Status struct {
+	// Revision is the store's revision.
+	Revision uint64 `json:"revision"`
+	// Published is the store revision and per-type xDS versions last
+	// published.
+	PublishedRevision uint64            `json:"publishedRevision"`
+	PublishedVersions map[string]string `json:"publishedVersions"`
+	// TranslateError is set while the stored mesh cannot be translated (the
+	// previous snapshot keeps serving).
+	TranslateError string `json:"translateError,omitempty"`
+	// Clients are the connected xDS clients with their ACKs and NACKs.
+	Clients   []xdsserver.ClientStatus `json:"clients"`
+	Endpoints []*mesh.Endpoint         `json:"endpoints"`
+	Services  []*mesh.Resource         `json:"services"`
+	TaskSets  []*mesh.Resource         `json:"taskSets"`
+	Nodes     []*mesh.Resource         `json:"virtualNodes"`
+	Routes    []*mesh.Resource         `json:"routes"`
+	Rollouts  []*mesh.Resource         `json:"rollouts"`
+}
+
+// Status reports the control plane's state.
+func (cp *ControlPlane) Status(ctx context.Context) (*Status, error) {
+	st, err := cp.store.State(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rev, versions := cp.xds.Published()
+	cp.mu.Lock()
+	terr := cp.translateError
+	cp.mu.Unlock()
+	eps := cp.registry.List(registry.Filter{})
+	if eps == nil {
+		eps = []*mesh.Endpoint{}
+	}
+	clients := cp.xds.Clients()
+	if clients == nil {
+		clients = []xdsserver.ClientStatus{}
+	}
+	return &Status{
+		Revision:          st.Revision,
+		PublishedRevision: rev,
+		PublishedVersions: versions,
+		TranslateError:    terr,
+		Clients:           clients,
+		Endpoints:         eps,
+		Services:          st.List(mesh.KindService, ""),
+		TaskSets:          st.List(mesh.KindTaskSet, ""),
+		Nodes:             st.List(mesh.KindVirtualNode, ""),
+		Routes:            st.List(mesh.KindRoute, ""),
+		Rollouts:          st.List(mesh.KindRollout, ""),
+	}, nil
+}
