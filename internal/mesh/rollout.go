@@ -19,6 +19,8 @@ type RolloutSpec struct {
 	Gates         Gates `json:"gates"`
 	// Rollback marks a rollout started by `gmesh rollback`.
 	Rollback bool `json:"rollback,omitempty"`
+	// Force allows deploying the version that already runs.
+	Force bool `json:"force,omitempty"`
 }
 
 // Gates are the analysis thresholds a step must pass.
@@ -93,6 +95,26 @@ type RolloutStatus struct {
 	Analysis *Analysis `json:"analysis,omitempty"`
 	// Events is the rollout's log of transitions, oldest first (bounded).
 	Events []RolloutEvent `json:"events,omitempty"`
+
+	// Revision is the service revision this rollout creates (Spec.Target's);
+	// a status whose Revision differs from the spec's belongs to an earlier
+	// rollout of the same name and is started afresh.
+	Revision int `json:"revision,omitempty"`
+	// Route is the route being shifted (resolved at the start).
+	Route string `json:"route,omitempty"`
+	// StoreRevision is the store revision of the last route change, which
+	// the current wait needs every xDS client to have ACKed; 0 when the
+	// current phase has not changed the route yet.
+	StoreRevision uint64 `json:"storeRevision,omitempty"`
+	// WaitSince is when the current wait began (RFC 3339 with nanoseconds);
+	// the wait's timeout runs from it.
+	WaitSince string `json:"waitSince,omitempty"`
+	// ResumePhase is the phase a Paused rollout returns to on resume.
+	ResumePhase Phase `json:"resumePhase,omitempty"`
+	// History lists the service's revisions that have served it, oldest
+	// first, the running one last (bounded). `gmesh rollback` deploys the
+	// one before the last.
+	History []TaskSetSpec `json:"history,omitempty"`
 }
 
 // Analysis is one evaluation of the gates over a bake window.

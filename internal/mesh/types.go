@@ -61,6 +61,10 @@ type Resource struct {
 	Spec       any      `json:"spec"`
 	// Status is written by gmesh only (rollout progress); apply ignores it.
 	Status any `json:"status,omitempty"`
+	// Source is where the resource was decoded from, for error messages
+	// (set by Decode, or by an API that knows the file). It is never encoded
+	// or stored.
+	Source *Source `json:"-"`
 }
 
 // Ref is the identity of a resource.
