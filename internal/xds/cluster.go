@@ -51,6 +51,7 @@ func (t *translator) cluster(vn *mesh.Resource) (*clusterpb.Cluster, *endpointpb
 		c.LoadAssignment = &endpointpb.ClusterLoadAssignment{
 			ClusterName: name,
 			Endpoints: []*endpointpb.LocalityLbEndpoints{{
+				Locality:            locality(),
 				LoadBalancingWeight: wrapperspb.UInt32(1),
 				LbEndpoints:         []*endpointpb.LbEndpoint{lbEndpoint(dns.DNS.Hostname, port)},
 			}},

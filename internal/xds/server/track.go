@@ -157,11 +157,24 @@ func (c *callbacks) OnStreamRequest(id int64, req *discoverypb.DiscoveryRequest)
 			ts.nackCounter = cn
 		}
 		s.log.Warn("xds client rejected configuration", "node", st.node, "type", typeURL, "version", v, "error", ed.GetMessage())
-		// A NACK's version_info is the last accepted version: fall through.
 	}
+	// A NACK's version_info is the last accepted version, so it counts as
+	// an ACK of that one.
 	if v := req.GetVersionInfo(); v != "" {
 		if n := s.counterOf(v); n >= ts.ackCounter && v != ts.ackVersion {
 			ts.ackVersion, ts.ackCounter, ts.ackAt = v, n, s.now()
+		}
+	}
+	if req.GetErrorDetail() != nil {
+		// The snapshot cache answers any request whose version_info
+		// differs from the snapshot's at once, so a NACK (which carries
+		// the old version) would be answered with the rejected version
+		// again, in a hot loop. Presenting the request as if it carried
+		// the rejected version makes the cache wait for the next Publish
+		// instead. go-control-plane hands this same request to the cache
+		// right after this callback.
+		if v := ts.sentVersion(req.GetResponseNonce()); v != "" {
+			req.VersionInfo = v
 		}
 	}
 	s.notifyLocked()
