@@ -39,6 +39,7 @@ type checker struct {
 	r      *Registry
 	id     string
 	gen    uint64
+	delay  time.Duration // before the first check
 	policy mesh.HealthCheck
 	prober prober
 }
@@ -60,6 +61,9 @@ func newProber(addr string, hc *mesh.HealthCheck) prober {
 func (c *checker) run(ctx context.Context) {
 	defer c.prober.close()
 	iv, to := interval(&c.policy), timeout(&c.policy)
+	if c.delay > 0 && !c.wait(ctx, c.delay) {
+		return
+	}
 	for {
 		cctx, cancel := context.WithTimeout(ctx, to)
 		err := c.prober.probe(cctx)
@@ -72,14 +76,21 @@ func (c *checker) run(ctx context.Context) {
 		}
 		c.r.report(ctx, c.id, c.gen, err)
 
-		wait := iv - time.Duration(rand.Float64()*jitterFraction*float64(iv))
-		t := c.r.clock.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !c.wait(ctx, iv-time.Duration(rand.Float64()*jitterFraction*float64(iv))) {
 			return
-		case <-t.C():
 		}
+	}
+}
+
+// wait waits d on the registry's clock; false means ctx ended first.
+func (c *checker) wait(ctx context.Context, d time.Duration) bool {
+	t := c.r.clock.NewTimer(d)
+	select {
+	case <-ctx.Done():
+		t.Stop()
+		return false
+	case <-t.C():
+		return true
 	}
 }
 

@@ -34,12 +34,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/gmesh-dev/gmesh/internal/mesh"
 )
+
+// staggerAbove is the number of endpoints above which Run spreads their
+// first checks over one interval.
+const staggerAbove = 64
 
 // DefaultMaxEndpoints bounds the registry when Options.MaxEndpoints is 0.
 const DefaultMaxEndpoints = 10000
@@ -183,7 +189,11 @@ func (r *Registry) Restore(ctx context.Context) error {
 		}
 		e := &entry{ep: in, everHealthy: in.Health == mesh.HealthHealthy}
 		e.policy = r.policyForLocked(in)
-		e.settle()
+		if r.policy != nil {
+			// Without a PolicyFunc yet, the persisted health stands until
+			// SetPolicy says whether there is a check.
+			e.settle()
+		}
 		r.insertLocked(e)
 		r.syncCheckerLocked(e, false)
 		n++
@@ -206,14 +216,17 @@ func (r *Registry) SetPolicy(f PolicyFunc) {
 	for _, id := range r.ids {
 		e := r.entries[id]
 		np := r.policyForLocked(e.ep)
-		if samePolicy(np, e.policy) {
-			continue
-		}
 		before := *e.ep
-		e.policy = np
-		e.passes, e.fails = 0, 0
-		e.settle()
-		r.syncCheckerLocked(e, true)
+		if samePolicy(np, e.policy) {
+			// Still settle: an endpoint restored before any policy
+			// was known becomes HEALTHY here if it has no check.
+			e.settle()
+		} else {
+			e.policy = np
+			e.passes, e.fails = 0, 0
+			e.settle()
+			r.syncCheckerLocked(e, true)
+		}
 		if before.Health != e.ep.Health || before.LastHealthError != e.ep.LastHealthError {
 			changed = append(changed, id)
 		}
@@ -356,11 +369,19 @@ func (r *Registry) Get(id string) (*mesh.Endpoint, bool) {
 func (r *Registry) List(f Filter) []*mesh.Endpoint {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]*mesh.Endpoint, 0, len(r.ids))
+	var matched []*mesh.Endpoint
 	for _, id := range r.ids {
 		if ep := r.entries[id].ep; f.match(ep) {
-			out = append(out, clone(ep))
+			matched = append(matched, ep)
 		}
+	}
+	// One allocation for all the copies.
+	copies := make([]mesh.Endpoint, len(matched))
+	out := make([]*mesh.Endpoint, len(matched))
+	for i, ep := range matched {
+		copies[i] = *ep
+		copies[i].Attributes = maps.Clone(ep.Attributes)
+		out[i] = &copies[i]
 	}
 	return out
 }
@@ -405,8 +426,16 @@ func (r *Registry) Run(ctx context.Context) error {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	r.runCtx, r.running = runCtx, true
+	// Many endpoints at once (a restored registry) start their first checks
+	// spread over one interval rather than all dialing together.
+	stagger := len(r.ids) > staggerAbove
 	for _, id := range r.ids {
-		r.syncCheckerLocked(r.entries[id], false)
+		e := r.entries[id]
+		if stagger && r.wantCheckerLocked(e) && e.cancel == nil {
+			r.startCheckerLocked(e, time.Duration(rand.Int64N(int64(interval(e.policy)))))
+			continue
+		}
+		r.syncCheckerLocked(e, false)
 	}
 	r.mu.Unlock()
 
@@ -470,13 +499,21 @@ func (r *Registry) insertLocked(e *entry) {
 // when Run runs, e is RUNNING and e has a policy. restart replaces a running
 // checker (new address, process or policy).
 func (r *Registry) syncCheckerLocked(e *entry, restart bool) {
-	want := r.runCtx != nil && e.ep.State == mesh.TaskRunning && e.policy != nil
+	want := r.wantCheckerLocked(e)
 	if e.cancel != nil && (!want || restart) {
 		r.stopCheckerLocked(e)
 	}
-	if !want || e.cancel != nil {
-		return
+	if want && e.cancel == nil {
+		r.startCheckerLocked(e, 0)
 	}
+}
+
+func (r *Registry) wantCheckerLocked(e *entry) bool {
+	return r.runCtx != nil && e.ep.State == mesh.TaskRunning && e.policy != nil
+}
+
+// startCheckerLocked starts a checker for e whose first check waits delay.
+func (r *Registry) startCheckerLocked(e *entry, delay time.Duration) {
 	e.gen++
 	ctx, cancel := context.WithCancel(r.runCtx)
 	e.cancel = cancel
@@ -484,6 +521,7 @@ func (r *Registry) syncCheckerLocked(e *entry, restart bool) {
 		r:      r,
 		id:     e.ep.ID,
 		gen:    e.gen,
+		delay:  delay,
 		policy: *e.policy,
 		prober: newProber(hostPort(e.ep.Address, e.policy.Port), e.policy),
 	}

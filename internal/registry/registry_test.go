@@ -886,3 +886,73 @@ func BenchmarkList10000(b *testing.B) {
 		}
 	})
 }
+
+// TestRunStaggersManyFirstChecks: endpoints present when Run starts (a
+// restored registry) have their first checks spread over one interval.
+func TestRunStaggersManyFirstChecks(t *testing.T) {
+	port := startAcceptServer(t)
+	clk := newFakeClock()
+	r := New(testLogger(t), nil, Options{Clock: clk})
+	r.SetPolicy(fixedPolicy(mesh.HealthCheck{Protocol: "tcp", IntervalMillis: 1000, TimeoutMillis: 5000, HealthyThreshold: 2, UnhealthyThreshold: 2}))
+	ctx := testContext(t)
+	const n = staggerAbove + 36
+	for i := range n {
+		if err := r.Register(ctx, newEndpoint("t"+itoa(i), port)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	startRun(t, r)
+	clk.waitTimers(t, n)
+	if got := len(r.List(Filter{ServingOnly: true})); got != 0 {
+		t.Errorf("before the first interval: got %d checked, want 0", got)
+	}
+	clk.Advance(time.Second)
+	clk.waitTimers(t, n)
+	if got := len(r.List(Filter{ServingOnly: true})); got != n {
+		t.Errorf("after one interval: got %d healthy, want %d", got, n)
+	}
+}
+
+// startAcceptServer accepts and closes connections on 127.0.0.1:0.
+func startAcceptServer(t *testing.T) int {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() {
+		lis.Close()
+		<-done
+	})
+	return lis.Addr().(*net.TCPAddr).Port
+}
+
+// TestRestoreBeforePolicy: restored health stands until SetPolicy says
+// whether there is a check, so an UNHEALTHY endpoint is not published by a
+// control plane that has not loaded its mesh yet.
+func TestRestoreBeforePolicy(t *testing.T) {
+	sick := newEndpoint("sick", 8080)
+	sick.Health = mesh.HealthUnhealthy
+	r := New(testLogger(t), newMemPersister(sick), Options{})
+	if err := r.Restore(testContext(t)); err != nil {
+		t.Fatal(err)
+	}
+	if got := get(t, r, "sick"); got.Serving() {
+		t.Fatalf("restored UNHEALTHY endpoint is serving before any policy")
+	}
+	r.SetPolicy(func(*mesh.Endpoint) *mesh.HealthCheck { return nil })
+	if got := get(t, r, "sick"); !got.Serving() {
+		t.Errorf("no check for it: got %s, want HEALTHY once RUNNING", got.Health)
+	}
+}
