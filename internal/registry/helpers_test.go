@@ -133,18 +133,24 @@ func fixedPolicy(hc mesh.HealthCheck) PolicyFunc {
 	}
 }
 
-// startRun runs r.Run until the test ends.
-func startRun(t testing.TB, r *Registry) {
+// startRun runs r.Run until the test ends or stop is called; stop returns
+// once Run has returned, so every checker has finished.
+func startRun(t testing.TB, r *Registry) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 // waitFor polls cond on every registry change, and every 10ms, until it
