@@ -1,0 +1,303 @@
+// Package rollout is gmesh's progressive delivery engine. A Rollout resource
+// is a persisted state machine (mesh.Phase plus mesh.RolloutStatus); each
+// Reconcile pass re-reads it from the store, runs the one step function of
+// its phase (each returns early while its condition is unmet), and persists
+// the status after every transition, so a control plane restarted at any
+// point resumes where the rollout stood.
+//
+// The happy path: Pending -> StartingTasks (new virtual node, task set, and a
+// weight-0 route target, in one commit; wait for RUNNING) -> WaitingHealthy
+// -> Shifting (route weights for step k in one commit; wait until every xDS
+// client has ACKed that store revision) -> Baking (analyse the new version's
+// requests; next step or roll back) -> ... -> Retiring (route to the new
+// version only, ACKs, drain and delete the old task set and node, point the
+// service at the new node) -> Succeeded. Rolling back mirrors retiring for
+// the new version: route to the old version only, ACKs, drain, delete.
+//
+// Every wait is bounded by the spec's timeout. Going forward, a timeout rolls
+// back. Once traffic is moving to its final state (Retiring, RollingBack) a
+// timed-out wait does not reverse direction: the engine records a warning
+// event and carries on, because an xDS client that never ACKs is stuck or
+// gone, and waiting forever would leave two versions running.
+package rollout
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/gmesh-dev/gmesh/internal/analysis"
+	"github.com/gmesh-dev/gmesh/internal/clock"
+	"github.com/gmesh-dev/gmesh/internal/mesh"
+)
+
+// Store is what the engine needs from the store.
+type Store interface {
+	Get(ctx context.Context, ref mesh.Ref) (*mesh.Resource, error)
+	// List lists the resources of kind in meshName ("" for resources
+	// outside any mesh, such as Meshes).
+	List(ctx context.Context, kind mesh.Kind, meshName string) ([]*mesh.Resource, error)
+	// Commit writes puts and deletes atomically (validating the whole
+	// would-be state; a put with a non-empty resourceVersion must match the
+	// stored one) and returns the new store revision.
+	Commit(ctx context.Context, puts []*mesh.Resource, deletes []mesh.Ref) (rev uint64, err error)
+	// UpdateStatus replaces a resource's status if rv matches (or is empty).
+	UpdateStatus(ctx context.Context, ref mesh.Ref, status any, rv string) (*mesh.Resource, error)
+}
+
+// Endpoints lists the registered endpoints (every state) of a registry
+// service: the tasks of task sets, told apart by Attributes["taskSet"].
+type Endpoints interface {
+	List(meshName, service string) []*mesh.Endpoint
+}
+
+// Convergence is the xDS server's ACK tracking.
+type Convergence interface {
+	// Converged reports whether every xDS client has ACKed configuration
+	// built from store revision rev or later; pending names the others.
+	Converged(rev uint64) (done bool, pending []string)
+}
+
+// Metrics samples a task set's cumulative request counters
+// (analysis.Scraper).
+type Metrics interface {
+	Sample(ctx context.Context, meshName, service, taskSet string) (analysis.Sample, error)
+}
+
+var _ Metrics = (*analysis.Scraper)(nil)
+
+// Config wires an Engine. Store, Endpoints, Convergence and Metrics are
+// required.
+type Config struct {
+	Store       Store
+	Endpoints   Endpoints
+	Convergence Convergence
+	Metrics     Metrics
+	Clock       clock.Clock  // default clock.Real
+	Logger      *slog.Logger // default: discard
+	// AnalysisInterval is how often a bake re-evaluates the gates, so that a
+	// clearly failing version is rolled back before the bake ends
+	// (default 1s).
+	AnalysisInterval time.Duration
+	// Poll bounds how long a wait sleeps between checks when no
+	// notification arrives (default 2s).
+	Poll time.Duration
+	// Resync is how often Run reconciles with nothing to wait for
+	// (default 30s).
+	Resync time.Duration
+	// MaxEvents bounds a rollout's event log (default 100); MaxHistory the
+	// revision history (default 10).
+	MaxEvents  int
+	MaxHistory int
+}
+
+// Engine drives Rollout resources.
+type Engine struct {
+	cfg     Config
+	store   Store
+	eps     Endpoints
+	conv    Convergence
+	metrics Metrics
+	clock   clock.Clock
+	log     *slog.Logger
+	notify  chan struct{}
+
+	mu    sync.Mutex
+	locks map[mesh.Ref]*sync.Mutex
+	bakes map[mesh.Ref]*bake
+}
+
+// bake is the in-memory part of a Baking phase: the counters at its start.
+// It is not persisted; a restarted engine starts the current step's bake
+// afresh.
+type bake struct {
+	revision int
+	step     int
+	since    string // the status's WaitSince when the baseline was taken
+	baseline analysis.Sample
+}
+
+// NewEngine returns an engine; call Run, or ReconcileAll from a loop of
+// your own.
+func NewEngine(cfg Config) *Engine {
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.AnalysisInterval <= 0 {
+		cfg.AnalysisInterval = time.Second
+	}
+	if cfg.Poll <= 0 {
+		cfg.Poll = 2 * time.Second
+	}
+	if cfg.Resync <= 0 {
+		cfg.Resync = 30 * time.Second
+	}
+	if cfg.MaxEvents <= 0 {
+		cfg.MaxEvents = 100
+	}
+	if cfg.MaxHistory <= 0 {
+		cfg.MaxHistory = 10
+	}
+	return &Engine{
+		cfg: cfg, store: cfg.Store, eps: cfg.Endpoints, conv: cfg.Convergence, metrics: cfg.Metrics,
+		clock: cfg.Clock, log: cfg.Logger,
+		notify: make(chan struct{}, 1),
+		locks:  map[mesh.Ref]*sync.Mutex{},
+		bakes:  map[mesh.Ref]*bake{},
+	}
+}
+
+// Notify wakes Run: call it on store changes, endpoint changes and ACKs. It
+// never blocks.
+func (e *Engine) Notify() {
+	select {
+	case e.notify <- struct{}{}:
+	default:
+	}
+}
+
+// Run reconciles every unfinished rollout whenever Notify is called or the
+// earliest requeue time comes, until ctx ends.
+func (e *Engine) Run(ctx context.Context) error {
+	t := e.clock.NewTimer(e.cfg.Resync)
+	defer t.Stop()
+	for {
+		next := e.ReconcileAll(ctx)
+		if next <= 0 || next > e.cfg.Resync {
+			next = e.cfg.Resync
+		}
+		t.Stop()
+		select {
+		case <-t.C(): // drop a tick that fired meanwhile
+		default:
+		}
+		t.Reset(next)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-e.notify:
+		case <-t.C():
+		}
+	}
+}
+
+// ReconcileAll reconciles every unfinished rollout in every mesh once and
+// returns when the earliest of them wants to be looked at again (0: none
+// is waiting on time).
+func (e *Engine) ReconcileAll(ctx context.Context) time.Duration {
+	meshes, err := e.store.List(ctx, mesh.KindMesh, "")
+	if err != nil {
+		e.log.Error("list meshes failed", "err", err)
+		return time.Second
+	}
+	var next time.Duration
+	earliest := func(d time.Duration) {
+		if d > 0 && (next == 0 || d < next) {
+			next = d
+		}
+	}
+	for _, m := range meshes {
+		ros, err := e.store.List(ctx, mesh.KindRollout, m.Metadata.Name)
+		if err != nil {
+			e.log.Error("list rollouts failed", "mesh", m.Metadata.Name, "err", err)
+			earliest(time.Second)
+			continue
+		}
+		for _, r := range ros {
+			if spec, ok := r.Spec.(*mesh.RolloutSpec); ok && effectiveStatus(spec, r).Phase.Terminal() {
+				continue
+			}
+			d, err := e.Reconcile(ctx, r.Ref())
+			if err != nil {
+				if ctx.Err() != nil {
+					return 0
+				}
+				e.log.Warn("rollout reconcile failed", "rollout", r.Ref().String(), "err", err)
+				d = time.Second
+			}
+			earliest(d)
+		}
+	}
+	return next
+}
+
+func (e *Engine) lockFor(ref mesh.Ref) *sync.Mutex {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	l := e.locks[ref]
+	if l == nil {
+		l = &sync.Mutex{}
+		e.locks[ref] = l
+	}
+	return l
+}
+
+// maxTransitions bounds the transitions one Reconcile call runs back to
+// back (each persisted) before it yields.
+const maxTransitions = 16
+
+// Reconcile runs the rollout ref forward as far as it can go now: it
+// re-reads the rollout, runs its phase's step, persists the status, and
+// repeats while the step made a transition. It returns when the rollout
+// wants to be looked at again if nothing notifies earlier (0: not waiting on
+// time, e.g. finished or paused).
+func (e *Engine) Reconcile(ctx context.Context, ref mesh.Ref) (requeueAfter time.Duration, err error) {
+	l := e.lockFor(ref)
+	l.Lock()
+	defer l.Unlock()
+	for range maxTransitions {
+		r, err := e.store.Get(ctx, ref)
+		if mesh.IsNotFound(err) {
+			e.forgetBake(ref)
+			return 0, nil
+		}
+		if err != nil {
+			return 0, fmt.Errorf("reconcile %s: %w", ref, err)
+		}
+		spec, ok := r.Spec.(*mesh.RolloutSpec)
+		if !ok {
+			return 0, fmt.Errorf("reconcile %s: spec is %T, want *mesh.RolloutSpec", ref, r.Spec)
+		}
+		orig, _ := r.Status.(*mesh.RolloutStatus)
+		st := effectiveStatus(spec, r)
+		if st.Phase.Terminal() {
+			e.forgetBake(ref)
+			return 0, nil
+		}
+		if st.StartedAt == "" {
+			st.StartedAt = e.stamp()
+		}
+		p := &pass{e: e, ref: ref, r: r, spec: spec, st: st, now: e.clock.Now()}
+		phase := st.Phase
+		requeue, stepErr := p.step(ctx)
+		if !statusEqual(orig, st) {
+			if _, err := e.store.UpdateStatus(ctx, ref, st, r.Metadata.ResourceVersion); err != nil {
+				return time.Second, fmt.Errorf("persist status of %s: %w", ref, err)
+			}
+		}
+		if stepErr != nil {
+			return time.Second, stepErr
+		}
+		if st.Phase.Terminal() {
+			e.forgetBake(ref)
+			return 0, nil
+		}
+		if st.Phase == phase && !p.again {
+			return requeue, nil
+		}
+	}
+	return time.Millisecond, nil
+}
+
+func (e *Engine) forgetBake(ref mesh.Ref) {
+	e.mu.Lock()
+	delete(e.bakes, ref)
+	e.mu.Unlock()
+}
+
+func (e *Engine) stamp() string { return e.clock.Now().UTC().Format(time.RFC3339Nano) }

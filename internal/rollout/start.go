@@ -1,0 +1,294 @@
+package rollout
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/gmesh-dev/gmesh/internal/analysis"
+	"github.com/gmesh-dev/gmesh/internal/mesh"
+)
+
+
+// Control actions.
+const (
+	ActionPause   = "pause"
+	ActionResume  = "resume"
+	ActionPromote = "promote"
+	ActionAbort   = "abort"
+)
+
+// Start validates a Rollout and stores it with a Pending status; Run (or
+// ReconcileAll) carries it out. It fills in the spec's defaults: the
+// rollout's name and service (each from the other), steps, interval,
+// timeout, gates, and the target's service, revision (one above any the
+// service has had), desired count and port (from the running task set) and
+// environment (the running set's, overridden by the target's, unless this is
+// a rollback, whose environment is taken as is). It refuses a rollout when
+// the service or its route cannot be found, when another rollout of the
+// service is unfinished (EConflict), or when the version already runs and
+// Force is not set. A finished Rollout of the same name is replaced; its
+// revision history carries over.
+func (e *Engine) Start(ctx context.Context, r *mesh.Resource) (*mesh.Resource, error) {
+	in, ok := r.Spec.(*mesh.RolloutSpec)
+	if !ok || in == nil {
+		return nil, mesh.FieldError("spec", "a Rollout's spec is required")
+	}
+	spec := cloneSpec(in)
+	meshName, name := r.Metadata.Mesh, r.Metadata.Name
+	if meshName == "" {
+		return nil, mesh.FieldError("metadata.mesh", "required: the mesh of the service")
+	}
+	switch {
+	case spec.Service == "" && name == "":
+		return nil, mesh.FieldError("spec.service", "required: the service to deploy")
+	case spec.Service == "":
+		spec.Service = name
+	case name == "":
+		name = spec.Service
+	case name != spec.Service:
+		return nil, mesh.FieldError("metadata.name", "a rollout is named after its service: want %q, got %q", spec.Service, name)
+	}
+	ref := mesh.Ref{Kind: mesh.KindRollout, Mesh: meshName, Name: name}
+	l := e.lockFor(ref)
+	l.Lock()
+	defer l.Unlock()
+
+	svc, err := e.store.Get(ctx, mesh.Ref{Kind: mesh.KindService, Mesh: meshName, Name: spec.Service})
+	if mesh.IsNotFound(err) {
+		return nil, mesh.Errorf(mesh.ENotFound, "service %s not found in mesh %s", spec.Service, meshName)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("start rollout of %s: %w", spec.Service, err)
+	}
+	svcSpec, _ := svc.Spec.(*mesh.ServiceSpec)
+	if svcSpec == nil {
+		return nil, fmt.Errorf("start rollout of %s: service spec is %T", spec.Service, svc.Spec)
+	}
+
+	// One unfinished rollout per service.
+	existing, err := e.store.List(ctx, mesh.KindRollout, meshName)
+	if err != nil {
+		return nil, fmt.Errorf("start rollout of %s: %w", spec.Service, err)
+	}
+	var prev *mesh.Resource
+	maxRev := 0
+	for _, x := range existing {
+		xs, ok := x.Spec.(*mesh.RolloutSpec)
+		if !ok || (xs.Service != spec.Service && x.Metadata.Name != name) {
+			continue
+		}
+		maxRev = max(maxRev, xs.Target.Revision)
+		st := effectiveStatus(xs, x)
+		if !st.Phase.Terminal() {
+			return nil, mesh.Errorf(mesh.EConflict,
+				"a rollout of %s is already in progress (phase %s, step %d/%d); use `gmesh rollout status %s` or `gmesh rollout abort %s`",
+				spec.Service, st.Phase, st.StepIndex+1, len(xs.Steps), spec.Service, spec.Service)
+		}
+		if x.Metadata.Name == name {
+			prev = x
+		}
+	}
+
+	routeName, err := findRoute(ctx, e.store, meshName, spec.Route, svcSpec.VirtualNode)
+	if err != nil {
+		return nil, fmt.Errorf("start rollout of %s: %w", spec.Service, err)
+	}
+	spec.Route = routeName
+	oldSet, err := findTaskSet(ctx, e.store, meshName, spec.Service, svcSpec.VirtualNode)
+	if err != nil {
+		return nil, fmt.Errorf("start rollout of %s: %w", spec.Service, err)
+	}
+	old := oldSet.Spec.(*mesh.TaskSetSpec)
+
+	if err := defaults(spec, svcSpec, old); err != nil {
+		return nil, err
+	}
+	if spec.Target.Version == old.Version && !spec.Force {
+		return nil, &mesh.Error{Code: mesh.EInvalid, Field: "spec.target.version",
+			Message: fmt.Sprintf("version %s of %s is already running; deploy it again with --force", old.Version, spec.Service)}
+	}
+
+	history := []mesh.TaskSetSpec(nil)
+	if prev != nil {
+		maxRev = max(maxRev, StatusOf(prev).Revision)
+		history = StatusOf(prev).History
+	}
+	for _, h := range history {
+		maxRev = max(maxRev, h.Revision)
+	}
+	sets, err := e.store.List(ctx, mesh.KindTaskSet, meshName)
+	if err != nil {
+		return nil, fmt.Errorf("start rollout of %s: %w", spec.Service, err)
+	}
+	for _, s := range sets {
+		if ts, ok := s.Spec.(*mesh.TaskSetSpec); ok && ts.Service == spec.Service {
+			maxRev = max(maxRev, ts.Revision)
+		}
+	}
+	spec.Target.Revision = maxRev + 1
+
+	now := e.stamp()
+	st := &mesh.RolloutStatus{
+		Phase: mesh.PhasePending, StepIndex: -1, Revision: spec.Target.Revision,
+		OldVirtualNode: svcSpec.VirtualNode, OldTaskSet: oldSet.Metadata.Name,
+		OldVersion: old.Version, NewVersion: spec.Target.Version, Route: routeName,
+		StartedAt: now, PhaseSince: now, WaitSince: now,
+		Message: "Waiting to start",
+		Events:  []mesh.RolloutEvent{{Time: now, Phase: mesh.PhasePending, Message: fmt.Sprintf("Deploying version %s of %s over %s (revision %d)", spec.Target.Version, spec.Service, old.Version, spec.Target.Revision)}},
+		History: history,
+	}
+	put := &mesh.Resource{
+		APIVersion: mesh.APIVersion,
+		Kind:       mesh.KindRollout,
+		Metadata:   mesh.Metadata{Name: name, Mesh: meshName, Labels: r.Metadata.Labels},
+		Spec:       spec,
+		Status:     st,
+	}
+	if prev != nil {
+		put.Metadata.ResourceVersion = prev.Metadata.ResourceVersion
+	}
+	if _, err := e.store.Commit(ctx, []*mesh.Resource{put}, nil); err != nil {
+		return nil, fmt.Errorf("start rollout of %s: %w", spec.Service, err)
+	}
+	stored, err := e.store.Get(ctx, ref)
+	if err != nil {
+		return nil, fmt.Errorf("start rollout of %s: %w", spec.Service, err)
+	}
+	out, err := e.store.UpdateStatus(ctx, ref, st, stored.Metadata.ResourceVersion)
+	if err != nil {
+		return nil, fmt.Errorf("start rollout of %s: %w", spec.Service, err)
+	}
+	e.log.Info("rollout started", "rollout", ref.String(), "version", spec.Target.Version, "from", old.Version, "revision", spec.Target.Revision)
+	e.Notify()
+	return out, nil
+}
+
+// defaults fills in spec's defaults and checks its values.
+func defaults(spec *mesh.RolloutSpec, svc *mesh.ServiceSpec, old *mesh.TaskSetSpec) error {
+	if len(spec.Steps) == 0 {
+		spec.Steps = append([]int(nil), mesh.DefaultRolloutSteps...)
+	}
+	for i, w := range spec.Steps {
+		if w < 1 || w > 100 || (i > 0 && w <= spec.Steps[i-1]) {
+			return mesh.FieldError(fmt.Sprintf("spec.steps[%d]", i), "weights must ascend within 1..100, got %v", spec.Steps)
+		}
+	}
+	if spec.Steps[len(spec.Steps)-1] != 100 {
+		return mesh.FieldError("spec.steps", "the last step must be 100, got %v", spec.Steps)
+	}
+	if spec.IntervalMillis == 0 {
+		spec.IntervalMillis = mesh.DefaultRolloutIntervalMillis
+	}
+	if spec.TimeoutMillis == 0 {
+		spec.TimeoutMillis = mesh.DefaultRolloutTimeoutMillis
+	}
+	if spec.IntervalMillis < 0 {
+		return mesh.FieldError("spec.intervalMillis", "must not be negative")
+	}
+	if spec.TimeoutMillis < 0 {
+		return mesh.FieldError("spec.timeoutMillis", "must not be negative")
+	}
+	spec.Gates = analysis.WithDefaults(spec.Gates)
+	if g := spec.Gates; g.MinSuccessRate < 0 || g.MinSuccessRate > 1 {
+		return mesh.FieldError("spec.gates.minSuccessRate", "must be within 0..1, got %v", g.MinSuccessRate)
+	}
+	t := &spec.Target
+	t.Service = spec.Service
+	t.VirtualNode = ""
+	t.Draining = false
+	if t.Version == "" {
+		return mesh.FieldError("spec.target.version", "required: the new version's label")
+	}
+	if dashed(t.Version) == "" {
+		return mesh.FieldError("spec.target.version", "%q has no letters or digits to name resources after", t.Version)
+	}
+	if len(t.Command) == 0 {
+		return mesh.FieldError("spec.target.command", "required: the new version's command")
+	}
+	if t.DesiredCount == 0 {
+		t.DesiredCount = old.DesiredCount
+	}
+	if t.DesiredCount == 0 {
+		t.DesiredCount = max(svc.DesiredCount, 1)
+	}
+	if t.Port == 0 {
+		t.Port = old.Port
+	}
+	if t.Port == 0 {
+		t.Port = svc.Port
+	}
+	if !spec.Rollback {
+		env := copyEnv(old.Env)
+		for k, v := range t.Env {
+			if env == nil {
+				env = map[string]string{}
+			}
+			env[k] = v
+		}
+		t.Env = env
+	}
+	return nil
+}
+
+// Control applies a user's action to an unfinished rollout: pause (hold the
+// current weight), resume, promote (skip the remaining analysis and go to
+// 100%, still waiting for ACKs), abort (roll back). It sets the status flag
+// with optimistic concurrency; the engine acts on it in its next pass.
+func (e *Engine) Control(ctx context.Context, ref mesh.Ref, action string) error {
+	for attempt := 0; ; attempt++ {
+		r, err := e.store.Get(ctx, ref)
+		if mesh.IsNotFound(err) {
+			return mesh.Errorf(mesh.ENotFound, "no rollout of %s in mesh %s", ref.Name, ref.Mesh)
+		}
+		if err != nil {
+			return fmt.Errorf("%s rollout %s: %w", action, ref, err)
+		}
+		st := StatusOf(r)
+		if st.Phase.Terminal() {
+			return mesh.Errorf(mesh.EConflict, "the rollout of %s has ended (%s); nothing to %s", ref.Name, st.Phase, action)
+		}
+		ph := st.Phase
+		if ph == mesh.PhasePaused {
+			ph = st.ResumePhase
+		}
+		var msg string
+		switch action {
+		case ActionPause:
+			if !pausable(ph) {
+				return mesh.Errorf(mesh.EConflict, "the rollout of %s cannot be paused while %s", ref.Name, ph)
+			}
+			st.Paused, msg = true, "Pause requested"
+		case ActionResume:
+			if !st.Paused {
+				return mesh.Errorf(mesh.EConflict, "the rollout of %s is not paused", ref.Name)
+			}
+			st.Paused, msg = false, "Resume requested"
+		case ActionPromote:
+			if ph == mesh.PhaseRollingBack || st.Abort {
+				return mesh.Errorf(mesh.EConflict, "the rollout of %s is rolling back; it cannot be promoted", ref.Name)
+			}
+			st.Promote, st.Paused, msg = true, false, "Promote requested"
+		case ActionAbort:
+			if ph == mesh.PhaseRetiring {
+				return mesh.Errorf(mesh.EConflict, "too late to abort the rollout of %s: version %s already takes all traffic and version %s is being retired", ref.Name, st.NewVersion, st.OldVersion)
+			}
+			st.Abort, msg = true, "Abort requested"
+		default:
+			return mesh.Errorf(mesh.EInvalid, "unknown rollout action %q: want pause, resume, promote or abort", action)
+		}
+		st.Events = append(st.Events, mesh.RolloutEvent{Time: e.stamp(), Phase: st.Phase, Message: msg})
+		if n := len(st.Events) - e.cfg.MaxEvents; n > 0 {
+			st.Events = append([]mesh.RolloutEvent(nil), st.Events[n:]...)
+		}
+		_, err = e.store.UpdateStatus(ctx, ref, st, r.Metadata.ResourceVersion)
+		if mesh.IsConflict(err) && attempt < 5 {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("%s rollout %s: %w", action, ref, err)
+		}
+		e.log.Info("rollout control", "rollout", ref.String(), "action", action)
+		e.Notify()
+		return nil
+	}
+}
