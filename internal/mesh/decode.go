@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"reflect"
 	"regexp"
 	"sort"
@@ -134,7 +135,7 @@ func (r *Resource) errAt(field, format string, args ...any) *Error {
 
 func sizeString(n int) string {
 	if n >= 1<<20 {
-		return strconv.FormatFloat(float64(n)/(1<<20), 'f', -1, 64) + " MiB"
+		return strconv.FormatFloat(math.Round(float64(n)/(1<<20)*10)/10, 'f', -1, 64) + " MiB"
 	}
 	return strconv.Itoa(n) + " bytes"
 }
@@ -174,8 +175,8 @@ func (d *decoder) decodeJSONStream(data []byte) {
 		if err != nil {
 			off := dec.InputOffset()
 			var se *json.SyntaxError
-			if errors.As(err, &se) {
-				off = se.Offset
+			if errors.As(err, &se) && se.Offset > 0 {
+				off = se.Offset - 1 // the offending byte, not the one after it
 			}
 			line, col := lineCol(data, off)
 			d.errorf(doc, "", "invalid JSON at line %d, column %d: %s", line, col, strings.TrimPrefix(err.Error(), "json: "))
@@ -559,6 +560,10 @@ func decodeInto(path string, in any, out reflect.Value, errs *[]*Error) {
 			fail("must be a list, got %s", describe(in))
 			return
 		}
+		if len(l) == 0 {
+			out.Set(reflect.Zero(out.Type())) // [] and null and omitted decode alike
+			return
+		}
 		s := reflect.MakeSlice(out.Type(), len(l), len(l))
 		for i, v := range l {
 			decodeInto(path+"["+strconv.Itoa(i)+"]", v, s.Index(i), errs)
@@ -568,6 +573,10 @@ func decodeInto(path string, in any, out reflect.Value, errs *[]*Error) {
 		m, ok := in.(map[string]any)
 		if !ok {
 			fail("must be an object (a map), got %s", describe(in))
+			return
+		}
+		if len(m) == 0 {
+			out.Set(reflect.Zero(out.Type())) // {} and null and omitted decode alike
 			return
 		}
 		mv := reflect.MakeMapWithSize(out.Type(), len(m))
@@ -582,8 +591,10 @@ func decodeInto(path string, in any, out reflect.Value, errs *[]*Error) {
 		if !ok {
 			hint := ""
 			switch in.(type) {
-			case json.Number, bool:
+			case json.Number:
 				hint = fmt.Sprintf(" (quote it: \"%v\")", in)
+			case bool:
+				hint = " (quote it: YAML reads unquoted yes/no/y/n/on/off/true/false as booleans)"
 			}
 			fail("must be a string, got %s%s", describe(in), hint)
 			return

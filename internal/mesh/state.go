@@ -192,7 +192,12 @@ func ValidateState(s *State) error {
 		}
 		if r.Kind == KindVirtualService {
 			if prev, ok := vsNames[r.Metadata.Name]; ok {
-				errs = append(errs, r.errAt("metadata.name", "virtual service name %s is already used in mesh %s; virtual service names are the names clients dial and must be unique across meshes", r.Metadata.Name, prev.Metadata.Mesh))
+				// Blame the one being applied (it has a source), else the later.
+				blamed, other := r, prev
+				if prev.Source != nil && r.Source == nil {
+					blamed, other = prev, r
+				}
+				errs = append(errs, blamed.errAt("metadata.name", "virtual service name %s is already used in mesh %s; virtual service names are the names clients dial and must be unique across meshes", r.Metadata.Name, other.Metadata.Mesh))
 			} else {
 				vsNames[r.Metadata.Name] = r
 			}
