@@ -8,7 +8,6 @@ import (
 	"github.com/gmesh-dev/gmesh/internal/mesh"
 )
 
-
 // Control actions.
 const (
 	ActionPause   = "pause"

@@ -103,7 +103,9 @@ func (p *pass) event(msg string) {
 
 func (p *pass) timeout() time.Duration { return time.Duration(p.spec.TimeoutMillis) * time.Millisecond }
 
-func (p *pass) interval() time.Duration { return time.Duration(p.spec.IntervalMillis) * time.Millisecond }
+func (p *pass) interval() time.Duration {
+	return time.Duration(p.spec.IntervalMillis) * time.Millisecond
+}
 
 // waitSince is when the current wait began (now if unknown).
 func (p *pass) waitSince() time.Time {
