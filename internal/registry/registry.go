@@ -26,7 +26,13 @@
 //     port changed, or it is a new process (it came back to RUNNING, or its
 //     non-zero PID changed): then health starts again from UNKNOWN.
 //   - Restore keeps the persisted health, so a restarted control plane does
-//     not publish an empty EDS; the checkers go on from there.
+//     not publish an empty EDS; the checkers go on from there. Until the
+//     first SetPolicy, restored health stands as persisted (wire SetPolicy
+//     before Register, or new endpoints count as having no check).
+//
+// The registry serves from memory; a Persister write that fails is
+// returned (Register, Deregister, SetDraining) or logged (health changes),
+// and the next change of that endpoint writes its whole state again.
 package registry
 
 import (
