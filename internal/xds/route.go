@@ -37,6 +37,7 @@ func (t *translator) routeConfig(vs *mesh.Resource) (*routepb.RouteConfiguration
 		}
 		routes := slices.Clone(t.routes[routerRef])
 		slices.SortFunc(routes, byPriority)
+		vh.Routes = append(vh.Routes, pinRoutes(meshName, routes)...)
 		for _, r := range routes {
 			rt, err := t.route(r)
 			if err != nil {
@@ -68,6 +69,64 @@ func (t *translator) routeConfig(vs *mesh.Resource) (*routepb.RouteConfiguration
 		Name:         RouteConfigName(meshName, vs.Metadata.Name),
 		VirtualHosts: []*routepb.VirtualHost{vh},
 	}, nil
+}
+
+// PinHeader is the request header (gRPC metadata) that sends a call to one
+// virtual node of a router, whatever the weights: "x-gmesh-virtual-node:
+// echo-server-1-0" reaches version 1.0 even at weight 0.
+const PinHeader = "x-gmesh-virtual-node"
+
+// pinRoutes returns, for every virtual node the router's routes target (at
+// any weight, 0 included), a route matching PinHeader with the node's name.
+// Besides letting a caller try a version before it gets weight, they keep
+// every target's cluster referenced, so grpc-go stays subscribed to a weight-0
+// cluster with its connections up. Without them, a weight change from 0
+// makes grpc-go add the cluster while the new route is already picking it,
+// and calls fail with "unknown cluster selected for RPC" in between
+// (measured with grpc-go 1.85).
+func pinRoutes(meshName string, routes []*mesh.Resource) []*routepb.Route {
+	var nodes []string
+	for _, r := range routes {
+		spec, ok := r.Spec.(*mesh.RouteSpec)
+		if !ok || spec == nil {
+			continue
+		}
+		var action *mesh.RouteAction
+		switch {
+		case spec.GRPCRoute != nil:
+			action = &spec.GRPCRoute.Action
+		case spec.HTTP2Route != nil:
+			action = &spec.HTTP2Route.Action
+		case spec.HTTPRoute != nil:
+			action = &spec.HTTPRoute.Action
+		default:
+			continue
+		}
+		for _, wt := range action.WeightedTargets {
+			nodes = append(nodes, wt.VirtualNode)
+		}
+	}
+	slices.Sort(nodes)
+	nodes = slices.Compact(nodes)
+	out := make([]*routepb.Route, 0, len(nodes))
+	for _, n := range nodes {
+		out = append(out, &routepb.Route{
+			Name: "pin/" + n,
+			Match: &routepb.RouteMatch{
+				PathSpecifier: &routepb.RouteMatch_Prefix{Prefix: "/"},
+				Headers: []*routepb.HeaderMatcher{{
+					Name: PinHeader,
+					HeaderMatchSpecifier: &routepb.HeaderMatcher_StringMatch{StringMatch: &matcherpb.StringMatcher{
+						MatchPattern: &matcherpb.StringMatcher_Exact{Exact: n},
+					}},
+				}},
+			},
+			Action: &routepb.Route_Route{Route: &routepb.RouteAction{
+				ClusterSpecifier: &routepb.RouteAction_Cluster{Cluster: ClusterName(meshName, n)},
+			}},
+		})
+	}
+	return out
 }
 
 // byPriority orders routes as App Mesh does: lower priority first, routes

@@ -11,6 +11,7 @@ import (
 
 	clusterpb "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
 	echov1 "github.com/gmesh-dev/gmesh/api/echo/v1"
@@ -48,6 +49,13 @@ func TestWeightedSplit(t *testing.T) {
 			if i == 0 {
 				if err := cp.WaitConverged(ctx, xds.RouteType, rev); err != nil {
 					t.Fatalf("WaitConverged: %v", err)
+				}
+			}
+			// The pin header reaches a version whatever its weight.
+			for _, v := range []string{"0.9", "1.0"} {
+				pctx := metadata.AppendToOutgoingContext(ctx, xds.PinHeader, "echo-server-"+strings.ReplaceAll(v, ".", "-"))
+				if got, err := call(pctx, client); err != nil || got != v {
+					t.Errorf("call pinned to %s answered by %q, %v", v, got, err)
 				}
 			}
 			const n = 2000

@@ -36,8 +36,9 @@ type ClientStatus struct {
 type TypeStatus struct {
 	ACKedVersion string
 	ACKedAt      time.Time
-	// SentVersion is the last version sent to the node.
+	// SentVersion is the last version sent to the node, at SentAt.
 	SentVersion string
+	SentAt      time.Time
 }
 
 // NACK is a rejected response.
@@ -68,6 +69,7 @@ type typeState struct {
 	ackAt       time.Time
 	sent        [4]sent // recent responses, for mapping a NACK's nonce
 	sentNext    int
+	sentAt      time.Time
 	nackCounter uint64 // counter of the newest NACKed version
 }
 
@@ -196,6 +198,7 @@ func (c *callbacks) OnStreamResponse(_ context.Context, id int64, req *discovery
 	}
 	ts.sent[ts.sentNext] = sent{nonce: resp.GetNonce(), version: resp.GetVersionInfo()}
 	ts.sentNext = (ts.sentNext + 1) % len(ts.sent)
+	ts.sentAt = s.now()
 }
 
 func (c *callbacks) OnFetchRequest(context.Context, *discoverypb.DiscoveryRequest) error { return nil }
@@ -220,13 +223,14 @@ func (c *callbacks) OnStreamDeltaResponse(int64, *discoverypb.DeltaDiscoveryRequ
 func (s *Server) Converged(typeURL string, rev uint64) (done bool, pending []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	done, pending, _ = s.convergedLocked(typeURL, rev)
+	done, pending, _ = s.convergedLocked(typeURL, rev, true)
 	return done, pending
 }
 
 // convergedLocked also returns the first pending client that NACKed the
-// target version or a newer one.
-func (s *Server) convergedLocked(typeURL string, rev uint64) (bool, []string, *NACK) {
+// target version or a newer one. Without list it only counts (WaitConverged
+// runs it on every ACK of every client).
+func (s *Server) convergedLocked(typeURL string, rev uint64, list bool) (bool, []string, *NACK) {
 	if !s.published || s.rev < rev {
 		return false, nil, nil
 	}
@@ -236,18 +240,20 @@ func (s *Server) convergedLocked(typeURL string, rev uint64) (bool, []string, *N
 	}
 	var pending []string
 	var rejected *NACK
+	behind := 0
 	seen := map[string]bool{}
 	for _, st := range s.streams {
 		ts := st.types[typeURL]
 		if st.node == "" || ts == nil || !ts.subscribed || ts.ackCounter >= target {
 			continue
 		}
+		behind++
 		if ts.nackCounter >= target && rejected == nil {
 			n := *st.lastNACK
 			n.Detail = st.node + ": " + n.Detail
 			rejected = &n
 		}
-		if seen[st.node] {
+		if !list || seen[st.node] {
 			continue
 		}
 		seen[st.node] = true
@@ -258,7 +264,7 @@ func (s *Server) convergedLocked(typeURL string, rev uint64) (bool, []string, *N
 		pending = append(pending, st.node+"@"+v)
 	}
 	slices.Sort(pending)
-	return len(pending) == 0, pending, rejected
+	return behind == 0, pending, rejected
 }
 
 // targetLocked is the counter of typeURL's version in the first publish at
@@ -278,7 +284,7 @@ func (s *Server) targetLocked(typeURL string, rev uint64) (uint64, bool) {
 func (s *Server) WaitConverged(ctx context.Context, typeURL string, rev uint64) error {
 	for {
 		s.mu.Lock()
-		done, pending, rejected := s.convergedLocked(typeURL, rev)
+		done, _, rejected := s.convergedLocked(typeURL, rev, false)
 		ch := s.changed
 		s.mu.Unlock()
 		if done {
@@ -290,6 +296,7 @@ func (s *Server) WaitConverged(ctx context.Context, typeURL string, rev uint64) 
 		select {
 		case <-ch:
 		case <-ctx.Done():
+			_, pending := s.Converged(typeURL, rev)
 			return fmt.Errorf("wait for %s at revision %d: pending %v: %w", typeURL, rev, pending, ctx.Err())
 		}
 	}
@@ -319,7 +326,7 @@ func (s *Server) Clients() []ClientStatus {
 			if _, ok := cs.Types[typeURL]; ok || !ts.subscribed {
 				continue
 			}
-			cs.Types[typeURL] = TypeStatus{ACKedVersion: ts.ackVersion, ACKedAt: ts.ackAt, SentVersion: ts.lastSent()}
+			cs.Types[typeURL] = TypeStatus{ACKedVersion: ts.ackVersion, ACKedAt: ts.ackAt, SentVersion: ts.lastSent(), SentAt: ts.sentAt}
 		}
 		if n := st.lastNACK; n != nil && (cs.LastNACK == nil || n.At.After(cs.LastNACK.At)) {
 			nc := *n
