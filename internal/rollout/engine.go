@@ -109,14 +109,17 @@ type Engine struct {
 	bakes map[mesh.Ref]*bake
 }
 
-// bake is the in-memory part of a Baking phase: the counters at its start.
-// It is not persisted; a restarted engine starts the current step's bake
-// afresh.
+// bake is the in-memory part of a Baking phase. Requests are accumulated
+// check by check (acc += Delta(last, now)), as Prometheus's increase() does,
+// so a task that restarts mid-bake loses at most the requests since the
+// previous check. It is not persisted; a restarted engine starts the current
+// step's bake afresh.
 type bake struct {
 	revision int
 	step     int
-	since    string // the status's WaitSince when the baseline was taken
-	baseline analysis.Sample
+	since    string // the status's WaitSince when the bake began
+	last     analysis.Sample
+	acc      analysis.Sample
 }
 
 // NewEngine returns an engine; call Run, or ReconcileAll from a loop of

@@ -597,7 +597,7 @@ func (p *pass) bake(ctx context.Context) (time.Duration, error) {
 		}
 		st.WaitSince = p.stamp()
 		e.mu.Lock()
-		e.bakes[p.ref] = &bake{revision: st.Revision, step: st.StepIndex, since: st.WaitSince, baseline: base}
+		e.bakes[p.ref] = &bake{revision: st.Revision, step: st.StepIndex, since: st.WaitSince, last: base}
 		e.mu.Unlock()
 		return min(e.cfg.AnalysisInterval, p.interval()), nil
 	}
@@ -610,7 +610,9 @@ func (p *pass) bake(ctx context.Context) (time.Duration, error) {
 	if err != nil {
 		return p.metricsDown(err)
 	}
-	a := analysis.Evaluate(analysis.Delta(b.baseline, cur), p.spec.Gates)
+	b.acc.Add(analysis.Delta(b.last, cur))
+	b.last = cur
+	a := analysis.Evaluate(b.acc, p.spec.Gates)
 	st.Analysis = &a
 	if a.Judged && !a.Passed {
 		p.rollback(fmt.Sprintf("analysis of version %s at %d%% failed: %s", st.NewVersion, st.Weight, a.Detail))
