@@ -148,6 +148,7 @@ func New(cfg Config) (*Gateway, error) {
 		Transport:    (*transport)(g),
 		ErrorHandler: g.proxyError,
 		ErrorLog:     slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+		BufferPool:   &bufferPool{},
 	}
 	g.handler = http.HandlerFunc(g.serveHTTP)
 
@@ -174,6 +175,18 @@ func New(cfg Config) (*Gateway, error) {
 	}()
 	return g, nil
 }
+
+// bufferPool recycles ReverseProxy's 32 KiB copy buffers.
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }
 
 // rewrite prepares the outbound request; the transport picks the backend.
 func rewrite(pr *httputil.ProxyRequest) {

@@ -361,8 +361,7 @@ func (t *task) start(w *slotSpec) (*proc, error) {
 	sort.Strings(envList)
 
 	cmd := exec.Command(w.spec.Command[0], w.spec.Command[1:]...)
-	cmd.Env = envList
-	cmd.Dir = s.cfg.StateDir
+	cmd.Env = envList // the working directory is the supervisor's
 	cmd.SysProcAttr = sysProcAttr()
 	pr, pw, err := os.Pipe()
 	if err != nil {
