@@ -264,12 +264,20 @@ func (a *Agent) gatewayBackendsLocked() []gateway.Backend {
 // nodesOfServiceLocked returns the virtual nodes that serve a virtual
 // service: its provider node, or its router's weighted targets above 0.
 func (a *Agent) nodesOfServiceLocked(meshName, vsName string) []*mesh.VirtualNodeSpec {
-	vs := a.resources[mesh.Ref{Kind: mesh.KindVirtualService, Mesh: meshName, Name: vsName}].VirtualService()
+	vsRes := a.resources[mesh.Ref{Kind: mesh.KindVirtualService, Mesh: meshName, Name: vsName}]
+	if vsRes == nil {
+		return nil
+	}
+	vs := vsRes.VirtualService()
 	if vs == nil || vs.Provider == nil {
 		return nil
 	}
 	node := func(name string) *mesh.VirtualNodeSpec {
-		return a.resources[mesh.Ref{Kind: mesh.KindVirtualNode, Mesh: meshName, Name: name}].VirtualNode()
+		r := a.resources[mesh.Ref{Kind: mesh.KindVirtualNode, Mesh: meshName, Name: name}]
+		if r == nil {
+			return nil
+		}
+		return r.VirtualNode()
 	}
 	if p := vs.Provider.VirtualNode; p != nil {
 		if n := node(p.VirtualNodeName); n != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/gmesh-dev/gmesh/internal/artifact"
 	"github.com/gmesh-dev/gmesh/internal/controlplane"
 	"github.com/gmesh-dev/gmesh/internal/mesh"
+	"github.com/gmesh-dev/gmesh/internal/rollout"
 	"github.com/gmesh-dev/gmesh/internal/statedir"
 )
 
@@ -174,7 +175,7 @@ func runDeploy(ctx context.Context, g *globals, o *deployOptions, service string
 // rollout did not succeed.
 func followRollout(ctx context.Context, c *controlplane.Client, ref mesh.Ref, w io.Writer, skip int) error {
 	printed := skip
-	var lastAnalysis string
+	var lastAnalysis, lastLine string
 	down := false
 	handle := func(r *mesh.Resource) (bool, error) {
 		st, _ := r.Status.(*mesh.RolloutStatus)
@@ -186,9 +187,17 @@ func followRollout(ctx context.Context, c *controlplane.Client, ref mesh.Ref, w 
 			printed = 0
 		}
 		for _, ev := range st.Events[printed:] {
-			fmt.Fprintln(w, ev.Message)
+			if ev.Message != lastLine {
+				fmt.Fprintln(w, ev.Message)
+				lastLine = ev.Message
+			}
 		}
 		printed = len(st.Events)
+		// Progress that is not an event ("Tasks are starting (1/2)...").
+		if st.Message != "" && st.Message != lastLine && !st.Phase.Terminal() {
+			fmt.Fprintln(w, st.Message)
+			lastLine = st.Message
+		}
 		if a := st.Analysis; a != nil && a.Detail != "" && a.Detail != lastAnalysis && st.Phase == mesh.PhaseBaking {
 			lastAnalysis = a.Detail
 			fmt.Fprintf(w, "  analysis: %s\n", a.Detail)
@@ -356,4 +365,60 @@ func printRollout(w io.Writer, r *mesh.Resource) {
 		}
 		fmt.Fprintln(w)
 	}
+}
+
+func newRollbackCmd(g *globals, stdio IO) *cobra.Command {
+	o := &deployOptions{}
+	cmd := &cobra.Command{
+		Use:   "rollback SERVICE",
+		Short: "Roll back to the previous revision, from its kept artifact, through the same progressive flow",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			meshName, err := g.meshFor(ctx, c)
+			if err != nil {
+				return err
+			}
+			ref := mesh.Ref{Kind: mesh.KindRollout, Mesh: meshName, Name: args[0]}
+			last, err := c.Get(ctx, ref)
+			if mesh.IsNotFound(err) {
+				return fmt.Errorf("%s has never been deployed with gmesh deploy, so there is no earlier revision to roll back to", args[0])
+			}
+			if err != nil {
+				return err
+			}
+			spec, err := rollout.RollbackSpec(last)
+			if err != nil {
+				return err
+			}
+			if cmd.Flags().Changed("steps") {
+				if spec.Steps, err = parseSteps(o.steps); err != nil {
+					return err
+				}
+			}
+			if cmd.Flags().Changed("interval") {
+				spec.IntervalMillis = o.interval.Milliseconds()
+			}
+			if cmd.Flags().Changed("timeout") {
+				spec.TimeoutMillis = o.timeout.Milliseconds()
+			}
+			fmt.Fprintf(stdio.Out, "Rolling %s back to version %s (revision %d)\n", args[0], spec.Target.Version, spec.Target.Revision)
+			r := mesh.New(mesh.KindRollout, meshName, args[0], spec)
+			if _, err := c.StartRollout(ctx, r); err != nil {
+				return err
+			}
+			if o.detach {
+				fmt.Fprintf(stdio.Out, "Rollback started; follow it with: gmesh rollout status %s --watch\n", args[0])
+				return nil
+			}
+			return followRollout(ctx, c, ref, stdio.Out, 0)
+		},
+	}
+	o.flags(cmd)
+	return cmd
 }

@@ -108,15 +108,15 @@ func printStatus(w io.Writer, st *controlplane.Status) error {
 	fmt.Fprintf(tw, "XDS CLIENT\tCONNECTED\tACKED (published revision %d)\tLAST NACK\n", st.PublishedRevision)
 	for _, c := range st.Clients {
 		var acks []string
-		for typ, a := range c.Acked {
-			acks = append(acks, shortType(typ)+"="+a.Version)
+		for typ, a := range c.Types {
+			acks = append(acks, shortType(typ)+"="+a.ACKedVersion)
 		}
 		sort.Strings(acks)
 		nack := "-"
 		if c.LastNACK != nil {
-			nack = fmt.Sprintf("%s %s: %s", shortType(c.LastNACK.TypeURL), c.LastNACK.Version, truncate(c.LastNACK.Error, 80))
+			nack = fmt.Sprintf("%s %s: %s", shortType(c.LastNACK.TypeURL), c.LastNACK.Version, truncate(c.LastNACK.Detail, 80))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.NodeID, c.ConnectedAt.Format(time.TimeOnly), strings.Join(acks, " "), nack)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.NodeID, c.ConnectedSince.Format(time.TimeOnly), strings.Join(acks, " "), nack)
 	}
 	if st.TranslateError != "" {
 		fmt.Fprintf(tw, "\nTRANSLATION ERROR (the previous config keeps serving): %s\n", st.TranslateError)

@@ -90,10 +90,30 @@ func loadStack(file string) ([]*mesh.Resource, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := mesh.ValidateResources(rs); err != nil {
+	if err := validateStack(rs); err != nil {
 		return nil, err
 	}
 	return rs, nil
+}
+
+// validateStack checks a stack as the control plane's apply would, so that
+// errors are reported before anything starts.
+func validateStack(rs []*mesh.Resource) error {
+	if err := mesh.CheckDuplicates(rs); err != nil {
+		return err
+	}
+	clones := make([]*mesh.Resource, len(rs))
+	for i, r := range rs {
+		clones[i] = r.Clone()
+	}
+	if err := mesh.DefaultAndValidate(clones...); err != nil {
+		return err
+	}
+	st := mesh.NewState()
+	for _, r := range clones {
+		st.Put(r)
+	}
+	return mesh.ValidateState(st)
 }
 
 func findGateway(rs []*mesh.Resource) (*mesh.Resource, *mesh.VirtualGatewaySpec) {

@@ -37,7 +37,7 @@ func (a *admin) Apply(ctx context.Context, req *meshv1.ApplyRequest) (*meshv1.Ap
 	var puts []*mesh.Resource
 	var errs mesh.Errors
 	for i, r := range req.Resources {
-		res, err := mesh.DecodeJSON(r.Json)
+		res, err := decodeResource(r.Json)
 		if err != nil {
 			var e *mesh.Error
 			if errors.As(err, &e) {
@@ -48,8 +48,8 @@ func (a *admin) Apply(ctx context.Context, req *meshv1.ApplyRequest) (*meshv1.Ap
 			}
 			continue
 		}
-		if res.Kind == mesh.KindRollout || res.Kind == mesh.KindTaskSet {
-			errs = append(errs, &mesh.Error{Code: mesh.EInvalid, File: req.Source, Doc: i + 1, Field: "kind", Message: fmt.Sprintf("%s resources are managed by gmesh deploy, not applied", res.Kind)})
+		if res.Kind == mesh.KindRollout {
+			errs = append(errs, &mesh.Error{Code: mesh.EInvalid, File: req.Source, Doc: i + 1, Field: "kind", Message: "rollouts are started with `gmesh deploy`, not applied"})
 			continue
 		}
 		res.Status = nil
@@ -59,7 +59,7 @@ func (a *admin) Apply(ctx context.Context, req *meshv1.ApplyRequest) (*meshv1.Ap
 		return nil, toStatus(errs)
 	}
 	if req.DryRun {
-		if err := a.cp.store.Check(ctx, puts, nil); err != nil {
+		if err := a.cp.dryRun(ctx, puts); err != nil {
 			return nil, toStatus(err)
 		}
 		return &meshv1.ApplyResponse{}, nil
@@ -68,13 +68,14 @@ func (a *admin) Apply(ctx context.Context, req *meshv1.ApplyRequest) (*meshv1.Ap
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	resp := &meshv1.ApplyResponse{Revision: res.Revision, Results: res.Results}
-	for _, r := range res.Resources {
-		b, err := json.Marshal(r)
+	resp := &meshv1.ApplyResponse{Revision: res.Revision}
+	for _, r := range res.Results {
+		b, err := json.Marshal(r.Resource)
 		if err != nil {
 			return nil, toStatus(err)
 		}
 		resp.Resources = append(resp.Resources, &meshv1.Resource{Json: b})
+		resp.Results = append(resp.Results, r.Result)
 	}
 	return resp, nil
 }
@@ -145,7 +146,7 @@ func (a *admin) Delete(ctx context.Context, req *meshv1.DeleteRequest) (*meshv1.
 	if _, err := a.cp.store.Get(ctx, ref); err != nil {
 		return nil, toStatus(err)
 	}
-	if _, err := a.cp.store.Commit(ctx, nil, []store.Delete{{Ref: ref, ResourceVersion: req.ResourceVersion}}); err != nil {
+	if _, err := a.cp.store.CommitVersioned(ctx, nil, []store.Deletion{{Ref: ref, ResourceVersion: req.ResourceVersion}}); err != nil {
 		return nil, toStatus(err)
 	}
 	return &meshv1.DeleteResponse{}, nil
@@ -203,7 +204,7 @@ func (a *admin) Watch(req *meshv1.WatchRequest, ss meshv1.MeshAdmin_WatchServer)
 				return nil
 			}
 			switch ev.Type {
-			case store.EventResync:
+			case "RESYNC":
 				st, err := a.cp.store.State(ctx)
 				if err != nil {
 					return toStatus(err)
@@ -214,7 +215,7 @@ func (a *admin) Watch(req *meshv1.WatchRequest, ss meshv1.MeshAdmin_WatchServer)
 				if err := sendState(st); err != nil {
 					return err
 				}
-			case store.EventPut, store.EventDelete:
+			case "PUT", "DELETE":
 				r := ev.Resource
 				if r == nil {
 					r = &mesh.Resource{Kind: ev.Ref.Kind, Metadata: mesh.Metadata{Name: ev.Ref.Name, Mesh: ev.Ref.Mesh}}
@@ -320,7 +321,7 @@ func (a *admin) WatchEndpoints(req *meshv1.ListEndpointsRequest, ss meshv1.MeshA
 }
 
 func (a *admin) StartRollout(ctx context.Context, req *meshv1.StartRolloutRequest) (*meshv1.Resource, error) {
-	r, err := mesh.DecodeJSON(req.RolloutJson)
+	r, err := decodeResource(req.RolloutJson)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -360,4 +361,41 @@ func encode(r *mesh.Resource) (*meshv1.Resource, error) {
 		return nil, fmt.Errorf("encode %s: %w", r.Ref(), err)
 	}
 	return &meshv1.Resource{Json: b}, nil
+}
+
+// decodeResource decodes one resource's JSON strictly, with its kind's spec
+// type.
+func decodeResource(b []byte) (*mesh.Resource, error) {
+	var r mesh.Resource
+	if err := json.Unmarshal(b, &r); err != nil {
+		var e *mesh.Error
+		if errors.As(err, &e) {
+			return nil, err
+		}
+		return nil, mesh.Errorf(mesh.EInvalid, "%v", err)
+	}
+	return &r, nil
+}
+
+// dryRun validates puts against the current state without storing them.
+func (cp *ControlPlane) dryRun(ctx context.Context, puts []*mesh.Resource) error {
+	if err := mesh.CheckDuplicates(puts); err != nil {
+		return err
+	}
+	clones := make([]*mesh.Resource, len(puts))
+	for i, r := range puts {
+		clones[i] = r.Clone()
+	}
+	if err := mesh.DefaultAndValidate(clones...); err != nil {
+		return err
+	}
+	st, err := cp.store.State(ctx)
+	if err != nil {
+		return err
+	}
+	next := st.Clone()
+	for _, r := range clones {
+		next.Put(r)
+	}
+	return mesh.ValidateState(next)
 }

@@ -43,8 +43,6 @@ type Config struct {
 	// loopback.
 	Token  string
 	Logger *slog.Logger
-	// RolloutTick is the longest the rollout engine waits between passes.
-	RolloutTick time.Duration
 }
 
 // ControlPlane is a running control plane.
@@ -60,7 +58,6 @@ type ControlPlane struct {
 
 	mu             sync.Mutex
 	translateError string
-	kick           chan struct{}
 }
 
 // New opens the store and binds the listener; Run serves.
@@ -76,7 +73,7 @@ func New(cfg Config) (*ControlPlane, error) {
 	}
 	var st store.Store
 	if cfg.StorePath == "" {
-		st = memstore.New()
+		st = memstore.New(store.Options{})
 	} else {
 		b, err := bolt.Open(cfg.StorePath, bolt.Options{})
 		if err != nil {
@@ -93,7 +90,7 @@ func New(cfg Config) (*ControlPlane, error) {
 		}
 		return nil, fmt.Errorf("control plane cannot listen on %s: %w", cfg.Addr, err)
 	}
-	cp := &ControlPlane{cfg: cfg, log: cfg.Logger, store: st, ln: ln, kick: make(chan struct{}, 1)}
+	cp := &ControlPlane{cfg: cfg, log: cfg.Logger, store: st, ln: ln}
 	cp.registry = registry.New(cfg.Logger.With("component", "registry"), st, registry.Options{})
 	cp.xds = xdsserver.New(cfg.Logger.With("component", "xds"), xdsserver.Options{})
 	scraper := analysis.NewScraper(endpointLister{cp.registry}, analysis.ScraperOptions{})
@@ -103,6 +100,9 @@ func New(cfg Config) (*ControlPlane, error) {
 		Convergence: convergence{cp.xds},
 		Metrics:     scraper,
 		Logger:      cfg.Logger.With("component", "rollout"),
+		// Waits on ACKs and task health are in-memory checks: look often, so
+		// a step follows its ACKs within a tenth of a second.
+		Poll: 100 * time.Millisecond,
 	})
 	auth := &authenticator{required: !IsLoopback(ln.Addr().String()), token: []byte(cfg.Token)}
 	cp.grpc = grpc.NewServer(
@@ -147,7 +147,7 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 	wg.Add(3)
 	go func() { defer wg.Done(); cp.registry.Run(ctx) }()
 	go func() { defer wg.Done(); cp.publishLoop(ctx, storeEvents, regNotify) }()
-	go func() { defer wg.Done(); cp.rolloutLoop(ctx) }()
+	go func() { defer wg.Done(); cp.rollouts.Run(ctx) }()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- cp.grpc.Serve(cp.ln) }()
 	cp.log.Info("control plane serving", "addr", cp.Addr())
@@ -205,7 +205,12 @@ func (cp *ControlPlane) publish(ctx context.Context) error {
 	}
 	cp.registry.SetPolicy(healthPolicy(st))
 	eps := cp.registry.List(registry.Filter{})
-	res, err := xds.Translate(xds.Input{Revision: st.Revision, Resources: st.All(), Endpoints: eps})
+	all := make([]*mesh.Resource, 0, len(st.Resources))
+	for _, r := range st.Resources {
+		all = append(all, r)
+	}
+	mesh.SortResources(all)
+	res, err := xds.Translate(xds.Input{Revision: st.Revision, Resources: all, Endpoints: eps})
 	cp.mu.Lock()
 	if err != nil {
 		cp.translateError = err.Error()
@@ -219,40 +224,7 @@ func (cp *ControlPlane) publish(ctx context.Context) error {
 	return cp.xds.Publish(res, st.Revision)
 }
 
-func (cp *ControlPlane) kickRollouts() {
-	select {
-	case cp.kick <- struct{}{}:
-	default:
-	}
-}
-
-func (cp *ControlPlane) rolloutLoop(ctx context.Context) {
-	tick := cp.cfg.RolloutTick
-	if tick <= 0 {
-		tick = 250 * time.Millisecond
-	}
-	t := time.NewTimer(0)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-cp.kick:
-		}
-		next := cp.rollouts.ReconcileAll(ctx)
-		if next <= 0 || next > tick {
-			next = tick
-		}
-		if !t.Stop() {
-			select {
-			case <-t.C:
-			default:
-			}
-		}
-		t.Reset(next)
-	}
-}
+func (cp *ControlPlane) kickRollouts() { cp.rollouts.Notify() }
 
 // onlyMesh returns the mesh of ref when exactly one mesh has a resource of
 // that kind and name, so that `gmesh get route NAME` works without --mesh.
