@@ -413,9 +413,12 @@ func TestRun(t *testing.T) {
 	h.rt.sync(t, h.store)
 	syncing := &syncRuntime{fakeRuntime: h.rt, t: t, s: h.store}
 	h.e.eps = syncing
+	h.start("1.0", 50, 100)
+	<-h.e.notify // Start's wake-up: Run's first pass reconciles anyway
+	// From here on only Run's timer wakes it: each time Run re-arms its
+	// timer, it is idle, and the test moves the clock to the deadline.
 	armed := h.clock.Armed()
 	go func() { done <- h.e.Run(ctx) }()
-	h.start("1.0", 50, 100)
 	for {
 		select {
 		case <-armed:

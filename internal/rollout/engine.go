@@ -167,19 +167,27 @@ func (e *Engine) Notify() {
 // Run reconciles every unfinished rollout whenever Notify is called or the
 // earliest requeue time comes, until ctx ends.
 func (e *Engine) Run(ctx context.Context) error {
-	t := e.clock.NewTimer(e.cfg.Resync)
-	defer t.Stop()
+	var t clock.Timer
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
 	for {
 		next := e.ReconcileAll(ctx)
 		if next <= 0 || next > e.cfg.Resync {
 			next = e.cfg.Resync
 		}
-		t.Stop()
-		select {
-		case <-t.C(): // drop a tick that fired meanwhile
-		default:
+		if t == nil {
+			t = e.clock.NewTimer(next)
+		} else {
+			t.Stop()
+			select {
+			case <-t.C(): // drop a tick that fired meanwhile
+			default:
+			}
+			t.Reset(next)
 		}
-		t.Reset(next)
 		select {
 		case <-ctx.Done():
 			return nil

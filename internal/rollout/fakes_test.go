@@ -245,8 +245,13 @@ func (m *fakeMetrics) Sample(_ context.Context, meshName, service, taskSet strin
 	}
 	out := analysis.Sample{Tasks: map[string]analysis.Sample{}}
 	for k, s := range m.tasks[taskSet] {
-		out.Tasks[k] = s
-		out.Add(s)
+		c := analysis.Sample{Requests: s.Requests, Errors: s.Errors, Codes: map[string]int64{},
+			Buckets: append([]analysis.Bucket(nil), s.Buckets...)}
+		for code, n := range s.Codes {
+			c.Codes[code] = n
+		}
+		out.Tasks[k] = c
+		out.Add(c)
 	}
 	return out, nil
 }
