@@ -67,7 +67,7 @@ func TestPromote(t *testing.T) {
 		t.Fatalf("phase = %s, want Succeeded", st.Phase)
 	}
 	want := []string{"echo-server-0-9=100,echo-server-1-0=0", "echo-server-0-9=90,echo-server-1-0=10", "echo-server-1-0=100"}
-	if got := h.store.routeLog; strings.Join(got, " ") != strings.Join(want, " ") {
+	if got := h.routeLog(); strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("route changes = %q, want %q", got, want)
 	}
 	if !hasEvent(st, "Routing 100% of traffic to the new version (promoted)") {
@@ -155,7 +155,7 @@ func TestControlRefusals(t *testing.T) {
 func TestControlConflictRetry(t *testing.T) {
 	h := newHarness(t)
 	h.start("1.0", 50, 100)
-	racy := &racyStore{memStore: h.store, races: 2}
+	racy := &racyStore{memStore: h.mem(), races: 2}
 	h.e.store = racy
 	if err := h.e.Control(h.ctx, h.ref, ActionPause); err != nil {
 		t.Fatalf("pause: %v", err)
@@ -338,10 +338,10 @@ func TestCrashBetweenCommitAndStatus(t *testing.T) {
 			h := newHarness(t)
 			h.start("1.0", 50, 100)
 			commits := 0
-			h.store.beforeCommit = func(puts []*mesh.Resource, deletes []mesh.Ref) error {
+			h.mem().beforeCommit = func(puts []*mesh.Resource, deletes []mesh.Ref) error {
 				commits++
 				if commits == failAt {
-					h.store.failNextStatus = true
+					h.mem().failNextStatus = true
 				}
 				return nil
 			}
@@ -449,7 +449,7 @@ func TestRun(t *testing.T) {
 type syncRuntime struct {
 	*fakeRuntime
 	t *testing.T
-	s *memStore
+	s Store
 }
 
 func (r *syncRuntime) List(meshName, service string) []*mesh.Endpoint {

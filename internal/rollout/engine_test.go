@@ -45,7 +45,7 @@ func TestHappyPath(t *testing.T) {
 			if st.Phase != mesh.PhaseSucceeded {
 				t.Fatalf("phase = %s (%s), want Succeeded; events:\n%s", st.Phase, st.Reason, events(st))
 			}
-			if diff := cmp.Diff(tt.routeLog, h.store.routeLog); diff != "" {
+			if diff := cmp.Diff(tt.routeLog, h.routeLog()); diff != "" {
 				t.Errorf("route changes (-want +got):\n%s", diff)
 			}
 			if got, want := st.Message, "Version 0.9 retired"; got != want {

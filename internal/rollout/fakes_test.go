@@ -30,6 +30,12 @@ type memStore struct {
 
 var _ Store = (*memStore)(nil)
 
+func (s *memStore) routes() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.routeLog...)
+}
+
 func newMemStore() *memStore { return &memStore{state: mesh.NewState()} }
 
 func (s *memStore) Get(_ context.Context, ref mesh.Ref) (*mesh.Resource, error) {
@@ -167,7 +173,7 @@ func (f *fakeRuntime) List(meshName, service string) []*mesh.Endpoint {
 }
 
 // sync makes the endpoints match the task sets in s.
-func (f *fakeRuntime) sync(t *testing.T, s *memStore) {
+func (f *fakeRuntime) sync(t *testing.T, s Store) {
 	t.Helper()
 	sets, _ := s.List(context.Background(), mesh.KindTaskSet, "")
 	f.mu.Lock()

@@ -25,24 +25,43 @@ var t0 = time.Date(2026, 9, 30, 12, 0, 0, 0, time.UTC)
 type harness struct {
 	t       *testing.T
 	ctx     context.Context
-	store   *memStore
+	store   testStore
 	rt      *fakeRuntime
 	conv    *fakeConv
 	metrics *fakeMetrics
 	clock   *clock.Fake
 	e       *Engine
 	ref     mesh.Ref
+	seeded  int // route log entries from seeding
 	rps     float64
 	errRate float64
 	carry   float64
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t *testing.T) *harness { return newHarnessOn(t, newMemStore()) }
+
+// testStore is a Store that logs the route's weights at every commit.
+type testStore interface {
+	Store
+	routes() []string
+}
+
+// mem returns the fake store, for tests that make it fail.
+func (h *harness) mem() *memStore {
+	h.t.Helper()
+	m, ok := h.store.(*memStore)
+	if !ok {
+		h.t.Fatalf("store is %T, want the fake", h.store)
+	}
+	return m
+}
+
+func newHarnessOn(t *testing.T, s testStore) *harness {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
 	h := &harness{
-		t: t, ctx: ctx, store: newMemStore(),
+		t: t, ctx: ctx, store: s,
 		rt:      &fakeRuntime{behavior: map[string]behavior{}},
 		conv:    &fakeConv{auto: true},
 		metrics: &fakeMetrics{},
@@ -92,7 +111,7 @@ func (h *harness) seed() {
 	if _, err := h.store.Commit(h.ctx, rs, nil); err != nil {
 		h.t.Fatalf("seed: %v", err)
 	}
-	h.store.routeLog = nil
+	h.seeded = len(h.store.routes())
 }
 
 func rolloutOf(version string, steps ...int) *mesh.Resource {
@@ -207,6 +226,9 @@ func (h *harness) get(kind mesh.Kind, name string) *mesh.Resource {
 	}
 	return r
 }
+
+// routeLog returns the route's weights at each commit since seeding.
+func (h *harness) routeLog() []string { return h.store.routes()[h.seeded:] }
 
 func (h *harness) route() string { return weights(h.get(mesh.KindRoute, "echo-server-route")) }
 
