@@ -41,7 +41,7 @@ func (a storeAdapter) UpdateStatus(ctx context.Context, ref mesh.Ref, status any
 type endpointLister struct{ r *registry.Registry }
 
 var (
-	_ rollout.Endpoints        = endpointLister{}
+	_ rollout.Endpoints       = endpointLister{}
 	_ analysis.EndpointLister = endpointLister{}
 )
 

@@ -627,6 +627,22 @@ func decodeInto(path string, in any, out reflect.Value, errs *[]*Error) {
 			return
 		}
 		out.SetInt(i)
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		n, ok := in.(json.Number)
+		if !ok {
+			fail("must be a non-negative integer, got %s", describe(in))
+			return
+		}
+		u, err := strconv.ParseUint(string(n), 10, 64)
+		if err != nil {
+			fail("must be a non-negative integer, got %s", n)
+			return
+		}
+		if out.OverflowUint(u) {
+			fail("integer %d is out of range", u)
+			return
+		}
+		out.SetUint(u)
 	case reflect.Float32, reflect.Float64:
 		n, ok := in.(json.Number)
 		if !ok {
