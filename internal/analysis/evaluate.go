@@ -8,11 +8,11 @@ import (
 	"github.com/gmesh-dev/gmesh/internal/mesh"
 )
 
-// Default gates, as `gmesh deploy` documents them.
+// Default gates, as `gmesh deploy` documents them (the mesh package's).
 const (
-	DefaultMinSuccessRate = 0.99
-	DefaultMaxP99Millis   = 500
-	DefaultMinRequests    = 20
+	DefaultMinSuccessRate = mesh.DefaultMinSuccessRate
+	DefaultMaxP99Millis   = mesh.DefaultMaxP99Millis
+	DefaultMinRequests    = mesh.DefaultMinRequests
 )
 
 // WithDefaults returns g with every zero threshold replaced by its default.

@@ -456,3 +456,37 @@ func (r *syncRuntime) List(meshName, service string) []*mesh.Endpoint {
 	r.fakeRuntime.sync(r.t, r.s)
 	return r.fakeRuntime.List(meshName, service)
 }
+
+// TestReconcileStatusConflict: a status write that loses to a concurrent
+// control is redone from a fresh read, not reported as an error.
+func TestReconcileStatusConflict(t *testing.T) {
+	h := newHarness(t)
+	h.start("1.0", 50, 100)
+	h.e.store = &racyStore{memStore: h.mem(), races: 1}
+	if _, err := h.reconcile(); err != nil {
+		t.Fatalf("Reconcile: %v", err)
+	}
+	if st := h.status(); st.Phase != mesh.PhaseStartingTasks {
+		t.Errorf("phase = %s, want StartingTasks", st.Phase)
+	}
+	if h.exists(mesh.KindVirtualNode, "echo-server-1-0-r2") {
+		t.Error("the retried pass created the node twice")
+	}
+}
+
+// TestRolloutNotStartedByEngine: a Rollout written without Start (no
+// revision) fails without touching anything.
+func TestRolloutNotStartedByEngine(t *testing.T) {
+	h := newHarness(t)
+	r := rolloutOf("1.0", 50, 100)
+	if _, err := h.store.Commit(h.ctx, []*mesh.Resource{r}, nil); err != nil {
+		t.Fatal(err)
+	}
+	st := h.runUntil(time.Second, phaseIs(mesh.PhaseFailed, mesh.PhaseStartingTasks))
+	if st.Phase != mesh.PhaseFailed || !strings.Contains(st.Reason, "not started by the rollout engine") {
+		t.Errorf("phase %s reason %q, want Failed", st.Phase, st.Reason)
+	}
+	if h.exists(mesh.KindVirtualNode, "echo-server-1-0") || len(h.routeLog()) != 0 {
+		t.Error("a rollout that was not started changed the mesh")
+	}
+}

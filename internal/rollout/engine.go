@@ -287,7 +287,13 @@ func (e *Engine) Reconcile(ctx context.Context, ref mesh.Ref) (requeueAfter time
 		phase := st.Phase
 		requeue, stepErr := p.step(ctx)
 		if !statusEqual(orig, st) {
-			if _, err := e.store.UpdateStatus(ctx, ref, st, r.Metadata.ResourceVersion); err != nil {
+			_, err := e.store.UpdateStatus(ctx, ref, st, r.Metadata.ResourceVersion)
+			if mesh.IsConflict(err) && stepErr == nil {
+				// A control (pause, abort...) landed meanwhile: what this
+				// pass committed is idempotent; re-read and run it again.
+				continue
+			}
+			if err != nil {
 				return time.Second, fmt.Errorf("persist status of %s: %w", ref, err)
 			}
 		}

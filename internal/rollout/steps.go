@@ -239,6 +239,9 @@ func (p *pass) desired() int {
 // that already exist from an interrupted earlier run are kept.
 func (p *pass) startTasks(ctx context.Context) (time.Duration, error) {
 	st, spec := p.st, p.spec
+	if spec.Target.Revision <= 0 || len(spec.Steps) == 0 || spec.TimeoutMillis <= 0 {
+		return p.fail("this rollout was not started by the rollout engine (no revision, steps or timeout); start it with `gmesh deploy`")
+	}
 	svc, err := p.getOpt(ctx, mesh.KindService, spec.Service)
 	if err != nil {
 		return 0, err
@@ -529,6 +532,11 @@ func (p *pass) advance() {
 // waits until every xDS client has ACKed that store revision.
 func (p *pass) shift(ctx context.Context) (time.Duration, error) {
 	st := p.st
+	if st.StepIndex < 0 || st.StepIndex >= len(p.spec.Steps) {
+		st.StepIndex = -1
+		p.advance()
+		return 0, nil
+	}
 	w := p.spec.Steps[st.StepIndex]
 	if st.StoreRevision == 0 {
 		route, err := p.get(ctx, mesh.KindRoute, st.Route)
