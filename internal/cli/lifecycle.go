@@ -81,7 +81,7 @@ func upDetached(ctx context.Context, g *globals, o *upOptions, stdio IO) error {
 
 func newDownCmd(g *globals, stdio IO) *cobra.Command {
 	var timeout time.Duration
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "down",
 		Short: "Stop a background `gmesh up` (drains and stops every task)",
 		Args:  cobra.NoArgs,
@@ -122,6 +122,8 @@ func newDownCmd(g *globals, stdio IO) *cobra.Command {
 			return fmt.Errorf("pid %d did not stop within %s", info.PID, timeout)
 		},
 	}
+	cmd.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "how long to wait for everything to drain and stop")
+	return cmd
 }
 
 func newInitCmd(_ *globals, stdio IO) *cobra.Command {
