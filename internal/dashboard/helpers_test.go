@@ -65,6 +65,9 @@ type metricTask struct {
 	version string
 	ok      atomic.Int64
 	fail    atomic.Int64
+	// perScrape is added to ok on every scrape: steady traffic without a
+	// goroutine.
+	perScrape atomic.Int64
 }
 
 func newMetricTask(t *testing.T, version string) *metricTask {
@@ -75,6 +78,7 @@ func newMetricTask(t *testing.T, version string) *metricTask {
 			http.NotFound(w, r)
 			return
 		}
+		m.ok.Add(m.perScrape.Load())
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 		fmt.Fprintf(w, "# HELP grpc_server_handled_total EchoService RPCs.\n# TYPE grpc_server_handled_total counter\n")
 		fmt.Fprintf(w, "grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Echo\",grpc_service=\"proto.echo.EchoService\",version=%q} %d\n", m.version, m.ok.Load())

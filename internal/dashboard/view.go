@@ -64,14 +64,17 @@ type GatewayRoute struct {
 // its versions with their traffic and tasks.
 type ServiceView struct {
 	// Key is "mesh/name", the key of the service in history points.
-	Key            string `json:"key"`
-	Mesh           string `json:"mesh"`
-	Name           string `json:"name"`
-	VirtualNode    string `json:"virtualNode,omitempty"`
-	DesiredCount   int    `json:"desiredCount,omitempty"`
-	VirtualService string `json:"virtualService,omitempty"`
-	Router         string `json:"router,omitempty"`
-	Route          string `json:"route,omitempty"`
+	Key          string `json:"key"`
+	Mesh         string `json:"mesh"`
+	Name         string `json:"name"`
+	VirtualNode  string `json:"virtualNode,omitempty"`
+	DesiredCount int    `json:"desiredCount,omitempty"`
+	// Backends are the virtual services the service's current virtual node
+	// calls.
+	Backends       []string `json:"backends,omitempty"`
+	VirtualService string   `json:"virtualService,omitempty"`
+	Router         string   `json:"router,omitempty"`
+	Route          string   `json:"route,omitempty"`
 	// RPS is the service's request rate over the last poll.
 	RPS      float64        `json:"rps"`
 	Versions []*VersionView `json:"versions"`
@@ -252,6 +255,20 @@ func build(st *controlplane.Status, topo topology, tr *traffic, samples map[stri
 		nodeVersion[r.Metadata.Mesh+"/"+ts.VirtualNode] = ts.Version
 	}
 
+	// Backends of each service's current virtual node.
+	for _, r := range st.Nodes {
+		vn := r.VirtualNode()
+		sv := byKey[r.Metadata.Mesh+"/"+serviceOfNode(st.Services, r)]
+		if vn == nil || sv == nil {
+			continue
+		}
+		for _, b := range vn.Backends {
+			if b.VirtualService != nil && !slices.Contains(sv.Backends, b.VirtualService.VirtualServiceName) {
+				sv.Backends = append(sv.Backends, b.VirtualService.VirtualServiceName)
+			}
+		}
+	}
+
 	// Tasks and their traffic.
 	tr.begin(st.Endpoints)
 	perVersion := map[*VersionView]*counts{}
@@ -423,6 +440,16 @@ func build(st *controlplane.Status, topo topology, tr *traffic, samples map[stri
 		s.Meshes = []string{}
 	}
 	return s, point
+}
+
+// serviceOfNode names the service whose current virtual node is node.
+func serviceOfNode(services []*mesh.Resource, node *mesh.Resource) string {
+	for _, r := range services {
+		if sp := r.Service(); sp != nil && r.Metadata.Mesh == node.Metadata.Mesh && sp.VirtualNode == node.Metadata.Name {
+			return r.Metadata.Name
+		}
+	}
+	return ""
 }
 
 func get[K comparable](m map[K]*counts, k K) *counts {
