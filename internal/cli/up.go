@@ -21,6 +21,7 @@ import (
 	"github.com/gmesh-dev/gmesh/internal/agent"
 	"github.com/gmesh-dev/gmesh/internal/artifact"
 	"github.com/gmesh-dev/gmesh/internal/controlplane"
+	"github.com/gmesh-dev/gmesh/internal/dashboard"
 	"github.com/gmesh-dev/gmesh/internal/gateway"
 	"github.com/gmesh-dev/gmesh/internal/mesh"
 	"github.com/gmesh-dev/gmesh/internal/runtime/local"
@@ -37,6 +38,7 @@ type upOptions struct {
 	ipBase   string
 	workDir  string
 	readyFor time.Duration
+	dashAddr string
 }
 
 func newUpCmd(g *globals, stdio IO) *cobra.Command {
@@ -57,6 +59,7 @@ func newUpCmd(g *globals, stdio IO) *cobra.Command {
 	cmd.Flags().BoolVarP(&o.detach, "detach", "d", false, "run in the background; stop with `gmesh down`")
 	cmd.Flags().StringVar(&o.cpAddr, "controlplane-addr", "", "control plane address (default: as recorded in the state directory, else a free loopback port)")
 	cmd.Flags().StringVar(&o.ipBase, "task-ip-base", "127.0.0", "first three octets of the tasks' loopback addresses")
+	cmd.Flags().StringVar(&o.dashAddr, "dashboard", "127.0.0.1:0", "address of the live dashboard (\"off\": none)")
 	cmd.Flags().DurationVar(&o.readyFor, "ready-timeout", 2*time.Minute, "how long to wait for the first request to succeed through the gateway")
 	return cmd
 }
@@ -235,12 +238,21 @@ func runUp(ctx context.Context, g *globals, o *upOptions, stdio IO) error {
 		go func() { gwErr <- gw.Serve(gwLn) }()
 	}
 
+	dashURL, stopDash, err := startDashboard(runCtx, o.dashAddr, client, dir, logger)
+	if err != nil {
+		cancelRun()
+		wg.Wait()
+		return err
+	}
 	fmt.Fprintf(stdio.Out, "Control plane: %s (admin API and xDS, pid %d)\n", cpInfo.Addr, cpInfo.PID)
 	if public != "" {
 		fmt.Fprintf(stdio.Out, "Public endpoint: %s\n", public)
 	}
+	if dashURL != "" {
+		fmt.Fprintf(stdio.Out, "Dashboard: %s\n", dashURL)
+	}
 	fmt.Fprintf(stdio.Out, "State: %s\nLogs: %s (gmesh logs SERVICE)\n", dir.Path, dir.LogDir())
-	info := statedir.UpInfo{PID: os.Getpid(), Public: public, ControlPlane: cpInfo.Addr}
+	info := statedir.UpInfo{PID: os.Getpid(), Public: public, Dashboard: dashURL, ControlPlane: cpInfo.Addr}
 	_ = dir.WriteUpInfo(info)
 	defer os.Remove(dir.UpInfoPath())
 
@@ -251,6 +263,7 @@ func runUp(ctx context.Context, g *globals, o *upOptions, stdio IO) error {
 		if gw != nil {
 			_ = gw.Shutdown(sctx)
 		}
+		stopDash(sctx)
 		err := sup.Shutdown(sctx)
 		cancelRun()
 		wg.Wait()
@@ -462,4 +475,38 @@ func findModuleRoot(dir string) (string, bool) {
 		}
 		dir = parent
 	}
+}
+
+// startDashboard serves the live dashboard on addr ("off": none) and returns
+// its URL and a stop function.
+// On a non-loopback address its buttons need the admin API's bearer token
+// (the state directory's token file), as the admin API does.
+func startDashboard(ctx context.Context, addr string, c *controlplane.Client, dir statedir.Dir, logger *slog.Logger) (string, func(context.Context), error) {
+	if addr == "" || addr == "off" {
+		return "", func(context.Context) {}, nil
+	}
+	token := ""
+	if !controlplane.IsLoopback(addr) {
+		var err error
+		if token, err = dir.Token(); err != nil {
+			return "", nil, err
+		}
+	}
+	d, err := dashboard.New(dashboard.Config{Source: c, Token: token, Logger: logger.With("component", "dashboard")})
+	if err != nil {
+		return "", nil, err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", nil, fmt.Errorf("dashboard address %s: %v", addr, unwrapOp(err))
+	}
+	dctx, cancel := context.WithCancel(ctx)
+	go func() { _ = d.Run(dctx) }()
+	srv := &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	stop := func(sctx context.Context) {
+		cancel() // ends the event streams, so Shutdown does not wait on them
+		_ = srv.Shutdown(sctx)
+	}
+	return "http://" + ln.Addr().String(), stop, nil
 }
