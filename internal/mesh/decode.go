@@ -81,9 +81,23 @@ func Decode(file string, data []byte) ([]*Resource, error) {
 		d.errs = append(d.errs, err.(Errors)...)
 	}
 	if len(d.errs) > 0 {
-		return nil, d.errs
+		return nil, CapErrors(d.errs)
 	}
 	return d.out, nil
+}
+
+// MaxReportedErrors caps how many errors one call reports; the rest are
+// summed up in a last entry.
+const MaxReportedErrors = 50
+
+// CapErrors returns errs cut to MaxReportedErrors entries plus a summary.
+func CapErrors(errs Errors) Errors {
+	if len(errs) <= MaxReportedErrors {
+		return errs
+	}
+	last := errs[len(errs)-1]
+	return append(errs[:MaxReportedErrors:MaxReportedErrors], &Error{Code: EInvalid, File: last.File,
+		Message: fmt.Sprintf("... and %d more errors", len(errs)-MaxReportedErrors)})
 }
 
 // CheckDuplicates returns an EInvalid Errors if two of rs have the same

@@ -204,7 +204,7 @@ func ValidateState(s *State) error {
 		}
 	}
 	if len(errs) > 0 {
-		return errs
+		return CapErrors(errs)
 	}
 	return nil
 }

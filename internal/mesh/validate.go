@@ -185,7 +185,7 @@ func DefaultAndValidate(rs ...*Resource) error {
 	}
 	errs = appendErrs(errs, CheckDuplicates(rs))
 	if len(errs) > 0 {
-		return errs
+		return CapErrors(errs)
 	}
 	return nil
 }

@@ -259,7 +259,7 @@ func (e *Engine) CommitVersioned(ctx context.Context, puts []*mesh.Resource, del
 		errs = appendErrs(errs, mesh.CheckDuplicates(staged))
 	}
 	if len(errs) > 0 {
-		return nil, errs
+		return nil, mesh.CapErrors(errs)
 	}
 
 	// Versions, and what actually changes.
@@ -316,7 +316,7 @@ func (e *Engine) CommitVersioned(ctx context.Context, puts []*mesh.Resource, del
 		}
 	}
 	if len(errs) > 0 {
-		return nil, errs
+		return nil, mesh.CapErrors(errs)
 	}
 
 	// The whole would-be state.
