@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"slices"
 	"testing"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/gmesh-dev/gmesh/internal/analysis"
+	"github.com/gmesh-dev/gmesh/internal/browsertest"
 	"github.com/gmesh-dev/gmesh/internal/clock"
 	"github.com/gmesh-dev/gmesh/internal/controlplane"
 	"github.com/gmesh-dev/gmesh/internal/mesh"
@@ -76,56 +76,16 @@ func demoStatus(oldW, newW int, oldAddr, newAddr string) *controlplane.Status {
 	return st
 }
 
-// chromium finds a Chromium binary: $GMESH_CHROMIUM, else on PATH.
-func chromium(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("GMESH_CHROMIUM"); p != "" {
-		return p
-	}
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "headless-shell"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	t.Skip("no Chromium found (apt-get install -y chromium, or set GMESH_CHROMIUM)")
-	return ""
-}
-
 // newBrowser starts a headless Chromium for the test.
 func newBrowser(t *testing.T, parent context.Context) context.Context {
 	t.Helper()
-	path := chromium(t)
-	dir, err := os.MkdirTemp("", "gmesh-dashboard-chromium-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Chromium's children may still write for a moment after it stops, so
-	// the profile is removed on a best-effort basis.
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(path),
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(dir),
-		chromedp.WindowSize(1280, 1000),
-	)
-	actx, cancel := chromedp.NewExecAllocator(parent, opts...)
-	t.Cleanup(cancel)
-	ctx, cancel2 := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))
-	t.Cleanup(cancel2)
-	return ctx
+	return browsertest.New(t, parent)
 }
 
 // waitJS polls a JavaScript predicate in the page until it is true.
 func waitJS(t *testing.T, ctx context.Context, what, expr string) {
 	t.Helper()
-	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(15*time.Second), chromedp.WithPollingInterval(50*time.Millisecond))); err != nil {
-		var dump string
-		dump, _ = chromedp.Run(ctx, chromedp.Evaluate[string](`JSON.stringify({conn: window.__gmesh && window.__gmesh.connection, events: window.__gmesh && window.__gmesh.events, last: window.__gmesh && window.__gmesh.lastAction, phase: document.getElementById('rollout-phase').dataset.phase})`))
-		t.Fatalf("waiting for %s (%s): %v; page: %s", what, expr, err, dump)
-	}
+	browsertest.WaitJS(t, ctx, what, expr, `JSON.stringify({conn: window.__gmesh && window.__gmesh.connection, events: window.__gmesh && window.__gmesh.events, last: window.__gmesh && window.__gmesh.lastAction, phase: document.getElementById('rollout-phase').dataset.phase})`, 15*time.Second)
 }
 
 func TestBrowser(t *testing.T) {

@@ -115,7 +115,8 @@ function apply(s) {
   g.events++;
   lastEventAt = Date.now();
   if (g.connection === "stale") setConnection("open");
-  if (!s.services.some((x) => x.key === g.selected)) g.selected = defaultService(s);
+  // Follow the service with an active rollout until the user picks one.
+  if (!g.userSelected || !s.services.some((x) => x.key === g.selected)) g.selected = defaultService(s);
   render();
 }
 
@@ -131,6 +132,7 @@ function defaultService(s) {
 
 function selectService(key) {
   g.selected = key;
+  g.userSelected = true;
   render();
 }
 

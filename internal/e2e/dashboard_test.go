@@ -1,0 +1,104 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/gmesh-dev/gmesh/internal/browsertest"
+)
+
+var dashboardRe = regexp.MustCompile(`Dashboard: (\S+)`)
+
+// pageDump is what a failed wait reports about the page.
+const pageDump = `JSON.stringify({conn: window.__gmesh && window.__gmesh.connection, events: window.__gmesh && window.__gmesh.events, last: window.__gmesh && window.__gmesh.lastAction, phase: (document.getElementById('rollout-phase')||{dataset:{}}).dataset.phase})`
+
+// TestDashboardRollout is issue 8's browser test: `gmesh up`, the dashboard
+// in headless Chromium shows both echo-server tasks healthy; a deploy starts;
+// the 1.0 share rises in the chart's data; pause pauses the rollout; promote
+// finishes it. A screenshot of the rollout in progress is saved as a CI
+// artifact ($GMESH_ARTIFACT_DIR, default .ci/artifacts).
+func TestDashboardRollout(t *testing.T) {
+	browsertest.Chromium(t) // skip (or fail in CI) before starting anything
+	stateDir := t.TempDir()
+	v10 := buildEchoServer(t, "1.0")
+	u := startUp(t, stateDir)
+	m := dashboardRe.FindStringSubmatch(u.output())
+	if m == nil {
+		t.Fatalf("gmesh up printed no dashboard address:\n%s", u.output())
+	}
+	dashURL := m[1]
+
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	b := browsertest.New(t, ctx)
+	if err := chromedp.Do(b, chromedp.Navigate(dashURL)); err != nil {
+		t.Fatalf("open %s: %v", dashURL, err)
+	}
+	browsertest.WaitJS(t, b, "both echo-server tasks healthy",
+		`document.querySelectorAll('[data-service="echo-server"] [data-task-id][data-health="HEALTHY"]').length === 2`, pageDump, 30*time.Second)
+
+	lr := startLoad(u.public+"/?name=Yusuke", 100, 3*time.Minute)
+	defer lr.stop()
+	// A long bake, so the rollout is still baking when pause is pressed.
+	d := startDeploy(t, stateDir, "echo-server", "--binary", v10, "--interval", "60s", "--timeout", "2m")
+
+	browsertest.WaitJS(t, b, "the 1.0 share rising in the chart's data", `(() => {
+		const s = window.__gmesh.series('echo/echo-server');
+		const v = s && s.versions && s.versions['1.0'];
+		return !!v && v.share.some((x) => x !== null && x > 0.2);
+	})()`, pageDump, 90*time.Second)
+	// Show echo-server's rollout (the chart tabs pick the service).
+	browsertest.WaitJS(t, b, "echo-server's tab selected", `(() => {
+		const tab = document.querySelector('#chart-tabs button[data-service="echo/echo-server"]');
+		if (tab) tab.click();
+		return document.getElementById('rollout-panel').dataset.service === 'echo/echo-server' || document.getElementById('rollout-panel').dataset.service === 'echo-server';
+	})()`, pageDump, 30*time.Second)
+	browsertest.WaitJS(t, b, "the rollout baking", `document.getElementById('rollout-phase').dataset.phase === 'Baking'`, pageDump, 30*time.Second)
+
+	if err := chromedp.Do(b, chromedp.Click(chromedp.ID("btn-pause"))); err != nil {
+		t.Fatalf("click pause: %v", err)
+	}
+	browsertest.WaitJS(t, b, "the rollout paused", `document.getElementById('rollout-phase').dataset.phase === 'Paused'`, pageDump, 30*time.Second)
+	saveScreenshot(t, b, "dashboard-rollout-paused.png")
+
+	if err := chromedp.Do(b, chromedp.Click(chromedp.ID("btn-promote"))); err != nil {
+		t.Fatalf("click promote: %v", err)
+	}
+	browsertest.WaitJS(t, b, "the rollout finished", `document.getElementById('rollout-phase').dataset.phase === 'Succeeded'`, pageDump, 90*time.Second)
+	if err := d.wait(t, time.Minute); err != nil {
+		t.Fatalf("deploy after promote: %v\n%s", err, d.output())
+	}
+	saveScreenshot(t, b, "dashboard-rollout-done.png")
+	if res := lr.stop(); res.Failed != 0 {
+		t.Errorf("%d of %d requests failed during the rollout: %v", res.Failed, res.Sent, res.Failures)
+	}
+}
+
+func saveScreenshot(t *testing.T, b context.Context, name string) {
+	t.Helper()
+	buf, err := chromedp.Run(b, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Errorf("screenshot: %v", err)
+		return
+	}
+	dir := os.Getenv("GMESH_ARTIFACT_DIR")
+	if dir == "" {
+		dir = filepath.Join(moduleRoot, ".ci", "artifacts")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Errorf("artifact dir: %v", err)
+		return
+	}
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, buf, 0o644); err != nil {
+		t.Errorf("save screenshot: %v", err)
+		return
+	}
+	t.Logf("screenshot saved: %s", p)
+}
