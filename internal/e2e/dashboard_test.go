@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -66,6 +67,12 @@ func TestDashboardRollout(t *testing.T) {
 	}
 	browsertest.WaitJS(t, b, "the rollout paused", `document.getElementById('rollout-phase').dataset.phase === 'Paused'`, pageDump, 30*time.Second)
 	saveScreenshot(t, b, "dashboard-rollout-paused.png")
+
+	// A second deploy of the same service while this one runs is refused.
+	out, err := gmesh(t, stateDir, "deploy", "echo-server", "--binary", v10, "--force")
+	if err == nil || !strings.Contains(out, "already in progress") {
+		t.Errorf("second deploy: err %v, output %q; want a refusal", err, out)
+	}
 
 	if err := chromedp.Do(b, chromedp.Click(chromedp.ID("btn-promote"))); err != nil {
 		t.Fatalf("click promote: %v", err)

@@ -203,13 +203,31 @@ func TestDeployUnderLoad(t *testing.T) {
 		t.Errorf("after the deploy: %v, %d failed; want only 1.0", counts, failed)
 	}
 	for _, pid := range oldPIDs {
-		if syscall.Kill(pid, 0) == nil && !zombie(pid) {
+		if processAlive(pid) {
 			t.Errorf("0.9 task process %d is still alive", pid)
 		}
 	}
 	out, err := gmesh(t, stateDir, "get", "vn", "echo-server-0-9")
 	if err == nil || !strings.Contains(out, "not found") {
 		t.Errorf("virtual node echo-server-0-9 still exists: %v %s", err, out)
+	}
+
+	// gmesh rollback: back to 0.9 from its kept artifact, progressively.
+	lr = startLoad(url, 200, 3*time.Minute)
+	out, err = gmesh(t, stateDir, "rollback", "echo-server", "--interval", "2s", "--timeout", "2m")
+	res = lr.stop()
+	if err != nil {
+		t.Fatalf("rollback: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "Version 1.0 retired") {
+		t.Errorf("rollback output does not retire 1.0:\n%s", out)
+	}
+	if res.Failed != 0 {
+		t.Errorf("%d of %d requests failed during the rollback: %v", res.Failed, res.Sent, res.Failures)
+	}
+	counts, failed = versions(t, url, 100)
+	if failed > 0 || counts["0.9"] != 100 {
+		t.Errorf("after the rollback: %v, %d failed; want only 0.9", counts, failed)
 	}
 }
 

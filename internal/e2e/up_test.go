@@ -120,7 +120,7 @@ func TestUpEchoStack(t *testing.T) {
 		t.Fatalf("gmesh up after SIGTERM: %v\n%s", err, u.output())
 	}
 	for pid := range pids {
-		if pid > 0 && syscall.Kill(pid, 0) == nil && !zombie(pid) {
+		if processAlive(pid) {
 			t.Errorf("task process %d is still alive after gmesh up stopped", pid)
 		}
 	}
@@ -179,4 +179,9 @@ func zombie(pid int) bool {
 	// The state follows the command name in parentheses.
 	i := strings.LastIndexByte(b, ')')
 	return i > 0 && i+2 < len(b) && b[i+2] == 'Z'
+}
+
+// processAlive reports whether pid is a live (non-zombie) process.
+func processAlive(pid int) bool {
+	return pid > 0 && syscall.Kill(pid, 0) == nil && !zombie(pid)
 }
