@@ -53,6 +53,10 @@ func (a *admin) Apply(ctx context.Context, req *meshv1.ApplyRequest) (*meshv1.Ap
 			continue
 		}
 		res.Status = nil
+		// Locate the document for errors the store finds (a field's value,
+		// a reference to a missing resource): Source does not travel in
+		// the JSON.
+		res.Source = &mesh.Source{File: req.Source, Doc: i + 1}
 		puts = append(puts, res)
 	}
 	if len(errs) > 0 {
