@@ -95,15 +95,11 @@ func runDeploy(ctx context.Context, g *globals, o *deployOptions, service string
 		}
 		env[k] = v
 	}
-	c, err := g.client()
+	c, meshName, err := g.clientInMesh(ctx)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	meshName, err := g.meshFor(ctx, c)
-	if err != nil {
-		return err
-	}
 	svc, err := c.Get(ctx, mesh.Ref{Kind: mesh.KindService, Mesh: meshName, Name: service})
 	if err != nil {
 		return err
@@ -268,15 +264,11 @@ func newRolloutCmd(g *globals, stdio IO) *cobra.Command {
 		Short: "Show a service's rollout (--watch: follow it until it ends)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
+			c, meshName, err := g.clientInMesh(cmd.Context())
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			meshName, err := g.meshFor(cmd.Context(), c)
-			if err != nil {
-				return err
-			}
 			ref := mesh.Ref{Kind: mesh.KindRollout, Mesh: meshName, Name: args[0]}
 			r, err := c.Get(cmd.Context(), ref)
 			if err != nil {
@@ -314,15 +306,11 @@ func newRolloutCmd(g *globals, stdio IO) *cobra.Command {
 			Short: action.short,
 			Args:  cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				c, err := g.client()
+				c, meshName, err := g.clientInMesh(cmd.Context())
 				if err != nil {
 					return err
 				}
 				defer c.Close()
-				meshName, err := g.meshFor(cmd.Context(), c)
-				if err != nil {
-					return err
-				}
 				r, err := c.ControlRollout(cmd.Context(), meshName, args[0], action.name)
 				if err != nil {
 					return err
@@ -375,15 +363,11 @@ func newRollbackCmd(g *globals, stdio IO) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			c, err := g.client()
+			c, meshName, err := g.clientInMesh(ctx)
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			meshName, err := g.meshFor(ctx, c)
-			if err != nil {
-				return err
-			}
 			ref := mesh.Ref{Kind: mesh.KindRollout, Mesh: meshName, Name: args[0]}
 			last, err := c.Get(ctx, ref)
 			if mesh.IsNotFound(err) {

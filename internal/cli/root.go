@@ -135,3 +135,18 @@ func (g *globals) meshFor(ctx context.Context, c *controlplane.Client) (string, 
 	}
 	return "", fmt.Errorf("several meshes exist (%s); say which with --mesh", strings.Join(names, ", "))
 }
+
+// clientInMesh connects and resolves the mesh the command acts on; the
+// caller closes the client.
+func (g *globals) clientInMesh(ctx context.Context) (*controlplane.Client, string, error) {
+	c, err := g.client()
+	if err != nil {
+		return nil, "", err
+	}
+	meshName, err := g.meshFor(ctx, c)
+	if err != nil {
+		c.Close()
+		return nil, "", err
+	}
+	return c, meshName, nil
+}
