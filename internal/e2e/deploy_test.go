@@ -41,11 +41,16 @@ type loadRun struct {
 }
 
 func startLoad(url string, rps int, max time.Duration) *loadRun {
+	return startLoadC(url, rps, max, 64)
+}
+
+// startLoadC is startLoad with at most concurrency requests in flight.
+func startLoadC(url string, rps int, max time.Duration, concurrency int) *loadRun {
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &loadRun{cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(l.done)
-		l.res, l.err = load.Run(ctx, load.Config{URL: url, RPS: rps, Duration: max, Concurrency: 64, Timeout: 5 * time.Second})
+		l.res, l.err = load.Run(ctx, load.Config{URL: url, RPS: rps, Duration: max, Concurrency: concurrency, Timeout: 5 * time.Second})
 	}()
 	return l
 }

@@ -29,7 +29,7 @@ func TestDeployBench(t *testing.T) {
 	v10 := buildEchoServer(t, "1.0")
 	u := startUp(t, stateDir)
 	url := u.public + "/?name=Yusuke"
-	lr := startLoad(url, *deployBenchRPS, *deployBenchDur)
+	lr := startLoadC(url, *deployBenchRPS, *deployBenchDur, 256)
 	<-time.After(5 * time.Second) // steady load before the deploy starts
 	start := time.Now()
 	out, err := gmesh(t, stateDir, "deploy", "echo-server", "--binary", v10, "--steps", "10,50,100", "--interval", "5s", "--timeout", "2m")
@@ -50,16 +50,18 @@ func TestDeployBench(t *testing.T) {
 	}
 	st := r.RolloutStatus()
 	t.Logf("deploy 0.9 -> 1.0, steps 10,50,100, bake 5s: total %s", total.Round(time.Millisecond))
+	// A weight change is the "Routing N%" event; it has reached every
+	// client when the next step starts (the bake, or the old version's
+	// drain at 100%), which the engine does only once all have ACKed.
 	var shiftAt time.Time
+	var shiftMsg string
 	for _, ev := range st.Events {
 		ts, _ := time.Parse(time.RFC3339Nano, ev.Time)
 		switch {
-		case ev.Phase == mesh.PhaseShifting && !strings.Contains(ev.Message, "passed"):
-			shiftAt = ts
-		case ev.Phase == mesh.PhaseShifting && strings.Contains(ev.Message, "passed"):
-			shiftAt = ts
-		case (ev.Phase == mesh.PhaseBaking || ev.Phase == mesh.PhaseRetiring) && !shiftAt.IsZero():
-			t.Logf("weight change -> every client ACKed: %s (%s)", ts.Sub(shiftAt).Round(100*time.Microsecond), ev.Message)
+		case strings.HasPrefix(ev.Message, "Routing "):
+			shiftAt, shiftMsg = ts, ev.Message
+		case !shiftAt.IsZero() && (strings.HasPrefix(ev.Message, "Analysing") || strings.HasPrefix(ev.Message, "Draining")):
+			t.Logf("%s: every client ACKed in %s", shiftMsg, ts.Sub(shiftAt).Round(100*time.Microsecond))
 			shiftAt = time.Time{}
 		}
 	}
