@@ -159,6 +159,9 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 	cancel()
 	stopped := make(chan struct{})
 	go func() { cp.grpc.GracefulStop(); close(stopped) }()
+	// ADS streams never end by themselves: end them, or every stop with a
+	// connected client waits out the timeout below.
+	cp.xds.Close()
 	select {
 	case <-stopped:
 	case <-time.After(5 * time.Second):
