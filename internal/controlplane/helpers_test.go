@@ -54,7 +54,13 @@ type runningCP struct {
 // earlier.
 func startCP(t testing.TB, storePath string) *runningCP {
 	t.Helper()
-	cp, err := controlplane.New(controlplane.Config{StorePath: storePath, Addr: "127.0.0.1:0", Logger: testLogger(t)})
+	return startCPAt(t, storePath, "127.0.0.1:0")
+}
+
+// startCPAt is startCP on addr.
+func startCPAt(t testing.TB, storePath, addr string) *runningCP {
+	t.Helper()
+	cp, err := controlplane.New(controlplane.Config{StorePath: storePath, Addr: addr, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatalf("controlplane.New: %v", err)
 	}

@@ -1,0 +1,164 @@
+package controlplane
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+func TestAuthenticator(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	const (
+		token   = "s3cret-token"
+		apply   = adminPrefix + "Apply"
+		watch   = adminPrefix + "Watch"
+		ads     = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+		healthM = "/grpc.health.v1.Health/Check"
+	)
+	withAuth := func(v ...string) context.Context {
+		md := metadata.MD{}
+		for _, s := range v {
+			md.Append("authorization", s)
+		}
+		return metadata.NewIncomingContext(ctx, md)
+	}
+	tests := []struct {
+		name     string
+		required bool
+		ctx      context.Context
+		method   string
+		want     codes.Code
+	}{
+		{"required, no metadata", true, ctx, apply, codes.Unauthenticated},
+		{"required, no token", true, withAuth(), apply, codes.Unauthenticated},
+		{"required, wrong token", true, withAuth("Bearer nope"), apply, codes.Unauthenticated},
+		{"required, token prefix only", true, withAuth("Bearer s3cret"), apply, codes.Unauthenticated},
+		{"required, token without Bearer", true, withAuth(token), apply, codes.Unauthenticated},
+		{"required, lower-case scheme", true, withAuth("bearer " + token), apply, codes.Unauthenticated},
+		{"required, right token", true, withAuth("Bearer " + token), apply, codes.OK},
+		{"required, right token among others", true, withAuth("Bearer nope", "Bearer "+token), apply, codes.OK},
+		{"required, right token on a stream", true, withAuth("Bearer " + token), watch, codes.OK},
+		{"required, xDS needs no token", true, ctx, ads, codes.OK},
+		{"required, other services need no token", true, ctx, healthM, codes.OK},
+		{"not required, no token", false, ctx, apply, codes.OK},
+		{"not required, wrong token", false, withAuth("Bearer nope"), apply, codes.OK},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := &authenticator{required: tt.required, token: []byte(token)}
+			err := a.check(tt.ctx, tt.method)
+			if got := status.Code(err); got != tt.want {
+				t.Errorf("check(%s): got code %v (%v), want %v", tt.method, got, err, tt.want)
+			}
+
+			// The interceptors agree with check and call the handler only
+			// when it passes.
+			called := false
+			_, err = a.unary(tt.ctx, nil, &grpc.UnaryServerInfo{FullMethod: tt.method}, func(context.Context, any) (any, error) {
+				called = true
+				return nil, nil
+			})
+			if got := status.Code(err); got != tt.want || called != (tt.want == codes.OK) {
+				t.Errorf("unary(%s): got code %v, handler called %v; want %v, %v", tt.method, got, called, tt.want, tt.want == codes.OK)
+			}
+			called = false
+			err = a.stream(nil, fakeStream{ctx: tt.ctx}, &grpc.StreamServerInfo{FullMethod: tt.method}, func(any, grpc.ServerStream) error {
+				called = true
+				return nil
+			})
+			if got := status.Code(err); got != tt.want || called != (tt.want == codes.OK) {
+				t.Errorf("stream(%s): got code %v, handler called %v; want %v, %v", tt.method, got, called, tt.want, tt.want == codes.OK)
+			}
+		})
+	}
+}
+
+// TestAuthErrorDoesNotLeakToken checks the refusal never echoes a token.
+func TestAuthErrorDoesNotLeakToken(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	a := &authenticator{required: true, token: []byte("the-real-token")}
+	err := a.check(metadata.NewIncomingContext(ctx, metadata.Pairs("authorization", "Bearer the-wrong-token")), adminPrefix+"Get")
+	if err == nil {
+		t.Fatal("check with a wrong token: got nil, want Unauthenticated")
+	}
+	for _, s := range []string{"the-real-token", "the-wrong-token"} {
+		if msg := err.Error(); strings.Contains(msg, s) {
+			t.Errorf("refusal %q contains %q", msg, s)
+		}
+	}
+}
+
+func TestBearer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, tt := range []struct {
+		token string
+		want  map[string]string
+	}{
+		{"", nil},
+		{"abc", map[string]string{"authorization": "Bearer abc"}},
+	} {
+		got, err := bearer(tt.token).GetRequestMetadata(ctx)
+		if err != nil {
+			t.Fatalf("GetRequestMetadata: %v", err)
+		}
+		if len(got) != len(tt.want) || got["authorization"] != tt.want["authorization"] {
+			t.Errorf("bearer(%q) metadata = %v, want %v", tt.token, got, tt.want)
+		}
+		// A token from the bearer passes the authenticator.
+		if tt.token != "" {
+			a := &authenticator{required: true, token: []byte(tt.token)}
+			if err := a.check(metadata.NewIncomingContext(ctx, metadata.New(got)), adminPrefix+"List"); err != nil {
+				t.Errorf("check with bearer(%q)'s metadata: %v, want nil", tt.token, err)
+			}
+		}
+	}
+}
+
+func TestIsLoopback(t *testing.T) {
+	for _, tt := range []struct {
+		addr string
+		want bool
+	}{
+		{"127.0.0.1:0", true},
+		{"127.0.0.5:9000", true},
+		{"[::1]:80", true},
+		{"localhost:1", true},
+		{"0.0.0.0:9000", false},
+		{":9000", false},
+		{"[::]:9000", false},
+		{"10.0.0.1:9000", false},
+		{"example.com:9000", false},
+	} {
+		if got := IsLoopback(tt.addr); got != tt.want {
+			t.Errorf("IsLoopback(%q) = %v, want %v", tt.addr, got, tt.want)
+		}
+	}
+}
+
+// TestNonLoopbackNeedsToken checks New refuses a non-loopback address
+// without a token before it listens.
+func TestNonLoopbackNeedsToken(t *testing.T) {
+	_, err := New(Config{Addr: "0.0.0.0:0"})
+	if err == nil {
+		t.Fatal("New on 0.0.0.0 without a token: got nil error, want a refusal")
+	}
+	if !strings.Contains(err.Error(), "token") {
+		t.Errorf("New error %q does not mention the token", err)
+	}
+}
+
+type fakeStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s fakeStream) Context() context.Context { return s.ctx }
