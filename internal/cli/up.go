@@ -27,6 +27,7 @@ import (
 	"github.com/gmesh-dev/gmesh/internal/runtime/local"
 	"github.com/gmesh-dev/gmesh/internal/stack"
 	"github.com/gmesh-dev/gmesh/internal/statedir"
+	"github.com/gmesh-dev/gmesh/internal/store/bolt"
 	"github.com/gmesh-dev/gmesh/internal/xds/bootstrap"
 )
 
@@ -144,6 +145,16 @@ func runUp(ctx context.Context, g *globals, o *upOptions, stdio IO) error {
 	stackRes, err := loadStack(o.file)
 	if err != nil {
 		return err
+	}
+	// Refuse a damaged store now, with the store's own error (naming the
+	// file and the way to recover), not as a control plane that never
+	// answers.
+	if _, err := os.Stat(dir.StorePath()); err == nil {
+		st, err := bolt.Open(dir.StorePath(), bolt.Options{})
+		if err != nil {
+			return err
+		}
+		st.Close()
 	}
 	workDir := o.workDir
 	if workDir == "" {
