@@ -39,7 +39,8 @@ import (
 //	mkdir DIR
 //	mv FILE DIR
 //
-// Arguments are separated by spaces; single quotes group (” is a quote).
+// Arguments are separated by spaces; single quotes group, and two single
+// quotes inside them stand for one.
 func TestScripts(t *testing.T) {
 	files, err := filepath.Glob(filepath.Join("testdata", "script", "*.txt"))
 	if err != nil {
