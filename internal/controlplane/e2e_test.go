@@ -192,10 +192,16 @@ func TestEndToEnd(t *testing.T) {
 	cp := startCP(t, "")
 	c := cp.client
 
+	// The route lists 1.0 at weight 0 from the start: grpc-go then keeps
+	// its cluster (see xds.PinHeader), so a later weight change never picks
+	// a cluster the client has not added yet.
 	rs := append(echoStack(t, true), fastNode(t, "echo-server-1-0", "1.0"))
 	for i, r := range rs {
-		if r.Kind == mesh.KindVirtualNode && r.Metadata.Name == "echo-server-0-9" {
+		switch {
+		case r.Kind == mesh.KindVirtualNode && r.Metadata.Name == "echo-server-0-9":
 			rs[i] = fastNode(t, "echo-server-0-9", "0.9")
+		case r.Kind == mesh.KindRoute:
+			rs[i] = splitRoute(t, 100, 0)
 		}
 	}
 	if _, _, err := c.Apply(ctx, "stack.yaml", rs, false); err != nil {
