@@ -62,6 +62,9 @@ func upDetached(ctx context.Context, g *globals, o *upOptions, stdio IO) error {
 			if info.Public != "" {
 				fmt.Fprintf(stdio.Out, "Public endpoint: %s\n", info.Public)
 			}
+			if info.Dashboard != "" {
+				fmt.Fprintf(stdio.Out, "Dashboard: %s\n", info.Dashboard)
+			}
 			fmt.Fprintf(stdio.Out, "State: %s\nLogs: %s\nStop it with: gmesh down\n", dir.Path, dir.LogDir())
 			return nil
 		}
