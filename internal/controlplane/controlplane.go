@@ -186,7 +186,12 @@ func (cp *ControlPlane) publishLoop(ctx context.Context, events <-chan store.Eve
 		drain := true
 		for drain {
 			select {
-			case <-events:
+			case _, ok := <-events:
+				if !ok {
+					// Closed (ctx ended, or the store closed): a closed
+					// channel is always ready, so draining would spin.
+					return
+				}
 			case <-reg:
 			default:
 				drain = false
