@@ -2,9 +2,10 @@ package controlplane_test
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"testing"
 	"time"
@@ -84,7 +85,9 @@ func startCPAt(t testing.TB, storePath, addr string) *runningCP {
 		select {
 		case runErr = <-done:
 		case <-time.After(30 * time.Second):
-			runErr = errors.New("control plane Run did not return within 30s of cancel")
+			var b strings.Builder
+			pprof.Lookup("goroutine").WriteTo(&b, 1)
+			runErr = fmt.Errorf("control plane Run did not return within 30s of cancel; goroutines:\n%s", b.String())
 		}
 		return runErr
 	}
