@@ -7,12 +7,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	routepb "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/resolver"
@@ -24,6 +26,7 @@ import (
 	"github.com/gmesh-dev/gmesh/internal/echo"
 	"github.com/gmesh-dev/gmesh/internal/gateway"
 	"github.com/gmesh-dev/gmesh/internal/mesh"
+	"github.com/gmesh-dev/gmesh/internal/registry"
 	"github.com/gmesh-dev/gmesh/internal/stack"
 	"github.com/gmesh-dev/gmesh/internal/xds"
 	"github.com/gmesh-dev/gmesh/internal/xds/bootstrap"
@@ -572,4 +575,65 @@ func HTTPGet(ctx context.Context, c *http.Client, u string) error {
 // HTTPCall returns a CallFunc that GETs u.
 func HTTPCall(c *http.Client, u string) CallFunc {
 	return func(ctx context.Context, _ int) error { return HTTPGet(ctx, c, u) }
+}
+
+// Apply stores resources through the admin API (as `gmesh apply` does).
+func (m *Mesh) Apply(ctx context.Context, rs []*mesh.Resource) error { return m.apply(ctx, rs) }
+
+// WaitAll waits until every connected client has ACKed every type of the
+// last Apply's revision.
+func (m *Mesh) WaitAll(ctx context.Context) error {
+	for _, t := range xds.TypeURLs {
+		if err := m.CP.XDS().WaitConverged(ctx, t, m.Rev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// PublishWithoutPinRoutes is an experiment, not a gmesh feature: it
+// translates the current store and registry as the control plane does,
+// strips the pin routes (xds.PinHeader matchers ahead of the weighted
+// route), publishes that at the same revision, and waits until every client
+// ACKed it. The next Apply restores the real translation.
+func (m *Mesh) PublishWithoutPinRoutes(ctx context.Context) error {
+	st, err := m.CP.Store().State(ctx)
+	if err != nil {
+		return err
+	}
+	all := make([]*mesh.Resource, 0, len(st.Resources))
+	for _, r := range st.Resources {
+		all = append(all, r)
+	}
+	mesh.SortResources(all)
+	res, err := xds.Translate(xds.Input{Revision: st.Revision, Resources: all, Endpoints: m.CP.Registry().List(registry.Filter{})})
+	if err != nil {
+		return err
+	}
+	for _, rc := range res.Routes {
+		for _, vh := range rc.GetVirtualHosts() {
+			vh.Routes = slices.DeleteFunc(vh.Routes, func(r *routepb.Route) bool { return strings.HasPrefix(r.GetName(), "pin/") })
+		}
+	}
+	if err := m.CP.XDS().Publish(res, st.Revision); err != nil {
+		return err
+	}
+	_, versions := m.CP.XDS().Published()
+	want := versions[xds.RouteType]
+	for {
+		done := true
+		for _, c := range m.CP.XDS().Clients() {
+			if c.Types[xds.RouteType].ACKedVersion != want {
+				done = false
+			}
+		}
+		if done {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }

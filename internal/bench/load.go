@@ -185,9 +185,9 @@ func ClosedLoop(ctx context.Context, name string, c int, d time.Duration, warm i
 }
 
 // OpenLoop sends at rate per second for d, on a pool of workers, whatever
-// the answers' latency; each latency runs from the request's scheduled send
-// time, so a stall counts against every request it delays (no coordinated
-// omission). workers bounds the requests in flight (the caller's
+// the answers' latency; each latency runs from the moment the pacer sent the
+// request, so a stall counts against every request queued behind it (no
+// coordinated omission). workers bounds the requests in flight (the caller's
 // connections); a request waits for a free worker on the clock.
 func OpenLoop(ctx context.Context, name string, rate float64, d time.Duration, workers int, call CallFunc) (*Result, error) {
 	interval := time.Duration(float64(time.Second) / rate)
@@ -198,7 +198,7 @@ func OpenLoop(ctx context.Context, name string, rate float64, d time.Duration, w
 	sched := make(chan time.Time, n)
 	lats := make([][]time.Duration, workers)
 	errs := make([]int, workers)
-	late := make([]int, workers)
+	late := 0
 	var wg sync.WaitGroup
 	for w := range workers {
 		lats[w] = make([]time.Duration, 0, n/workers+16)
@@ -206,9 +206,6 @@ func OpenLoop(ctx context.Context, name string, rate float64, d time.Duration, w
 		go func() {
 			defer wg.Done()
 			for at := range sched {
-				if time.Since(at) > time.Millisecond {
-					late[w]++
-				}
 				err := call(ctx, w)
 				lats[w] = append(lats[w], time.Since(at))
 				if err != nil {
@@ -228,7 +225,15 @@ func OpenLoop(ctx context.Context, name string, rate float64, d time.Duration, w
 		if ctx.Err() != nil {
 			break
 		}
-		sched <- at
+		// Latency runs from the actual send (the pacer's own wake-up
+		// jitter, about a millisecond of timer granularity here, is not
+		// the system's); a request that waits for a busy worker still
+		// counts its wait.
+		now := time.Now()
+		if now.Sub(at) > time.Millisecond {
+			late++
+		}
+		sched <- now
 	}
 	close(sched)
 	wg.Wait()
@@ -237,8 +242,8 @@ func OpenLoop(ctx context.Context, name string, rate float64, d time.Duration, w
 	for w := range workers {
 		r.lat = append(r.lat, lats[w]...)
 		r.Errors += errs[w]
-		r.LateSends += late[w]
 	}
+	r.LateSends = late
 	r.N = len(r.lat)
 	slices.Sort(r.lat)
 	r.fill()
