@@ -58,6 +58,7 @@ type ControlPlane struct {
 
 	mu             sync.Mutex
 	translateError string
+	lastPublished  *xds.Resources
 }
 
 // New opens the store and binds the listener; Run serves.
@@ -218,18 +219,67 @@ func (cp *ControlPlane) publish(ctx context.Context) error {
 		all = append(all, r)
 	}
 	mesh.SortResources(all)
-	res, err := xds.Translate(xds.Input{Revision: st.Revision, Resources: all, Endpoints: eps})
+	in := xds.Input{Revision: st.Revision, Resources: all, Endpoints: eps}
+	res, err := xds.Translate(in)
 	cp.mu.Lock()
 	if err != nil {
 		cp.translateError = err.Error()
 	} else {
 		cp.translateError = ""
 	}
+	prev := cp.lastPublished
 	cp.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("translate revision %d: %w", st.Revision, err)
 	}
-	return cp.xds.Publish(res, st.Revision)
+	cp.holdNewTargets(ctx, in, prev)
+	if err := cp.xds.Publish(res, st.Revision); err != nil {
+		return err
+	}
+	cp.mu.Lock()
+	cp.lastPublished = res
+	cp.mu.Unlock()
+	return nil
+}
+
+// holdWait bounds how long a publish waits for clients to subscribe to a
+// new target before giving it weight.
+const holdWait = 3 * time.Second
+
+// holdNewTargets publishes first, when a change gives weight to a target
+// clients are not subscribed to yet (a route edited to 50/50 over a node it
+// did not list), the same config with those targets at weight 0 but pinned,
+// and waits for the ACKs: grpc-go fails calls that pick a cluster it has not
+// subscribed to ("unknown cluster selected"). Rollouts never need it (they
+// add a target at weight 0 first); a plain `gmesh apply` does.
+func (cp *ControlPlane) holdNewTargets(ctx context.Context, in xds.Input, prev *xds.Resources) {
+	if prev == nil {
+		return
+	}
+	routed := prev.RoutedClusters()
+	hold := map[string]bool{}
+	for c := range xds.WeightedTargets(in) {
+		if !routed[c] {
+			hold[c] = true
+		}
+	}
+	if len(hold) == 0 {
+		return
+	}
+	in.Hold = hold
+	inter, err := xds.Translate(in)
+	if err != nil {
+		return
+	}
+	if err := cp.xds.Publish(inter, in.Revision); err != nil {
+		cp.log.Warn("publish of the subscribe-first step failed", "err", err)
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, holdWait)
+	defer cancel()
+	if err := cp.xds.WaitConverged(wctx, routeTypeURL, in.Revision); err != nil {
+		cp.log.Warn("clients did not ACK the subscribe-first step in time; giving the new targets weight anyway", "revision", in.Revision, "err", err)
+	}
 }
 
 func (cp *ControlPlane) kickRollouts() { cp.rollouts.Notify() }

@@ -217,6 +217,15 @@ func (t *translator) route(r *mesh.Resource) (*routepb.Route, error) {
 // not subscribe to a weight-0 cluster, and Envoy would never pick it. A
 // single remaining target becomes a plain cluster action.
 func (t *translator) routeAction(meshName string, a mesh.RouteAction) (*routepb.RouteAction, error) {
+	ra, err := t.weightedAction(meshName, a, t.hold)
+	if err == nil || len(t.hold) == 0 {
+		return ra, err
+	}
+	// The hold left no weight: serve the route as asked.
+	return t.weightedAction(meshName, a, nil)
+}
+
+func (t *translator) weightedAction(meshName string, a mesh.RouteAction, hold map[string]bool) (*routepb.RouteAction, error) {
 	var wcs []*routepb.WeightedCluster_ClusterWeight
 	for i, wt := range a.WeightedTargets {
 		ref := mesh.Ref{Kind: mesh.KindVirtualNode, Mesh: meshName, Name: wt.VirtualNode}
@@ -226,7 +235,7 @@ func (t *translator) routeAction(meshName string, a mesh.RouteAction) (*routepb.
 		if wt.Weight < 0 || wt.Weight > 100 {
 			return nil, fmt.Errorf("weightedTargets[%d].weight %d: must be 0..100", i, wt.Weight)
 		}
-		if wt.Weight == 0 {
+		if wt.Weight == 0 || hold[ClusterName(meshName, wt.VirtualNode)] {
 			continue
 		}
 		wcs = append(wcs, &routepb.WeightedCluster_ClusterWeight{

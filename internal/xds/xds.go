@@ -64,6 +64,15 @@ type Input struct {
 	Revision  uint64
 	Resources []*mesh.Resource
 	Endpoints []*mesh.Endpoint
+	// Hold names clusters (ClusterName) whose weight is taken as 0 this
+	// time: they keep their pin routes, so clients subscribe to them, but
+	// get no share yet. The control plane holds a target that gains weight
+	// in the same change that makes it routable at all, publishes, waits for
+	// the ACKs, then publishes again without the hold: grpc-go fails calls
+	// ("unknown cluster selected") when a route picks a cluster it has not
+	// subscribed to yet. A hold that would leave a route with no weight at
+	// all is ignored for that route.
+	Hold map[string]bool
 }
 
 // Resources is one consistent set of xDS resources, each slice sorted by name.
@@ -267,6 +276,7 @@ type translator struct {
 	byRef     map[mesh.Ref]*mesh.Resource
 	routes    map[mesh.Ref][]*mesh.Resource // routes by their router's ref
 	endpoints []*mesh.Endpoint
+	hold      map[string]bool
 }
 
 func newTranslator(in Input) *translator {
@@ -274,6 +284,7 @@ func newTranslator(in Input) *translator {
 		byRef:     map[mesh.Ref]*mesh.Resource{},
 		routes:    map[mesh.Ref][]*mesh.Resource{},
 		endpoints: in.Endpoints,
+		hold:      in.Hold,
 	}
 	for _, r := range in.Resources {
 		if r == nil {
@@ -296,4 +307,61 @@ func newTranslator(in Input) *translator {
 	slices.SortFunc(t.nodes, byRef)
 	slices.SortFunc(t.services, byRef)
 	return t
+}
+
+// RoutedClusters returns every cluster some route of r may send to, pin
+// routes included (so a weight-0 target counts: clients are subscribed to
+// it).
+func (r *Resources) RoutedClusters() map[string]bool {
+	out := map[string]bool{}
+	if r == nil {
+		return out
+	}
+	for _, rc := range r.Routes {
+		for _, vh := range rc.GetVirtualHosts() {
+			for _, rt := range vh.GetRoutes() {
+				for _, c := range routeClusters(rt) {
+					out[c] = true
+				}
+			}
+		}
+	}
+	return out
+}
+
+// WeightedTargets returns the clusters that in's routes give a weight above
+// 0, which a publish must not hand to clients before they are subscribed.
+func WeightedTargets(in Input) map[string]bool {
+	out := map[string]bool{}
+	for _, r := range in.Resources {
+		spec, ok := r.Spec.(*mesh.RouteSpec)
+		if !ok || spec == nil {
+			continue
+		}
+		for _, a := range []*mesh.RouteAction{grpcAction(spec), httpAction(spec.HTTPRoute), httpAction(spec.HTTP2Route)} {
+			if a == nil {
+				continue
+			}
+			for _, wt := range a.WeightedTargets {
+				if wt.Weight > 0 {
+					out[ClusterName(r.Metadata.Mesh, wt.VirtualNode)] = true
+				}
+			}
+		}
+	}
+	return out
+}
+
+func grpcAction(s *mesh.RouteSpec) *mesh.RouteAction {
+	if s.GRPCRoute == nil {
+		return nil
+	}
+	return &s.GRPCRoute.Action
+}
+
+func httpAction(h *mesh.HTTPRoute) *mesh.RouteAction {
+	if h == nil {
+		return nil
+	}
+	return &h.Action
 }
