@@ -55,9 +55,18 @@ const hhmmss = (t) => {
   return isNaN(d) ? "" : d.toLocaleTimeString([], { hour12: false });
 };
 
+// colorOf gives each version of a service a color it keeps for the page's
+// life, so a retired version's history and its successor never share one.
+const versionColors = new Map();
 function colorOf(svc, version) {
-  const i = svc ? svc.versions.findIndex((v) => v.version === version) : -1;
-  return COLORS[(i < 0 ? 0 : i) % COLORS.length];
+  const key = (svc ? svc.key : "") + "\u0000" + version;
+  if (!versionColors.has(key)) {
+    const prefix = (svc ? svc.key : "") + "\u0000";
+    let n = 0;
+    for (const k of versionColors.keys()) if (k.startsWith(prefix)) n++;
+    versionColors.set(key, COLORS[n % COLORS.length]);
+  }
+  return versionColors.get(key);
 }
 
 // ---- the event stream ----
