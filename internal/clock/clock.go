@@ -56,13 +56,14 @@ type Fake struct {
 	now     time.Time
 	timers  []*fakeTimer
 	changed chan struct{} // closed and replaced whenever a timer is armed
+	moved   chan struct{} // closed and replaced whenever a timer is armed, stopped or fires
 }
 
 var _ Clock = (*Fake)(nil)
 
 // NewFake returns a fake clock showing start.
 func NewFake(start time.Time) *Fake {
-	return &Fake{now: start, changed: make(chan struct{})}
+	return &Fake{now: start, changed: make(chan struct{}), moved: make(chan struct{})}
 }
 
 // Now returns the fake time.
@@ -101,6 +102,7 @@ func (f *Fake) Set(t time.Time) {
 
 func (f *Fake) setLocked(t time.Time) {
 	f.now = t
+	fired := false
 	sort.SliceStable(f.timers, func(i, j int) bool { return f.timers[i].when.Before(f.timers[j].when) })
 	keep := f.timers[:0]
 	for _, tm := range f.timers {
@@ -109,12 +111,21 @@ func (f *Fake) setLocked(t time.Time) {
 			continue
 		}
 		tm.active = false
+		fired = true
 		select {
 		case tm.c <- t:
 		default: // an unread earlier tick is still there, as with time.Timer
 		}
 	}
 	f.timers = keep
+	if fired {
+		f.movedLocked()
+	}
+}
+
+func (f *Fake) movedLocked() {
+	close(f.moved)
+	f.moved = make(chan struct{})
 }
 
 // Timers returns how many timers are armed.
@@ -130,6 +141,16 @@ func (f *Fake) Armed() <-chan struct{} {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.changed
+}
+
+// Changed returns a channel closed the next time a timer is armed, reset,
+// stopped or fires: any change to Timers. Tests wait on it, rereading
+// Timers, until a given number of timers is armed; fetch the channel
+// before reading Timers so no change is missed in between.
+func (f *Fake) Changed() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.moved
 }
 
 // NextDeadline returns the earliest armed timer's deadline.
@@ -166,6 +187,7 @@ func (t *fakeTimer) stopLocked() bool {
 	for i, x := range t.f.timers {
 		if x == t {
 			t.f.timers = append(t.f.timers[:i], t.f.timers[i+1:]...)
+			t.f.movedLocked()
 			break
 		}
 	}
@@ -188,5 +210,6 @@ func (t *fakeTimer) Reset(d time.Duration) bool {
 	}
 	close(t.f.changed)
 	t.f.changed = make(chan struct{})
+	t.f.movedLocked()
 	return was
 }

@@ -65,3 +65,50 @@ func TestFakeTimers(t *testing.T) {
 	default:
 	}
 }
+
+func TestFakeChanged(t *testing.T) {
+	f := NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	closed := func(what string, ch <-chan struct{}, want bool) {
+		t.Helper()
+		select {
+		case <-ch:
+			if !want {
+				t.Errorf("%s: Changed channel closed, want open", what)
+			}
+		default:
+			if want {
+				t.Errorf("%s: Changed channel open, want closed", what)
+			}
+		}
+	}
+	ch := f.Changed()
+	closed("nothing happened", ch, false)
+	a := f.NewTimer(time.Second)
+	closed("arm", ch, true)
+
+	ch = f.Changed()
+	f.Advance(time.Millisecond)
+	closed("advance firing nothing", ch, false)
+	f.Advance(time.Second)
+	closed("fire", ch, true)
+	if got := f.Timers(); got != 0 {
+		t.Fatalf("Timers() = %d after firing, want 0", got)
+	}
+
+	ch = f.Changed()
+	if a.Stop() {
+		t.Error("Stop of a fired timer = true, want false")
+	}
+	closed("stop of a fired timer", ch, false)
+	a.Reset(time.Second)
+	closed("reset", ch, true)
+
+	ch = f.Changed()
+	if !a.Stop() {
+		t.Error("Stop of an armed timer = false, want true")
+	}
+	closed("stop", ch, true)
+	if got := f.Timers(); got != 0 {
+		t.Errorf("Timers() = %d after stop, want 0", got)
+	}
+}

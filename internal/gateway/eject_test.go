@@ -1,40 +1,19 @@
 package gateway
 
 import (
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/gmesh-dev/gmesh/internal/clock"
 )
 
-// fakeClock is a Clock whose time moves only when the test says.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
-// NewTimer never fires: these tests drive health and ejection directly.
-func (c *fakeClock) NewTimer(time.Duration) Timer { return nopTimer{} }
-
-type nopTimer struct{}
-
-func (nopTimer) C() <-chan time.Time { return nil }
-func (nopTimer) Stop() bool          { return true }
+// newFakeClock returns a fake clock for tests that drive health and ejection
+// directly: they turn the health checker off, so no timer is armed.
+func newFakeClock() *clock.Fake { return clock.NewFake(time.Unix(1_700_000_000, 0)) }
 
 func TestEjectionGrowsAndExpires(t *testing.T) {
-	clk := &fakeClock{now: time.Unix(1_700_000_000, 0)}
-	g, err := New(Config{Logger: quiet, Clock: clk, EjectAfter: 3, BaseEjection: 10 * time.Second, MaxEjection: 25 * time.Second})
+	clk := newFakeClock()
+	g, err := New(Config{Logger: quiet, Clock: clk, DisableHealthCheck: true, EjectAfter: 3, BaseEjection: 10 * time.Second, MaxEjection: 25 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,8 +64,7 @@ func TestEjectionGrowsAndExpires(t *testing.T) {
 }
 
 func TestActiveHealthThresholds(t *testing.T) {
-	clk := &fakeClock{now: time.Unix(1_700_000_000, 0)}
-	g, err := New(Config{Logger: quiet, Clock: clk})
+	g, err := New(Config{Logger: quiet, Clock: newFakeClock(), DisableHealthCheck: true})
 	if err != nil {
 		t.Fatal(err)
 	}

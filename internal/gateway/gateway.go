@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gmesh-dev/gmesh/internal/clock"
 )
 
 // Defaults for Config's zero values.
@@ -65,14 +67,14 @@ type Config struct {
 	BaseEjection, MaxEjection time.Duration
 	// Registry receives the gateway's metrics; nil: not registered.
 	Registry *prometheus.Registry
-	Clock    Clock
+	Clock    clock.Clock
 }
 
 // Gateway is the ingress proxy.
 type Gateway struct {
 	cfg     Config
 	log     *slog.Logger
-	clock   Clock
+	clock   clock.Clock
 	proxy   *httputil.ReverseProxy
 	handler http.Handler
 	srv     *http.Server
@@ -136,7 +138,7 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.MaxEjection = DefaultMaxEjection
 	}
 	if cfg.Clock == nil {
-		cfg.Clock = SystemClock{}
+		cfg.Clock = clock.Real{}
 	}
 	m, err := newMetrics(cfg.Registry)
 	if err != nil {

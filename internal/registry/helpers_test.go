@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/gmesh-dev/gmesh/internal/clock"
 	"github.com/gmesh-dev/gmesh/internal/mesh"
 )
 
@@ -27,6 +28,31 @@ func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Helper()
 	w.t.Log(string(p))
 	return len(p), nil
+}
+
+// newFakeClock returns the fake clock the checkers' tests drive: its timers
+// fire only when the test advances it.
+func newFakeClock() *clock.Fake { return clock.NewFake(time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)) }
+
+// waitTimers waits until exactly n timers are armed on clk, which is how a
+// test knows the checkers have finished a check and armed their next timer,
+// so checks can be counted one by one.
+func waitTimers(t testing.TB, clk *clock.Fake, n int) {
+	t.Helper()
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
+	for {
+		changed := clk.Changed()
+		got := clk.Timers()
+		if got == n {
+			return
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			t.Fatalf("fake clock: got %d armed timers after 10s, want %d", got, n)
+		}
+	}
 }
 
 func testContext(t testing.TB) context.Context {
@@ -50,23 +76,56 @@ func (h *countingHealth) Check(ctx context.Context, req *healthpb.HealthCheckReq
 // 127.0.0.1:0; its overall status ("") starts SERVING.
 func startHealthServer(t testing.TB) (*countingHealth, int) {
 	t.Helper()
+	h := &countingHealth{Server: health.NewServer()}
+	s := grpc.NewServer()
+	healthpb.RegisterHealthServer(s, h)
+	port, _ := serveLocal(t, func(lis net.Listener) { _ = s.Serve(lis) }, s.Stop)
+	return h, port
+}
+
+// serveLocal listens on 127.0.0.1:0 and runs serve on the listener in a
+// goroutine; it returns the port and a stop func that makes serve return
+// (by calling halt, or by closing the listener if halt is nil) and waits for
+// it. stop also runs when the test ends.
+func serveLocal(t testing.TB, serve func(net.Listener), halt func()) (port int, stop func()) {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &countingHealth{Server: health.NewServer()}
-	s := grpc.NewServer()
-	healthpb.RegisterHealthServer(s, h)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = s.Serve(lis)
+		serve(lis)
 	}()
-	t.Cleanup(func() {
-		s.Stop()
+	if halt == nil {
+		halt = func() { lis.Close() }
+	}
+	stop = sync.OnceFunc(func() {
+		halt()
 		<-done
 	})
-	return h, lis.Addr().(*net.TCPAddr).Port
+	t.Cleanup(stop)
+	return lis.Addr().(*net.TCPAddr).Port, stop
+}
+
+// acceptAndClose accepts connections on lis and closes them at once, until
+// lis is closed.
+func acceptAndClose(lis net.Listener) {
+	for {
+		c, err := lis.Accept()
+		if err != nil {
+			return
+		}
+		c.Close()
+	}
+}
+
+// startAcceptServer accepts and closes connections on 127.0.0.1:0.
+func startAcceptServer(t testing.TB) int {
+	t.Helper()
+	port, _ := serveLocal(t, acceptAndClose, nil)
+	return port
 }
 
 func (h *countingHealth) set(serving bool) {
@@ -80,17 +139,20 @@ func (h *countingHealth) set(serving bool) {
 // startHungServer accepts connections and never answers on them.
 func startHungServer(t testing.TB) int {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var (
 		mu    sync.Mutex
 		conns []net.Conn
-		done  = make(chan struct{})
 	)
-	go func() {
-		defer close(done)
+	// Cleanups run last first: this one, after serveLocal's has stopped
+	// accepting.
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	port, _ := serveLocal(t, func(lis net.Listener) {
 		for {
 			c, err := lis.Accept()
 			if err != nil {
@@ -100,17 +162,8 @@ func startHungServer(t testing.TB) int {
 			conns = append(conns, c)
 			mu.Unlock()
 		}
-	}()
-	t.Cleanup(func() {
-		lis.Close()
-		<-done
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return lis.Addr().(*net.TCPAddr).Port
+	}, nil)
+	return port
 }
 
 func newEndpoint(id string, port int) *mesh.Endpoint {

@@ -46,6 +46,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gmesh-dev/gmesh/internal/clock"
 	"github.com/gmesh-dev/gmesh/internal/mesh"
 )
 
@@ -76,7 +77,7 @@ type PolicyFunc func(ep *mesh.Endpoint) *mesh.HealthCheck
 // Options tune a Registry. The zero value is usable.
 type Options struct {
 	// Clock drives check intervals (default: the real clock).
-	Clock Clock
+	Clock clock.Clock
 	// MaxEndpoints bounds the number of endpoints (default
 	// DefaultMaxEndpoints).
 	MaxEndpoints int
@@ -115,7 +116,7 @@ func (f *Filter) match(ep *mesh.Endpoint) bool {
 type Registry struct {
 	logger         *slog.Logger
 	p              Persister
-	clock          Clock
+	clock          clock.Clock
 	max            int
 	persistTimeout time.Duration
 
@@ -147,7 +148,7 @@ func New(logger *slog.Logger, p Persister, opts Options) *Registry {
 		subs:           make(map[chan struct{}]struct{}),
 	}
 	if r.clock == nil {
-		r.clock = RealClock{}
+		r.clock = clock.Real{}
 	}
 	if r.max <= 0 {
 		r.max = DefaultMaxEndpoints

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gmesh-dev/gmesh/internal/clock"
 	"github.com/gmesh-dev/gmesh/internal/mesh"
 )
 
@@ -20,7 +21,7 @@ import (
 type stepper struct {
 	t   *testing.T
 	r   *Registry
-	clk *fakeClock
+	clk *clock.Fake
 	iv  time.Duration
 }
 
@@ -34,13 +35,13 @@ func newStepper(t *testing.T, p Persister, hc mesh.HealthCheck) *stepper {
 
 // settled waits until n checkers have finished a check and wait for the
 // next interval.
-func (s *stepper) settled(n int) { s.t.Helper(); s.clk.waitTimers(s.t, n) }
+func (s *stepper) settled(n int) { s.t.Helper(); waitTimers(s.t, s.clk, n) }
 
 // step lets one interval pass and waits for the n checkers to check again.
 func (s *stepper) step(n int) {
 	s.t.Helper()
 	s.clk.Advance(s.iv)
-	s.clk.waitTimers(s.t, n)
+	waitTimers(s.t, s.clk, n)
 }
 
 func TestGRPCThresholds(t *testing.T) {
@@ -219,39 +220,12 @@ func TestHTTP2CleartextCheck(t *testing.T) {
 
 func serveHTTP(t *testing.T, srv *http.Server) int {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(lis)
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		<-done
-	})
-	return lis.Addr().(*net.TCPAddr).Port
+	port, _ := serveLocal(t, func(lis net.Listener) { _ = srv.Serve(lis) }, func() { srv.Close() })
+	return port
 }
 
 func TestTCPCheck(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := lis.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	port := lis.Addr().(*net.TCPAddr).Port
+	port, stop := serveLocal(t, acceptAndClose, nil)
 
 	s := newStepper(t, nil, mesh.HealthCheck{Protocol: "tcp", IntervalMillis: 1000, TimeoutMillis: 5000, HealthyThreshold: 1, UnhealthyThreshold: 1})
 	if err := s.r.Register(testContext(t), newEndpoint("c1", port)); err != nil {
@@ -261,8 +235,7 @@ func TestTCPCheck(t *testing.T) {
 	if got := get(t, s.r, "c1").Health; got != mesh.HealthHealthy {
 		t.Fatalf("listening: got %s, want HEALTHY", got)
 	}
-	lis.Close()
-	<-done
+	stop()
 	s.step(1)
 	ep := get(t, s.r, "c1")
 	if ep.Health != mesh.HealthUnhealthy {
@@ -510,19 +483,19 @@ func TestSetPolicy(t *testing.T) {
 
 	// A check arrives with the mesh: health is kept until the threshold.
 	r.SetPolicy(fixedPolicy(mesh.HealthCheck{Protocol: "grpc", IntervalMillis: 1000, TimeoutMillis: 5000, HealthyThreshold: 2, UnhealthyThreshold: 2}))
-	clk.waitTimers(t, 1)
+	waitTimers(t, clk, 1)
 	if got := get(t, r, "t1"); got.Health != mesh.HealthHealthy || got.LastHealthError == "" {
 		t.Errorf("after one fail: got %s %q, want HEALTHY with an error", got.Health, got.LastHealthError)
 	}
 	clk.Advance(time.Second)
-	clk.waitTimers(t, 1)
+	waitTimers(t, clk, 1)
 	if got := get(t, r, "t1"); got.Health != mesh.HealthUnhealthy {
 		t.Errorf("after two fails: got %s, want UNHEALTHY", got.Health)
 	}
 	// Setting the same policy again changes nothing.
 	checks := h.checks.Load()
 	r.SetPolicy(fixedPolicy(mesh.HealthCheck{Protocol: "GRPC", IntervalMillis: 1000, TimeoutMillis: 5000, HealthyThreshold: 2, UnhealthyThreshold: 2}))
-	clk.waitTimers(t, 1)
+	waitTimers(t, clk, 1)
 	if got := h.checks.Load(); got != checks {
 		t.Errorf("same policy restarted the checker: got %d checks, want %d", got, checks)
 	}
@@ -531,7 +504,7 @@ func TestSetPolicy(t *testing.T) {
 	if got := get(t, r, "t1"); !got.Serving() || got.LastHealthError != "" {
 		t.Errorf("policy removed: got %s %q, want HEALTHY, no error", got.Health, got.LastHealthError)
 	}
-	clk.waitTimers(t, 0)
+	waitTimers(t, clk, 0)
 }
 
 func TestRestoreKeepsLastHealth(t *testing.T) {
@@ -577,12 +550,12 @@ func TestRestoreKeepsLastHealth(t *testing.T) {
 	// Checks resume from the restored state: the backend is now NOT_SERVING,
 	// so it takes unhealthyThreshold fails to leave EDS.
 	startRun(t, r)
-	clk.waitTimers(t, 3)
+	waitTimers(t, clk, 3)
 	if !get(t, r, "a-healthy").Serving() {
 		t.Error("one fail after restore already removed the endpoint")
 	}
 	clk.Advance(time.Second)
-	clk.waitTimers(t, 3)
+	waitTimers(t, clk, 3)
 	if got := get(t, r, "a-healthy").Health; got != mesh.HealthUnhealthy {
 		t.Errorf("after two fails: got %s, want UNHEALTHY", got)
 	}
@@ -907,40 +880,15 @@ func TestRunStaggersManyFirstChecks(t *testing.T) {
 		}
 	}
 	startRun(t, r)
-	clk.waitTimers(t, n)
+	waitTimers(t, clk, n)
 	if got := len(r.List(Filter{ServingOnly: true})); got != 0 {
 		t.Errorf("before the first interval: got %d checked, want 0", got)
 	}
 	clk.Advance(time.Second)
-	clk.waitTimers(t, n)
+	waitTimers(t, clk, n)
 	if got := len(r.List(Filter{ServingOnly: true})); got != n {
 		t.Errorf("after one interval: got %d healthy, want %d", got, n)
 	}
-}
-
-// startAcceptServer accepts and closes connections on 127.0.0.1:0.
-func startAcceptServer(t *testing.T) int {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := lis.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	t.Cleanup(func() {
-		lis.Close()
-		<-done
-	})
-	return lis.Addr().(*net.TCPAddr).Port
 }
 
 // TestRestoreBeforePolicy: restored health stands until SetPolicy says

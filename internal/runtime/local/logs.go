@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/gmesh-dev/gmesh/internal/clock"
 )
 
 const (
@@ -27,7 +29,7 @@ type logSink struct {
 	taskID string
 	path   string
 	max    int64
-	clock  Clock
+	clock  clock.Clock
 
 	mu   sync.Mutex
 	f    *os.File
@@ -37,7 +39,7 @@ type logSink struct {
 	err  error    // first write error, reported once
 }
 
-func openLogSink(path, taskID string, max int64, clock Clock) (*logSink, error) {
+func openLogSink(path, taskID string, max int64, clk clock.Clock) (*logSink, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("create log directory: %w", err)
 	}
@@ -50,7 +52,7 @@ func openLogSink(path, taskID string, max int64, clock Clock) (*logSink, error) 
 		f.Close()
 		return nil, fmt.Errorf("stat task log: %w", err)
 	}
-	return &logSink{taskID: taskID, path: path, max: max, clock: clock, f: f, size: st.Size()}, nil
+	return &logSink{taskID: taskID, path: path, max: max, clock: clk, f: f, size: st.Size()}, nil
 }
 
 // copyFrom reads lines from r until EOF and writes each one.

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gmesh-dev/gmesh/internal/clock"
 	"github.com/gmesh-dev/gmesh/internal/mesh"
 )
 
@@ -19,7 +20,7 @@ const reportCallTimeout = 5 * time.Second
 type reporter struct {
 	reg    Registrar
 	log    *slog.Logger
-	clock  Clock
+	clock  clock.Clock
 	minB   time.Duration
 	maxB   time.Duration
 	notify chan struct{}
@@ -36,9 +37,9 @@ type report struct {
 	nextTry  time.Time
 }
 
-func newReporter(reg Registrar, log *slog.Logger, clock Clock, minB, maxB time.Duration) *reporter {
+func newReporter(reg Registrar, log *slog.Logger, clk clock.Clock, minB, maxB time.Duration) *reporter {
 	return &reporter{
-		reg: reg, log: log, clock: clock, minB: minB, maxB: maxB,
+		reg: reg, log: log, clock: clk, minB: minB, maxB: maxB,
 		notify:  make(chan struct{}, 1),
 		pending: make(map[string]*report),
 		idle:    make(chan struct{}),
@@ -74,7 +75,7 @@ func (r *reporter) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		var t Timer
+		var t clock.Timer
 		var timerC <-chan time.Time
 		if ok {
 			t = r.clock.NewTimer(wait)

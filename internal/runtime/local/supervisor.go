@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gmesh-dev/gmesh/internal/clock"
 	"github.com/gmesh-dev/gmesh/internal/mesh"
 )
 
@@ -71,7 +72,7 @@ type Config struct {
 	DrainDelay time.Duration
 	// MaxLogBytes is the size at which a task log rotates (default 10 MiB).
 	MaxLogBytes int64
-	Clock       Clock
+	Clock       clock.Clock
 }
 
 // TaskInfo is a task as the supervisor sees it.
@@ -99,7 +100,7 @@ type TaskInfo struct {
 type Supervisor struct {
 	cfg   Config
 	log   *slog.Logger
-	clock Clock
+	clock clock.Clock
 	rep   *reporter
 
 	repCancel context.CancelFunc
@@ -158,7 +159,7 @@ func New(cfg Config) (*Supervisor, error) {
 		cfg.MaxLogBytes = defaultMaxLogBytes
 	}
 	if cfg.Clock == nil {
-		cfg.Clock = SystemClock{}
+		cfg.Clock = clock.Real{}
 	}
 	if err := os.MkdirAll(filepath.Join(cfg.StateDir, "logs"), 0o755); err != nil {
 		return nil, fmt.Errorf("supervisor: create log directory: %w", err)

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gmesh-dev/gmesh/internal/clock"
 	"github.com/gmesh-dev/gmesh/internal/mesh"
 )
 
@@ -170,6 +171,27 @@ func taskInfo(t *testing.T, s *Supervisor, id string) TaskInfo {
 	return TaskInfo{}
 }
 
+// replaced reports whether task id runs in a process other than pid.
+func replaced(t *testing.T, s *Supervisor, id string, pid int) func() bool {
+	return func() bool {
+		ti := taskInfo(t, s, id)
+		return ti.State == mesh.TaskRunning && ti.PID != pid
+	}
+}
+
+// killAndWaitRestart SIGKILLs task id and waits (for what, as waitFor
+// says) until a new process runs in its place; it returns the task as it
+// was before the kill.
+func killAndWaitRestart(t *testing.T, s *Supervisor, id, what string) TaskInfo {
+	t.Helper()
+	before := taskInfo(t, s, id)
+	if err := syscall.Kill(before.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, what, 20*time.Second, replaced(t, s, id, before.PID))
+	return before
+}
+
 var httpClient = &http.Client{Timeout: 5 * time.Second}
 
 // taskGet GETs path from the task, retrying until it listens.
@@ -305,14 +327,7 @@ func TestKilledTaskIsRestartedAndReRegistered(t *testing.T) {
 	s := newTestSupervisor(t, reg, nil)
 	s.Apply([]*mesh.Resource{taskSet("svc-v1", 1, nil)})
 	waitFor(t, "running", 20*time.Second, running(s, 1))
-	before := taskInfo(t, s, "svc-v1-1")
-	if err := syscall.Kill(before.PID, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "restart", 20*time.Second, func() bool {
-		ti := taskInfo(t, s, "svc-v1-1")
-		return ti.State == mesh.TaskRunning && ti.PID != before.PID
-	})
+	before := killAndWaitRestart(t, s, "svc-v1-1", "restart")
 	after := taskInfo(t, s, "svc-v1-1")
 	if after.Restarts != 1 {
 		t.Errorf("got restarts %d, want 1", after.Restarts)
@@ -494,14 +509,7 @@ func TestRegistrarFailuresDoNotBlockSupervision(t *testing.T) {
 	s := newTestSupervisor(t, reg, nil)
 	s.Apply([]*mesh.Resource{taskSet("svc-v1", 2, nil)})
 	waitFor(t, "2 running while the registrar hangs", 20*time.Second, running(s, 2))
-	ti := taskInfo(t, s, "svc-v1-1")
-	if err := syscall.Kill(ti.PID, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "restart while the registrar hangs", 20*time.Second, func() bool {
-		n := taskInfo(t, s, "svc-v1-1")
-		return n.State == mesh.TaskRunning && n.PID != ti.PID
-	})
+	killAndWaitRestart(t, s, "svc-v1-1", "restart while the registrar hangs")
 	reg.hang.Store(false)
 	reg.fail.Store(true)
 	s.Apply([]*mesh.Resource{taskSet("svc-v1", 1, nil)})
@@ -534,10 +542,7 @@ func TestChangedSpecRestartsTask(t *testing.T) {
 	waitFor(t, "running", 20*time.Second, running(s, 1))
 	before := taskInfo(t, s, "svc-v1-1")
 	s.Apply([]*mesh.Resource{taskSet("svc-v1", 1, map[string]string{"A": "2"})})
-	waitFor(t, "restarted with the new env", 20*time.Second, func() bool {
-		ti := taskInfo(t, s, "svc-v1-1")
-		return ti.State == mesh.TaskRunning && ti.PID != before.PID
-	})
+	waitFor(t, "restarted with the new env", 20*time.Second, replaced(t, s, "svc-v1-1", before.PID))
 	var env []string
 	if err := json.Unmarshal(taskGet(t, taskInfo(t, s, "svc-v1-1"), "/env"), &env); err != nil {
 		t.Fatal(err)
@@ -563,7 +568,7 @@ func TestBackoffFor(t *testing.T) {
 
 func TestLogRotates(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "x", "t-1.log")
-	l, err := openLogSink(path, "t-1", 1000, SystemClock{})
+	l, err := openLogSink(path, "t-1", 1000, clock.Real{})
 	if err != nil {
 		t.Fatal(err)
 	}
