@@ -90,7 +90,14 @@ func printStatus(w io.Writer, st *controlplane.Status) error {
 		if ep.LastHealthError != "" && ep.Health != mesh.HealthHealthy {
 			health += ": " + truncate(ep.LastHealthError, 60)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s:%d\t%d\t%s\t%s\t%d\n", ep.ID, ep.Service, ep.Attributes[mesh.AttrVersion], ep.Address, ep.Port, ep.PID, ep.State, health, ep.Restarts)
+		state := string(ep.State)
+		if ep.RestartAt != "" && ep.State == mesh.TaskStopped {
+			state = "CRASHLOOP"
+			if at, err := time.Parse(time.RFC3339Nano, ep.RestartAt); err == nil {
+				state += fmt.Sprintf(" (%s; restart in %s)", ep.LastExit, max(time.Until(at), 0).Round(100*time.Millisecond))
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s:%d\t%d\t%s\t%s\t%d\n", ep.ID, ep.Service, ep.Attributes[mesh.AttrVersion], ep.Address, ep.Port, ep.PID, state, health, ep.Restarts)
 	}
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "ROUTE\tMESH\tWEIGHTS")

@@ -484,6 +484,11 @@ type Endpoint struct {
 	Draining bool `json:"draining,omitempty"`
 	// LastHealthError is the last failed check's error.
 	LastHealthError string `json:"lastHealthError,omitempty"`
+	// LastExit is how the task's process last ended ("exit status 3"), and
+	// RestartAt (RFC 3339), when set, when a crashed task starts again: a
+	// task in a crash loop waits longer each time.
+	LastExit  string `json:"lastExit,omitempty"`
+	RestartAt string `json:"restartAt,omitempty"`
 }
 
 // Attribute names gmesh sets on every endpoint it registers.

@@ -86,8 +86,12 @@ func (t *task) endpoint() mesh.Endpoint {
 		ID: t.id, Address: t.ip, Port: t.port, PID: t.pid, Restarts: t.restarts,
 		State: t.state, Health: mesh.HealthUnknown,
 	}
+	ep.LastExit = t.lastExit
 	if ep.State == TaskBackoff {
 		ep.State = mesh.TaskStopped
+		if !t.nextStart.IsZero() {
+			ep.RestartAt = t.nextStart.UTC().Format(time.RFC3339Nano)
+		}
 	}
 	if t.metrics != 0 {
 		ep.MetricsAddr = net.JoinHostPort(t.ip, strconv.Itoa(t.metrics))
