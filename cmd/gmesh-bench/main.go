@@ -47,7 +47,7 @@ func main() {
 	flag.StringVar(&o.out, "out", "BENCHMARKS.md", "report to write (\"-\": stdout)")
 	flag.DurationVar(&o.closedDur, "closed", 2*time.Second, "closed-loop duration of each rung, per round")
 	flag.DurationVar(&o.openDur, "open", 4*time.Second, "open-loop duration of each rung, per round")
-	flag.IntVar(&o.rounds, "rounds", 3, "rounds; rungs run interleaved in each round, in rotating order")
+	flag.IntVar(&o.rounds, "rounds", 4, "rounds; rungs run interleaved in each round, in rotating order")
 	flag.Float64Var(&o.rate, "rate", 1000, "open-loop rate, requests per second")
 	flag.IntVar(&o.upRuns, "up-runs", 2, "measured `gmesh up` start-ups (after one warm-up run); 0 skips")
 	flag.BoolVar(&o.quick, "quick", false, "short smoke run (figures are not worth publishing)")
@@ -284,76 +284,29 @@ func interleave(ctx context.Context, rounds int, rungs []rung, one func(rung) (*
 	return out, nil
 }
 
-// variant is one attribution step: the route (and nodes) changed by edit.
-type variant struct {
-	name   string
-	edit   func(rs []*mesh.Resource)
-	noPins bool // publish the translation without its pin routes (experiment)
-}
-
 type attribRow struct {
 	name   string
 	c1, c8 *bench.Result
 }
 
-// attribution applies stack variants to the running mesh, waits for the
-// client, and runs the xDS rung against round robin for each.
+// attribution applies the stack variants (bench.Variants) to the running
+// mesh, waits for the clients, and runs the xDS rung beside round robin for
+// each.
 func attribution(ctx context.Context, o options, m *bench.Mesh, xcc, rr *grpc.ClientConn) ([]attribRow, error) {
-	noRetry := func(rs []*mesh.Resource) { bench.RouteOf(rs).Route().GRPCRoute.RetryPolicy = nil }
-	noTimeout := func(rs []*mesh.Resource) { bench.RouteOf(rs).Route().GRPCRoute.Timeout = nil }
-	noOutlier := func(rs []*mesh.Resource) {
-		for _, r := range rs {
-			if r.Kind == mesh.KindVirtualNode && strings.HasPrefix(r.Metadata.Name, "echo-server-") {
-				for i := range r.VirtualNode().Listeners {
-					r.VirtualNode().Listeners[i].OutlierDetection = nil
-				}
-			}
-		}
-	}
-	variants := []variant{
-		{name: "echo stack as shipped (retry policy, 2 s timeout, outlier detection)", edit: func([]*mesh.Resource) {}},
-		{name: "without the retry policy", edit: noRetry},
-		{name: "without retry policy and timeout", edit: func(rs []*mesh.Resource) { noRetry(rs); noTimeout(rs) }},
-		{name: "without retry policy, timeout and outlier detection", edit: func(rs []*mesh.Resource) { noRetry(rs); noTimeout(rs); noOutlier(rs) }},
-		{name: "as shipped, pin routes stripped (experiment: edited translation)", edit: func([]*mesh.Resource) {}, noPins: true},
-		{name: "without retry/timeout/outlier, pin routes stripped (experiment)", edit: func(rs []*mesh.Resource) { noRetry(rs); noTimeout(rs); noOutlier(rs) }, noPins: true},
-		{name: "one target at weight 100 (no weighted split), no retry/timeout/outlier, no pin routes", edit: func(rs []*mesh.Resource) {
-			noRetry(rs)
-			noTimeout(rs)
-			noOutlier(rs)
-			rt := bench.RouteOf(rs).Route().GRPCRoute.Action
-			rt.WeightedTargets = rt.WeightedTargets[:1]
-			rt.WeightedTargets[0].Weight = 100
-			bench.RouteOf(rs).Route().GRPCRoute.Action = rt
-		}, noPins: true},
-	}
 	xc := bench.EchoCall(echov1.NewEchoServiceClient(xcc))
 	rc := bench.EchoCall(echov1.NewEchoServiceClient(rr))
 	var rows []attribRow
 	var rrc1, rrc8 []*bench.Result
-	for _, v := range variants {
-		rs, err := bench.StackResources(50, 50)
-		if err != nil {
-			return nil, err
-		}
-		v.edit(rs)
-		if err := m.Apply(ctx, rs); err != nil {
-			return nil, fmt.Errorf("variant %q: %w", v.name, err)
-		}
-		if err := m.WaitAll(ctx); err != nil {
-			return nil, err
-		}
-		if v.noPins {
-			if err := m.PublishWithoutPinRoutes(ctx); err != nil {
-				return nil, err
-			}
+	for _, v := range bench.Variants {
+		if err := m.ApplyVariant(ctx, v); err != nil {
+			return nil, fmt.Errorf("variant %q: %w", v.Name, err)
 		}
 		time.Sleep(100 * time.Millisecond) // the picker follows the ACK
-		row := attribRow{name: v.name}
+		row := attribRow{name: v.Name}
 		var c1, c8 []*bench.Result
 		for range o.rounds {
 			for _, c := range []int{1, 8} {
-				a, err := bench.ClosedLoop(ctx, v.name, c, o.closedDur/2, 50, xc)
+				a, err := bench.ClosedLoop(ctx, v.Name, c, o.closedDur/2, 50, xc)
 				if err != nil {
 					return nil, err
 				}
@@ -373,14 +326,7 @@ func attribution(ctx context.Context, o options, m *bench.Mesh, xcc, rr *grpc.Cl
 	}
 	rows = append(rows, attribRow{name: "round robin (baseline, all variants' runs pooled)", c1: bench.Merge(rrc1...), c8: bench.Merge(rrc8...)})
 	// Back to the stack as shipped.
-	rs, err := bench.StackResources(50, 50)
-	if err != nil {
-		return nil, err
-	}
-	if err := m.Apply(ctx, rs); err != nil {
-		return nil, err
-	}
-	return rows, m.WaitAll(ctx)
+	return rows, m.ApplyVariant(ctx, bench.Variants[0])
 }
 
 type upRun struct {
@@ -467,7 +413,7 @@ func goTestBenchmem(ctx context.Context, o options) (string, error) {
 		n = "200x"
 	}
 	logf("go test -bench -benchmem (%s)", n)
-	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", "Ladder|HTTP/path=.*/c=1$", "-benchmem", "-benchtime", n, "./internal/bench")
+	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", "Ladder|Variants|HTTP/path=.*/c=1$", "-benchmem", "-benchtime", n, "./internal/bench")
 	b, err := cmd.CombinedOutput()
 	var keep []string
 	for _, l := range strings.Split(string(b), "\n") {

@@ -175,3 +175,24 @@ func BenchmarkHTTP(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkVariants is rung 3 under each attribution variant (see
+// Variants), concurrency 1; the stack as shipped is restored after.
+func BenchmarkVariants(b *testing.B) {
+	e := getEnv(b)
+	ctx := context.Background()
+	defer func() {
+		if err := e.mesh.ApplyVariant(ctx, Variants[0]); err != nil {
+			b.Fatal(err)
+		}
+	}()
+	for _, v := range Variants {
+		b.Run("variant="+v.Key, func(b *testing.B) {
+			if err := e.mesh.ApplyVariant(ctx, v); err != nil {
+				b.Fatal(err)
+			}
+			time.Sleep(100 * time.Millisecond) // the picker follows the ACK
+			runConcurrent(b, 1, EchoCall(echov1.NewEchoServiceClient(e.xds)))
+		})
+	}
+}
