@@ -37,26 +37,30 @@ func (a *admin) Apply(ctx context.Context, req *meshv1.ApplyRequest) (*meshv1.Ap
 	var puts []*mesh.Resource
 	var errs mesh.Errors
 	for i, r := range req.Resources {
+		file, doc := req.Source, i+1
+		if r.File != "" {
+			file, doc = r.File, int(r.Doc)
+		}
 		res, err := decodeResource(r.Json)
 		if err != nil {
 			var e *mesh.Error
 			if errors.As(err, &e) {
-				e.File, e.Doc = req.Source, i+1
+				e.File, e.Doc = file, doc
 				errs = append(errs, e)
 			} else {
-				errs = append(errs, &mesh.Error{Code: mesh.EInvalid, File: req.Source, Doc: i + 1, Message: err.Error()})
+				errs = append(errs, &mesh.Error{Code: mesh.EInvalid, File: file, Doc: doc, Message: err.Error()})
 			}
 			continue
 		}
 		if res.Kind == mesh.KindRollout {
-			errs = append(errs, &mesh.Error{Code: mesh.EInvalid, File: req.Source, Doc: i + 1, Field: "kind", Message: "rollouts are started with `gmesh deploy`, not applied"})
+			errs = append(errs, &mesh.Error{Code: mesh.EInvalid, File: file, Doc: doc, Field: "kind", Message: "rollouts are started with `gmesh deploy`, not applied"})
 			continue
 		}
 		res.Status = nil
 		// Locate the document for errors the store finds (a field's value,
 		// a reference to a missing resource): Source does not travel in
 		// the JSON.
-		res.Source = &mesh.Source{File: req.Source, Doc: i + 1}
+		res.Source = &mesh.Source{File: file, Doc: doc}
 		puts = append(puts, res)
 	}
 	if len(errs) > 0 {

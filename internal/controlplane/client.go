@@ -61,7 +61,11 @@ func (c *Client) Apply(ctx context.Context, source string, rs []*mesh.Resource, 
 		if err != nil {
 			return nil, nil, fmt.Errorf("encode %s: %w", r.Ref(), err)
 		}
-		req.Resources = append(req.Resources, &meshv1.Resource{Json: b})
+		m := &meshv1.Resource{Json: b}
+		if r.Source != nil {
+			m.File, m.Doc = r.Source.File, int32(r.Source.Doc)
+		}
+		req.Resources = append(req.Resources, m)
 	}
 	resp, err := c.api.Apply(ctx, req)
 	if err != nil {

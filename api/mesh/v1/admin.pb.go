@@ -27,8 +27,12 @@ const (
 
 // Resource is one resource as manifest JSON.
 type Resource struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Json          []byte                 `protobuf:"bytes,1,opt,name=json,proto3" json:"json,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Json  []byte                 `protobuf:"bytes,1,opt,name=json,proto3" json:"json,omitempty"`
+	// File and doc (1-based) say where the resource was read, so that errors
+	// name them; empty and 0 when unknown (ApplyRequest.source is used then).
+	File          string `protobuf:"bytes,2,opt,name=file,proto3" json:"file,omitempty"`
+	Doc           int32  `protobuf:"varint,3,opt,name=doc,proto3" json:"doc,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -68,6 +72,20 @@ func (x *Resource) GetJson() []byte {
 		return x.Json
 	}
 	return nil
+}
+
+func (x *Resource) GetFile() string {
+	if x != nil {
+		return x.File
+	}
+	return ""
+}
+
+func (x *Resource) GetDoc() int32 {
+	if x != nil {
+		return x.Doc
+	}
+	return 0
 }
 
 type ApplyRequest struct {
@@ -1125,9 +1143,11 @@ var File_api_mesh_v1_admin_proto protoreflect.FileDescriptor
 
 const file_api_mesh_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x17api/mesh/v1/admin.proto\x12\rgmesh.mesh.v1\"\x1e\n" +
+	"\x17api/mesh/v1/admin.proto\x12\rgmesh.mesh.v1\"D\n" +
 	"\bResource\x12\x12\n" +
-	"\x04json\x18\x01 \x01(\fR\x04json\"v\n" +
+	"\x04json\x18\x01 \x01(\fR\x04json\x12\x12\n" +
+	"\x04file\x18\x02 \x01(\tR\x04file\x12\x10\n" +
+	"\x03doc\x18\x03 \x01(\x05R\x03doc\"v\n" +
 	"\fApplyRequest\x125\n" +
 	"\tresources\x18\x01 \x03(\v2\x17.gmesh.mesh.v1.ResourceR\tresources\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12\x17\n" +
