@@ -166,7 +166,7 @@ func newLogsCmd(g *globals, stdio IO) *cobra.Command {
 			}
 			var files []string
 			if args[0] == "controlplane" {
-				files = []string{filepath.Join(dir.LogDir(), "controlplane.log")}
+				files, _ = filepath.Glob(filepath.Join(dir.LogDir(), "controlplane.log"))
 			} else {
 				files, _ = filepath.Glob(filepath.Join(dir.LogDir(), args[0], "*.log"))
 			}
