@@ -32,5 +32,8 @@ proto: proto-tools ## regenerate the Go code of api/**/*.proto
 check-generated: proto ## fail if the committed generated code is stale
 	git diff --exit-code -- api/
 
-bench: ## run the benchmarks
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+bench: ## run the benchmark ladder and rewrite BENCHMARKS.md (about 7 minutes)
+	$(GO) run ./cmd/gmesh-bench -out BENCHMARKS.md
+
+bench-deploy: ## a full deploy under load, 1,000,000+ requests (about 8 minutes; figures for BENCHMARKS.md)
+	$(GO) test ./internal/e2e -run TestDeployBench -deploy-bench -deploy-bench-rps 2500 -deploy-bench-duration 420s -v -count=1 -timeout 30m
