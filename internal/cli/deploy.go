@@ -202,11 +202,13 @@ func followRollout(ctx context.Context, c *controlplane.Client, ref mesh.Ref, w 
 			if st.Phase == mesh.PhaseSucceeded {
 				return true, nil
 			}
-			reason := st.Reason
-			if reason == "" {
-				reason = st.Message
+			// The final event says what happened ("Rolled back to version
+			// 0.9: success rate 80.3% < 99.0% ..."); say it once.
+			if st.Message != "" && st.Message != lastLine {
+				fmt.Fprintln(w, st.Message)
+			} else if st.Message == "" {
+				fmt.Fprintf(w, "Rollout %s: %s\n", st.Phase, st.Reason)
 			}
-			fmt.Fprintf(w, "Rollout %s: %s\n", strings.ToLower(string(st.Phase)), reason)
 			return true, exitError{code: 1}
 		}
 		return false, nil
