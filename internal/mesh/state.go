@@ -176,10 +176,22 @@ func (s *State) sorted() []*Resource {
 // virtual services; a Service's node; a TaskSet's and a Rollout's service),
 // and no two meshes declare the same virtual service name (it is the xDS
 // listener name clients dial). It returns every problem as Errors (EInvalid).
+// MaxResourcesPerMesh bounds one mesh: every change re-validates and
+// re-translates the whole mesh, so an unbounded one would make every apply
+// slower without limit.
+const MaxResourcesPerMesh = 20000
+
 func ValidateState(s *State) error {
 	var errs Errors
 	vsNames := map[string]*Resource{}
+	perMesh := map[string]int{}
 	for _, r := range s.sorted() {
+		if r.Metadata.Mesh != "" {
+			perMesh[r.Metadata.Mesh]++
+			if perMesh[r.Metadata.Mesh] == MaxResourcesPerMesh+1 {
+				errs = append(errs, r.errAt("metadata.mesh", "mesh %s would hold more than %d resources, the limit per mesh", r.Metadata.Mesh, MaxResourcesPerMesh))
+			}
+		}
 		for _, ref := range References(r) {
 			if s.Resources[ref.Target] != nil {
 				continue
