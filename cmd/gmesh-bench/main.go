@@ -257,8 +257,19 @@ func run(o options) error {
 		return err
 	}
 	logf("writing %s (%s)", o.out, r.elapsed.Round(time.Second))
+	// Sections measured by other commands (`make bench-deploy`) follow
+	// keptMarker and survive a rewrite.
+	if old, err := os.ReadFile(o.out); err == nil {
+		if i := strings.Index(string(old), keptMarker); i >= 0 {
+			text = strings.TrimRight(text, "\n") + "\n\n" + string(old[i:])
+		}
+	}
 	return os.WriteFile(o.out, []byte(text), 0o644)
 }
+
+// keptMarker starts the part of BENCHMARKS.md this harness does not write.
+const keptMarker = "<!-- kept by gmesh-bench:"
+
 
 // interleave runs every rung once per round, rotating the order each round
 // so no rung always runs first, and merges each rung's rounds.

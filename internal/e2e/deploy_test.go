@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os/exec"
@@ -264,6 +265,23 @@ func TestDeployBadVersionRollsBack(t *testing.T) {
 	if res.ByVersion["1.1"] == 0 {
 		t.Errorf("the canary never received traffic: %v", res.ByVersion)
 	}
+	// From the bad version's first analysed step to every client on the
+	// rollback's route (the engine stops the new tasks only after that).
+	if r := rolloutOf(t, stateDir, "echo-server"); r != nil {
+		var firstBake, allBack time.Time
+		for _, ev := range r.RolloutStatus().Events {
+			ts, _ := time.Parse(time.RFC3339Nano, ev.Time)
+			if firstBake.IsZero() && strings.HasPrefix(ev.Message, "Analysing") {
+				firstBake = ts
+			}
+			if allBack.IsZero() && strings.HasPrefix(ev.Message, "Stopping version") {
+				allBack = ts
+			}
+		}
+		if !firstBake.IsZero() && !allBack.IsZero() {
+			t.Logf("first failing step's bake start -> every client ACKed the rollback: %s", allBack.Sub(firstBake).Round(time.Millisecond))
+		}
+	}
 	counts, failed := versions(t, url, 100)
 	if failed > 0 || counts["0.9"] != 100 {
 		t.Errorf("after the rollback: %v, %d failed; want only 0.9", counts, failed)
@@ -330,4 +348,20 @@ func controlPlanePID(t *testing.T, stateDir string) int {
 		t.Fatalf("no pid in controlplane.json: %s", b)
 	}
 	return pid
+}
+
+// rolloutOf reads a service's Rollout resource.
+func rolloutOf(t *testing.T, stateDir, service string) *mesh.Resource {
+	t.Helper()
+	raw, err := gmesh(t, stateDir, "get", "rollout", service, "-o", "json")
+	if err != nil {
+		t.Errorf("get rollout %s: %v\n%s", service, err, raw)
+		return nil
+	}
+	var r mesh.Resource
+	if err := json.Unmarshal([]byte(raw), &r); err != nil {
+		t.Errorf("decode rollout: %v", err)
+		return nil
+	}
+	return &r
 }
