@@ -270,7 +270,6 @@ func run(o options) error {
 // keptMarker starts the part of BENCHMARKS.md this harness does not write.
 const keptMarker = "<!-- kept by gmesh-bench:"
 
-
 // interleave runs every rung once per round, rotating the order each round
 // so no rung always runs first, and merges each rung's rounds.
 func interleave(ctx context.Context, rounds int, rungs []rung, one func(rung) (*bench.Result, error)) ([]*bench.Result, error) {
