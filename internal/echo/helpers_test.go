@@ -196,7 +196,7 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %v waiting for %s", d, what)
 		}
-		time.Sleep(10 * time.Millisecond) // poll interval, not a wait for the condition
+		<-time.After(10 * time.Millisecond) // the polling interval
 	}
 }
 

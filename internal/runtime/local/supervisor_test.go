@@ -141,7 +141,7 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %s waiting for %s", d, what)
 		}
-		time.Sleep(10 * time.Millisecond)
+		<-time.After(10 * time.Millisecond) // the polling interval
 	}
 }
 
@@ -211,7 +211,7 @@ func taskGet(t *testing.T, ti TaskInfo, path string) []byte {
 		} else {
 			lastErr = err
 		}
-		time.Sleep(20 * time.Millisecond)
+		<-time.After(20 * time.Millisecond) // the polling interval
 	}
 	t.Fatalf("GET %s: %v", url, lastErr)
 	return nil
