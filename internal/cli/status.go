@@ -170,6 +170,9 @@ func newLogsCmd(g *globals, stdio IO) *cobra.Command {
 			} else {
 				files, _ = filepath.Glob(filepath.Join(dir.LogDir(), args[0], "*.log"))
 			}
+			if len(files) == 0 && args[0] == "controlplane" {
+				return fmt.Errorf("no control plane log (controlplane.log) in %s: no control plane has run with this state directory", dir.LogDir())
+			}
 			if len(files) == 0 {
 				return fmt.Errorf("no logs for service %q in %s", args[0], dir.LogDir())
 			}

@@ -279,6 +279,17 @@ func (cp *ControlPlane) holdNewTargets(ctx context.Context, in xds.Input, prev *
 	defer cancel()
 	if err := cp.xds.WaitConverged(wctx, routeTypeURL, in.Revision); err != nil {
 		cp.log.Warn("clients did not ACK the subscribe-first step in time; giving the new targets weight anyway", "revision", in.Revision, "err", err)
+		return
+	}
+	// The ACK comes as grpc-go parses the routes; its ACK of the new
+	// clusters' endpoints shows it has applied them and fetched their
+	// endpoints (EDS resource names are the cluster names).
+	names := make([]string, 0, len(hold))
+	for c := range hold {
+		names = append(names, c)
+	}
+	if err := cp.xds.WaitSubscribed(wctx, xds.EndpointType, names); err != nil {
+		cp.log.Warn("clients did not subscribe to the new targets in time; giving them weight anyway", "revision", in.Revision, "err", err)
 	}
 }
 

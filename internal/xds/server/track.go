@@ -61,6 +61,11 @@ type stream struct {
 }
 
 type typeState struct {
+	// names is the client's current subscription (the resource names of
+	// its latest request that named any).
+	names       map[string]bool
+	namesGen    uint64 // bumped when names change
+	namesAcked  bool   // a response sent for the current names was ACKed
 	subscribed  bool
 	wildcard    bool
 	requested   bool // a request for the type has been seen
@@ -75,6 +80,7 @@ type typeState struct {
 
 type sent struct {
 	nonce, version string
+	namesGen       uint64
 }
 
 func (ts *typeState) sentVersion(nonce string) string {
@@ -140,6 +146,14 @@ func (c *callbacks) OnStreamRequest(id int64, req *discoverypb.DiscoveryRequest)
 	switch {
 	case names:
 		ts.subscribed, ts.wildcard = true, false
+		if !sameNames(ts.names, req.GetResourceNames()) {
+			ts.names = make(map[string]bool, len(req.GetResourceNames()))
+			for _, n := range req.GetResourceNames() {
+				ts.names[n] = true
+			}
+			ts.namesGen++
+			ts.namesAcked = false
+		}
 	case !ts.requested && (typeURL == xds.ListenerType || typeURL == xds.ClusterType):
 		ts.subscribed, ts.wildcard = true, true
 	case ts.wildcard:
@@ -159,6 +173,13 @@ func (c *callbacks) OnStreamRequest(id int64, req *discoverypb.DiscoveryRequest)
 			ts.nackCounter = cn
 		}
 		s.log.Warn("xds client rejected configuration", "node", st.node, "type", typeURL, "version", v, "error", ed.GetMessage())
+	}
+	if req.GetErrorDetail() == nil && req.GetResponseNonce() != "" {
+		for _, sn := range ts.sent {
+			if sn.nonce == req.GetResponseNonce() && sn.namesGen == ts.namesGen {
+				ts.namesAcked = true
+			}
+		}
 	}
 	// A NACK's version_info is the last accepted version, so it counts as
 	// an ACK of that one.
@@ -196,7 +217,7 @@ func (c *callbacks) OnStreamResponse(_ context.Context, id int64, req *discovery
 		ts = &typeState{}
 		st.types[resp.GetTypeUrl()] = ts
 	}
-	ts.sent[ts.sentNext] = sent{nonce: resp.GetNonce(), version: resp.GetVersionInfo()}
+	ts.sent[ts.sentNext] = sent{nonce: resp.GetNonce(), version: resp.GetVersionInfo(), namesGen: ts.namesGen}
 	ts.sentNext = (ts.sentNext + 1) % len(ts.sent)
 	ts.sentAt = s.now()
 }
@@ -339,4 +360,58 @@ func (s *Server) Clients() []ClientStatus {
 	}
 	slices.SortFunc(out, func(a, b ClientStatus) int { return cmp.Compare(a.NodeID, b.NodeID) })
 	return out
+}
+
+// WaitSubscribed blocks until every connected client that subscribes to
+// route configurations has also subscribed to each of names of typeURL and
+// ACKed the response to that subscription (for endpoints: it has put the
+// clusters in its routing, fetched them, and has their endpoints), or ctx
+// ends.
+// grpc-go ACKs a route configuration as soon as it has parsed it; its
+// request for a route's new cluster is the sign that it has applied it.
+func (s *Server) WaitSubscribed(ctx context.Context, typeURL string, names []string) error {
+	for {
+		s.mu.Lock()
+		var pending []string
+		for _, st := range s.streams {
+			rds := st.types[xds.RouteType]
+			if st.node == "" || rds == nil || !rds.subscribed {
+				continue
+			}
+			ts := st.types[typeURL]
+			if ts == nil || (!ts.wildcard && !ts.namesAcked) {
+				pending = append(pending, st.node)
+				continue
+			}
+			for _, n := range names {
+				if !ts.wildcard && !ts.names[n] {
+					pending = append(pending, st.node)
+					break
+				}
+			}
+		}
+		ch := s.changed
+		s.mu.Unlock()
+		if len(pending) == 0 {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			slices.Sort(pending)
+			return fmt.Errorf("wait for clients to subscribe to %v: pending %v: %w", names, pending, ctx.Err())
+		}
+	}
+}
+
+func sameNames(have map[string]bool, names []string) bool {
+	if len(have) != len(names) {
+		return false
+	}
+	for _, n := range names {
+		if !have[n] {
+			return false
+		}
+	}
+	return true
 }
