@@ -51,8 +51,10 @@ type Agent struct {
 	resources map[mesh.Ref]*mesh.Resource
 	endpoints []*mesh.Endpoint
 	synced    bool
-	lastSets  string
-	lastBack  string
+
+	pushMu   sync.Mutex // serialises update's pushes (two streams call it)
+	lastSets string
+	lastBack string
 }
 
 // New returns an agent.
@@ -183,6 +185,8 @@ func (a *Agent) watchEndpoints(ctx context.Context) error {
 // update pushes the desired task sets to the supervisor and the backends to
 // the gateway, each only when it changed.
 func (a *Agent) update() {
+	a.pushMu.Lock()
+	defer a.pushMu.Unlock()
 	a.mu.Lock()
 	if !a.synced {
 		a.mu.Unlock()
