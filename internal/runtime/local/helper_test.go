@@ -22,7 +22,7 @@ func TestMain(m *testing.M) {
 		taskMain()
 		return
 	case "sleep":
-		time.Sleep(10 * time.Minute)
+		<-time.After(10 * time.Minute) // a task that runs until it is signalled
 		return
 	}
 	os.Exit(m.Run())
