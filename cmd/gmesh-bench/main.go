@@ -311,7 +311,9 @@ func attribution(ctx context.Context, o options, m *bench.Mesh, xcc, rr *grpc.Cl
 		if err := m.ApplyVariant(ctx, v); err != nil {
 			return nil, fmt.Errorf("variant %q: %w", v.Name, err)
 		}
-		time.Sleep(100 * time.Millisecond) // the picker follows the ACK
+		if err := bench.WaitRouting(ctx, echov1.NewEchoServiceClient(xcc), v.Key == "single"); err != nil {
+			return nil, fmt.Errorf("variant %q: %w", v.Name, err)
+		}
 		row := attribRow{name: v.Name}
 		var c1, c8 []*bench.Result
 		for range o.rounds {

@@ -431,14 +431,13 @@ func MeasureClientMemory(ctx context.Context, m *Mesh, exe string, n, perConn in
 	if err != nil || strings.TrimSpace(line) != "ready" {
 		return nil, fmt.Errorf("light-client child: %q %v", line, err)
 	}
-	// Let every ACK land, then measure.
+	// Let every ACK land, then measure (liveMem collects garbage first).
 	rev, _ := m.CP.XDS().Published()
 	for _, t := range xds.TypeURLs {
 		if err := m.CP.XDS().WaitConverged(ctx, t, rev); err != nil {
 			return nil, err
 		}
 	}
-	time.Sleep(200 * time.Millisecond)
 	after := liveMem()
 	g1 := runtime.NumGoroutine()
 	return &ClientMemory{

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -193,38 +192,10 @@ func BenchmarkVariants(b *testing.B) {
 				b.Fatal(err)
 			}
 			client := echov1.NewEchoServiceClient(e.xds)
-			waitRouting(b, client, v.Key == "single")
+			if err := WaitRouting(context.Background(), client, v.Key == "single"); err != nil {
+				b.Fatal(err)
+			}
 			runConcurrent(b, 1, EchoCall(client))
 		})
-	}
-}
-
-// waitRouting polls until the client's calls follow the applied route:
-// only version 0.9 (a single target) for 50 calls in a row, or both
-// versions (the 50/50 split). grpc-go ACKs a route before its picker uses
-// it, so the ACK alone does not say the measured calls see the variant.
-// Variants that change only per-call policy leave the split as it was; for
-// them this checks that the client is routing at all.
-func waitRouting(b *testing.B, c echov1.EchoServiceClient, single bool) {
-	b.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	seen, run := map[string]bool{}, 0
-	for {
-		resp, err := c.Echo(ctx, &echov1.EchoRequest{Name: PayloadName})
-		if err != nil {
-			b.Fatalf("waiting for the variant's routing: %v", err)
-		}
-		v := resp.GetMessage()[strings.LastIndex(resp.GetMessage(), "Version ")+len("Version "):]
-		seen[v] = true
-		switch {
-		case single && strings.HasPrefix(v, "0.9"):
-			run++
-		case single:
-			run = 0
-		}
-		if (single && run >= 50) || (!single && len(seen) >= 2) {
-			return
-		}
 	}
 }

@@ -2,7 +2,11 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"strings"
+	"time"
+
+	echov1 "github.com/gmesh-dev/gmesh/api/echo/v1"
 
 	"github.com/gmesh-dev/gmesh/internal/mesh"
 )
@@ -64,4 +68,34 @@ func (m *Mesh) ApplyVariant(ctx context.Context, v Variant) error {
 		return m.PublishWithoutPinRoutes(ctx)
 	}
 	return nil
+}
+
+// WaitRouting polls until c's calls follow the applied route: only version
+// 0.9 (a single target) for 50 calls in a row, or both versions (the 50/50
+// split), within 10 s. grpc-go ACKs a route before its picker uses it, so
+// the ACK alone does not say the measured calls see the variant. Variants
+// that change only per-call policy leave the split as it was; for them this
+// checks that the client is routing at all.
+func WaitRouting(ctx context.Context, c echov1.EchoServiceClient, single bool) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	seen, run := map[string]bool{}, 0
+	for {
+		resp, err := c.Echo(ctx, &echov1.EchoRequest{Name: PayloadName})
+		if err != nil {
+			return fmt.Errorf("waiting for the variant's routing: %w", err)
+		}
+		msg := resp.GetMessage()
+		v := msg[strings.LastIndex(msg, "Version ")+len("Version "):]
+		seen[v] = true
+		switch {
+		case single && strings.HasPrefix(v, "0.9"):
+			run++
+		case single:
+			run = 0
+		}
+		if (single && run >= 50) || (!single && len(seen) >= 2) {
+			return nil
+		}
+	}
 }
