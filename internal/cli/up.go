@@ -440,10 +440,7 @@ func seedState(ctx context.Context, c *controlplane.Client, rs []*mesh.Resource,
 }
 
 // TaskSetName names a service's task set for a version: echo-server-0-9.
-func TaskSetName(service, version string) string {
-	v := strings.NewReplacer(".", "-", "_", "-", "+", "-").Replace(strings.ToLower(version))
-	return service + "-" + v
-}
+func TaskSetName(service, version string) string { return mesh.VersionName(service, version) }
 
 // waitFirstReply polls url until it answers 200, and returns the body.
 func waitFirstReply(ctx context.Context, url string, timeout time.Duration) (string, error) {

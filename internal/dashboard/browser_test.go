@@ -49,7 +49,7 @@ func echoLists() map[mesh.Kind][]*mesh.Resource {
 			mesh.New(mesh.KindGatewayRoute, "echo", "echo-client-route", &mesh.GatewayRouteSpec{
 				VirtualGatewayName: "echo-gateway",
 				HTTPRoute: &mesh.GatewayHTTPRoute{Match: mesh.GatewayHTTPMatch{Prefix: "/"},
-					Action: mesh.GatewayRouteAction{Target: mesh.GatewayTarget{VirtualService: mesh.VirtualServiceBackend{VirtualServiceName: "echo-client.echo.local"}}}}}),
+					Action: mesh.GatewayHTTPRouteAction{Target: mesh.GatewayTarget{VirtualService: mesh.VirtualServiceBackend{VirtualServiceName: "echo-client.echo.local"}}}}}),
 		},
 	}
 }
