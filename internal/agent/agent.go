@@ -26,19 +26,24 @@ type Supervisor interface {
 	Apply(sets []*mesh.Resource)
 }
 
-// Backends receives the gateway's backends (internal/gateway implements it).
-type Backends interface {
-	SetBackends(bs []gateway.Backend)
+// Routes receives the gateway's routing table (internal/gateway implements
+// it).
+type Routes interface {
+	SetRoutes(rt *gateway.Routes)
 }
+
+var _ Routes = (*gateway.Gateway)(nil)
 
 // Config configures an agent.
 type Config struct {
 	API        meshv1.MeshAdminClient
 	Supervisor Supervisor
-	// Gateway and GatewayName: the virtual gateway whose backends to feed;
-	// nil Gateway: none.
-	Gateway     Backends
+	// Gateway and GatewayName: the virtual gateway whose routes to feed;
+	// nil Gateway: none. GatewayMesh is its mesh; empty: the mesh that has a
+	// virtual gateway of that name.
+	Gateway     Routes
 	GatewayName string
+	GatewayMesh string
 	Logger      *slog.Logger
 }
 
@@ -199,7 +204,7 @@ func (a *Agent) update() {
 		}
 	}
 	sort.Slice(sets, func(i, j int) bool { return sets[i].Ref().String() < sets[j].Ref().String() })
-	backends := a.gatewayBackendsLocked()
+	routes, routesKey := a.gatewayRoutesLocked()
 	a.mu.Unlock()
 
 	key, _ := json.Marshal(setKeys(sets))
@@ -207,12 +212,9 @@ func (a *Agent) update() {
 		a.lastSets = string(key)
 		a.cfg.Supervisor.Apply(sets)
 	}
-	if a.cfg.Gateway != nil {
-		bkey, _ := json.Marshal(backends)
-		if string(bkey) != a.lastBack {
-			a.lastBack = string(bkey)
-			a.cfg.Gateway.SetBackends(backends)
-		}
+	if a.cfg.Gateway != nil && routesKey != a.lastBack {
+		a.lastBack = routesKey
+		a.cfg.Gateway.SetRoutes(routes)
 	}
 }
 
@@ -229,93 +231,75 @@ func setKeys(sets []*mesh.Resource) []setKey {
 	return out
 }
 
-// gatewayBackendsLocked resolves the gateway's routes to the serving
-// endpoints of the virtual nodes behind their target virtual services.
-func (a *Agent) gatewayBackendsLocked() []gateway.Backend {
+// gatewayRoutesLocked resolves the gateway's routing table from the mesh:
+// its gateway routes, their target services' routes (mesh.Routing, the same
+// resolver the xDS translation uses) and the serving endpoints of every node
+// those routes name. It also returns a key that changes whenever the table
+// would. A gateway route or service that cannot be resolved is logged and
+// left out; the rest still routes.
+func (a *Agent) gatewayRoutesLocked() (*gateway.Routes, string) {
 	if a.cfg.GatewayName == "" {
-		return nil
+		return nil, ""
 	}
-	var backends []gateway.Backend
-	seen := map[string]bool{}
+	st := mesh.NewState()
+	meshName := a.cfg.GatewayMesh
 	for _, r := range a.resources {
-		gr := r.GatewayRoute()
-		if gr == nil || gr.VirtualGatewayName != a.cfg.GatewayName {
+		st.Put(r)
+		if meshName == "" && r.Kind == mesh.KindVirtualGateway && r.Metadata.Name == a.cfg.GatewayName {
+			meshName = r.Metadata.Mesh
+		}
+	}
+	rt := mesh.NewRouting(st)
+	rules, errs := rt.Gateway(meshName, a.cfg.GatewayName)
+	for _, err := range errs {
+		a.log.Warn("gateway route left out", "err", err)
+	}
+	out := &gateway.Routes{Gateway: rules, Services: map[string]*mesh.ServiceRoutes{}, Nodes: map[string][]gateway.Backend{}}
+	// The key: every resource the table is built from, and the backends.
+	var key []any
+	for _, g := range rules {
+		key = append(key, g.Route)
+		if _, done := out.Services[g.Service]; done {
 			continue
 		}
-		var vsName string
-		switch {
-		case gr.HTTPRoute != nil:
-			vsName = gr.HTTPRoute.Action.Target.VirtualService.VirtualServiceName
-		case gr.HTTP2Route != nil:
-			vsName = gr.HTTP2Route.Action.Target.VirtualService.VirtualServiceName
-		case gr.GRPCRoute != nil:
-			vsName = gr.GRPCRoute.Action.Target.VirtualService.VirtualServiceName
-		}
-		for _, node := range a.nodesOfServiceLocked(r.Metadata.Mesh, vsName) {
-			sel := node.ServiceDiscovery.Selector()
-			for _, ep := range a.endpoints {
-				if ep.Mesh == r.Metadata.Mesh && ep.Serving() && ep.Matches(sel) && !seen[ep.ID] {
-					seen[ep.ID] = true
-					backends = append(backends, gateway.Backend{ID: ep.ID, Addr: joinHostPort(ep.Address, ep.Port)})
-				}
-			}
-		}
-	}
-	sort.Slice(backends, func(i, j int) bool { return backends[i].ID < backends[j].ID })
-	return backends
-}
-
-// nodesOfServiceLocked returns the virtual nodes that serve a virtual
-// service: its provider node, or its router's weighted targets above 0.
-func (a *Agent) nodesOfServiceLocked(meshName, vsName string) []*mesh.VirtualNodeSpec {
-	vsRes := a.resources[mesh.Ref{Kind: mesh.KindVirtualService, Mesh: meshName, Name: vsName}]
-	if vsRes == nil {
-		return nil
-	}
-	vs := vsRes.VirtualService()
-	if vs == nil || vs.Provider == nil {
-		return nil
-	}
-	node := func(name string) *mesh.VirtualNodeSpec {
-		r := a.resources[mesh.Ref{Kind: mesh.KindVirtualNode, Mesh: meshName, Name: name}]
-		if r == nil {
-			return nil
-		}
-		return r.VirtualNode()
-	}
-	if p := vs.Provider.VirtualNode; p != nil {
-		if n := node(p.VirtualNodeName); n != nil {
-			return []*mesh.VirtualNodeSpec{n}
-		}
-		return nil
-	}
-	if vs.Provider.VirtualRouter == nil {
-		return nil
-	}
-	var out []*mesh.VirtualNodeSpec
-	for _, r := range a.resources {
-		rt := r.Route()
-		if rt == nil || r.Metadata.Mesh != meshName || rt.VirtualRouterName != vs.Provider.VirtualRouter.VirtualRouterName {
+		sr, err := rt.Service(meshName, g.Service)
+		if err != nil {
+			a.log.Warn("gateway route target cannot route", "gatewayRoute", g.Route.Metadata.Name, "err", err)
+			out.Services[g.Service] = nil
 			continue
 		}
-		var ts []mesh.WeightedTarget
-		switch {
-		case rt.HTTPRoute != nil:
-			ts = rt.HTTPRoute.Action.WeightedTargets
-		case rt.HTTP2Route != nil:
-			ts = rt.HTTP2Route.Action.WeightedTargets
-		case rt.GRPCRoute != nil:
-			ts = rt.GRPCRoute.Action.WeightedTargets
-		}
-		for _, t := range ts {
-			if t.Weight > 0 {
-				if n := node(t.VirtualNode); n != nil {
-					out = append(out, n)
-				}
+		out.Services[g.Service] = sr
+		key = append(key, sr.Service)
+		for _, rule := range sr.Rules {
+			if rule.Route != nil {
+				key = append(key, rule.Route)
 			}
 		}
+		for _, node := range sr.Nodes() {
+			if _, done := out.Nodes[node]; done {
+				continue
+			}
+			vn := st.Get(mesh.Ref{Kind: mesh.KindVirtualNode, Mesh: meshName, Name: node})
+			if vn == nil {
+				continue
+			}
+			eps := mesh.ServingEndpoints(vn, a.endpoints)
+			bs := make([]gateway.Backend, 0, len(eps))
+			for _, ep := range eps {
+				bs = append(bs, gateway.Backend{ID: ep.ID, Addr: joinHostPort(ep.Address, ep.Port)})
+			}
+			sort.Slice(bs, func(i, j int) bool { return bs[i].ID < bs[j].ID })
+			out.Nodes[node] = bs
+			key = append(key, node, bs)
+		}
 	}
-	return out
+	for name, sr := range out.Services {
+		if sr == nil {
+			delete(out.Services, name)
+		}
+	}
+	b, _ := json.Marshal(key)
+	return out, string(b)
 }
 
 func joinHostPort(host string, port int) string {

@@ -310,7 +310,7 @@ func runUp(ctx context.Context, g *globals, o *upOptions, stdio IO) error {
 }
 
 // gatewayOrNil avoids a typed-nil interface.
-func gatewayOrNil(gw *gateway.Gateway) agent.Backends {
+func gatewayOrNil(gw *gateway.Gateway) agent.Routes {
 	if gw == nil {
 		return nil
 	}
