@@ -10,9 +10,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net"
 	"sort"
-	"strconv"
 	"sync"
 	"time"
 
@@ -60,6 +58,8 @@ type Agent struct {
 	pushMu   sync.Mutex // serialises update's pushes (two streams call it)
 	lastSets string
 	lastBack string
+	// lastRouteErr holds the gateway routing errors already logged.
+	lastRouteErr map[string]bool
 }
 
 // New returns an agent.
@@ -231,12 +231,8 @@ func setKeys(sets []*mesh.Resource) []setKey {
 	return out
 }
 
-// gatewayRoutesLocked resolves the gateway's routing table from the mesh:
-// its gateway routes, their target services' routes (mesh.Routing, the same
-// resolver the xDS translation uses) and the serving endpoints of every node
-// those routes name. It also returns a key that changes whenever the table
-// would. A gateway route or service that cannot be resolved is logged and
-// left out; the rest still routes.
+// gatewayRoutesLocked resolves the gateway's routing table from the mesh
+// (gateway.RoutesFromMesh) and a key that changes whenever the table would.
 func (a *Agent) gatewayRoutesLocked() (*gateway.Routes, string) {
 	if a.cfg.GatewayName == "" {
 		return nil, ""
@@ -249,59 +245,14 @@ func (a *Agent) gatewayRoutesLocked() (*gateway.Routes, string) {
 			meshName = r.Metadata.Mesh
 		}
 	}
-	rt := mesh.NewRouting(st)
-	rules, errs := rt.Gateway(meshName, a.cfg.GatewayName)
+	rt, key, errs := gateway.RoutesFromMesh(st, meshName, a.cfg.GatewayName, a.endpoints)
+	seen := make(map[string]bool, len(errs))
 	for _, err := range errs {
-		a.log.Warn("gateway route left out", "err", err)
+		if msg := err.Error(); !a.lastRouteErr[msg] {
+			a.log.Warn("gateway route left out", "err", err)
+		}
+		seen[err.Error()] = true
 	}
-	out := &gateway.Routes{Gateway: rules, Services: map[string]*mesh.ServiceRoutes{}, Nodes: map[string][]gateway.Backend{}}
-	// The key: every resource the table is built from, and the backends.
-	var key []any
-	for _, g := range rules {
-		key = append(key, g.Route)
-		if _, done := out.Services[g.Service]; done {
-			continue
-		}
-		sr, err := rt.Service(meshName, g.Service)
-		if err != nil {
-			a.log.Warn("gateway route target cannot route", "gatewayRoute", g.Route.Metadata.Name, "err", err)
-			out.Services[g.Service] = nil
-			continue
-		}
-		out.Services[g.Service] = sr
-		key = append(key, sr.Service)
-		for _, rule := range sr.Rules {
-			if rule.Route != nil {
-				key = append(key, rule.Route)
-			}
-		}
-		for _, node := range sr.Nodes() {
-			if _, done := out.Nodes[node]; done {
-				continue
-			}
-			vn := st.Get(mesh.Ref{Kind: mesh.KindVirtualNode, Mesh: meshName, Name: node})
-			if vn == nil {
-				continue
-			}
-			eps := mesh.ServingEndpoints(vn, a.endpoints)
-			bs := make([]gateway.Backend, 0, len(eps))
-			for _, ep := range eps {
-				bs = append(bs, gateway.Backend{ID: ep.ID, Addr: joinHostPort(ep.Address, ep.Port)})
-			}
-			sort.Slice(bs, func(i, j int) bool { return bs[i].ID < bs[j].ID })
-			out.Nodes[node] = bs
-			key = append(key, node, bs)
-		}
-	}
-	for name, sr := range out.Services {
-		if sr == nil {
-			delete(out.Services, name)
-		}
-	}
-	b, _ := json.Marshal(key)
-	return out, string(b)
-}
-
-func joinHostPort(host string, port int) string {
-	return net.JoinHostPort(host, strconv.Itoa(port))
+	a.lastRouteErr = seen
+	return rt, key
 }

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -205,4 +206,57 @@ func (g *Gateway) pickRoute(rt *route, exclude *backend) *backend {
 		return nil
 	}
 	return g.pick(rt.pools[i], exclude)
+}
+
+// RoutesFromMesh builds gateway's routing table from a mesh state: its
+// gateway routes, their target services' routes (mesh.Routing, the resolver
+// the xDS translation uses too) and the serving endpoints
+// (mesh.ServingEndpoints) of every node those routes name. It also returns
+// a key that changes whenever the table would, and the gateway routes and
+// services that cannot route, which are left out while the rest routes.
+func RoutesFromMesh(st *mesh.State, meshName, gateway string, eps []*mesh.Endpoint) (*Routes, string, []error) {
+	rt := mesh.NewRouting(st)
+	rules, errs := rt.Gateway(meshName, gateway)
+	out := &Routes{Gateway: rules, Services: map[string]*mesh.ServiceRoutes{}, Nodes: map[string][]Backend{}}
+	var key []any // every resource the table is built from, and the backends
+	for _, g := range rules {
+		key = append(key, g.Route)
+		if _, done := out.Services[g.Service]; done {
+			continue
+		}
+		sr, err := rt.Service(meshName, g.Service)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("gateway route %s: %w", g.Route.Metadata.Name, err))
+			out.Services[g.Service] = nil
+			continue
+		}
+		out.Services[g.Service] = sr
+		key = append(key, sr.Service)
+		for _, rule := range sr.Rules {
+			if rule.Route != nil {
+				key = append(key, rule.Route)
+			}
+		}
+		for _, node := range sr.Nodes() {
+			if _, done := out.Nodes[node]; done {
+				continue
+			}
+			vn := st.Get(mesh.Ref{Kind: mesh.KindVirtualNode, Mesh: meshName, Name: node})
+			if vn == nil {
+				continue
+			}
+			out.Nodes[node] = BackendsFromEndpoints(mesh.ServingEndpoints(vn, eps))
+			key = append(key, node, out.Nodes[node])
+		}
+	}
+	for name, sr := range out.Services {
+		if sr == nil {
+			delete(out.Services, name)
+		}
+	}
+	b, err := json.Marshal(key)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("routing key: %w", err))
+	}
+	return out, string(b), errs
 }
