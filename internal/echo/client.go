@@ -51,7 +51,17 @@ type ClientConfig struct {
 	DialOptions []grpc.DialOption
 	// Logger receives the logs and the access log; nil discards them.
 	Logger *slog.Logger
+	// Version is the version the client reports in every reply's
+	// VersionHeader and at start; empty means ClientVersion.
+	Version string
+	// ShowVersion is set by --version: print Version and exit.
+	ShowVersion bool
 }
+
+// VersionHeader is the response header that names the echo client's version,
+// so that a load run through a gateway can count the client's versions as
+// the reply body counts the server's.
+const VersionHeader = "Echo-Client-Version"
 
 // Client is the HTTP echo client: GET /?name=X calls the echo server and
 // answers `Response from the server: <message>`. Create it with
@@ -167,7 +177,7 @@ func (c *Client) ConnState() connectivity.State { return c.conn.GetState() }
 // Serve logs the start lines and serves HTTP until
 // [Client.Shutdown]. It returns nil after a shutdown.
 func (c *Client) Serve() error {
-	c.log.Info("Echo Client " + ClientVersion)
+	c.log.Info("Echo Client " + c.version())
 	c.log.Info("Echo Client connecting to " + c.cfg.Target)
 	port := "?"
 	if a, ok := c.lis.Addr().(*net.TCPAddr); ok {
@@ -300,7 +310,15 @@ func (c *Client) serveReady(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprint(w, "ready\n")
 }
 
+func (c *Client) version() string {
+	if c.cfg.Version != "" {
+		return c.cfg.Version
+	}
+	return ClientVersion
+}
+
 func (c *Client) serveEcho(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set(VersionHeader, c.version())
 	if !allowGet(w, r) {
 		return
 	}
