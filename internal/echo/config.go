@@ -32,7 +32,7 @@ const (
 	EnvEchoHost        = "ECHO_HOST"
 	// EnvClientVersion overrides the version the echo client reports.
 	EnvClientVersion = "ECHO_CLIENT_VERSION"
-	EnvTimeout         = "ECHO_TIMEOUT"
+	EnvTimeout       = "ECHO_TIMEOUT"
 	// The two ways to hand grpc-go its xDS bootstrap; grpc reads them itself.
 	EnvXDSBootstrapConfig = "GRPC_XDS_BOOTSTRAP_CONFIG"
 	EnvXDSBootstrapFile   = "GRPC_XDS_BOOTSTRAP"
