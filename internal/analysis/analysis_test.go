@@ -205,3 +205,32 @@ grpc_server_handling_seconds_count{grpc_method="Check",grpc_service="grpc.health
 		t.Errorf("Parse mismatch (-want +got):\n%s", diff)
 	}
 }
+
+// TestParseHTTP: a task without gRPC server metrics (an HTTP service such as
+// echo-client) is judged by its HTTP request counter and latency histogram;
+// its gRPC client metrics are not its own requests.
+func TestParseHTTP(t *testing.T) {
+	const page = `# TYPE grpc_client_handled_total counter
+grpc_client_handled_total{grpc_code="OK",grpc_method="Echo",grpc_service="proto.echo.EchoService"} 500
+# TYPE http_requests_total counter
+http_requests_total{code="200"} 95
+http_requests_total{code="400"} 2
+http_requests_total{code="503"} 3
+# TYPE http_request_duration_seconds histogram
+http_request_duration_seconds_bucket{le="0.1"} 90
+http_request_duration_seconds_bucket{le="0.5"} 100
+http_request_duration_seconds_bucket{le="+Inf"} 100
+http_request_duration_seconds_sum 2
+http_request_duration_seconds_count 100
+`
+	got, err := Parse(strings.NewReader(page), "grpc_server_handled_total", "grpc_server_handling_seconds")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Sample{Requests: 100, Errors: 3,
+		Codes:   map[string]int64{"HTTP 200": 95, "HTTP 400": 2, "HTTP 503": 3},
+		Buckets: []Bucket{{0.1, 90}, {0.5, 100}, {inf, 100}}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Parse mismatch (-want +got):\n%s", diff)
+	}
+}

@@ -160,14 +160,29 @@ func (s *Scraper) scrape(ctx context.Context, addr string) (Sample, error) {
 	return smp, nil
 }
 
+// The HTTP metrics a task without gRPC server metrics is judged by: a
+// request counter labelled by status code and a latency histogram in
+// seconds (the names most HTTP instrumentation uses, echo-client's among
+// them).
+const (
+	HTTPRequestsMetric = "http_requests_total"
+	HTTPDurationMetric = "http_request_duration_seconds"
+)
+
 // Parse reads a Prometheus text exposition and sums the handled counter
 // (by grpc_code) and the handling histogram over every gRPC service except
-// health checks and reflection.
+// health checks and reflection. A page without the handled counter is an
+// HTTP service's: its HTTPRequestsMetric (by code; 5xx are errors, counted
+// under Codes as "HTTP 503") and HTTPDurationMetric are read instead, so
+// that an HTTP service is judged and shown like a gRPC one.
 func Parse(r io.Reader, handled, handling string) (Sample, error) {
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := p.TextToMetricFamilies(r)
 	if err != nil {
 		return Sample{}, fmt.Errorf("parse metrics: %w", err)
+	}
+	if fams[handled] == nil && fams[HTTPRequestsMetric] != nil {
+		return parseHTTP(fams), nil
 	}
 	var out Sample
 	if f := fams[handled]; f != nil {
@@ -196,23 +211,54 @@ func Parse(r io.Reader, handled, handling string) (Sample, error) {
 			if ignoredService(label(m, "grpc_service")) {
 				continue
 			}
-			h := m.GetHistogram()
-			var bs []Bucket
-			hasInf := false
-			for _, b := range h.GetBucket() {
-				ub := b.GetUpperBound()
-				if math.IsInf(ub, 1) {
-					hasInf = true
-				}
-				bs = append(bs, Bucket{UpperBound: ub, Count: int64(b.GetCumulativeCount())})
-			}
-			if !hasInf {
-				bs = append(bs, Bucket{UpperBound: math.Inf(1), Count: int64(h.GetSampleCount())})
-			}
-			out.Buckets = mergeBuckets(out.Buckets, bs, 1)
+			out.Buckets = mergeBuckets(out.Buckets, histogramBuckets(m.GetHistogram()), 1)
 		}
 	}
 	return out, nil
+}
+
+// parseHTTP sums an HTTP service's request counter and latency histogram.
+func parseHTTP(fams map[string]*dto.MetricFamily) Sample {
+	var out Sample
+	for _, m := range fams[HTTPRequestsMetric].GetMetric() {
+		v := counterValue(m)
+		if v <= 0 {
+			continue
+		}
+		n := int64(math.Round(v))
+		code := label(m, "code")
+		if out.Codes == nil {
+			out.Codes = map[string]int64{}
+		}
+		out.Codes["HTTP "+code] += n
+		out.Requests += n
+		if strings.HasPrefix(code, "5") {
+			out.Errors += n
+		}
+	}
+	if f := fams[HTTPDurationMetric]; f != nil && f.GetType() == dto.MetricType_HISTOGRAM {
+		for _, m := range f.GetMetric() {
+			out.Buckets = mergeBuckets(out.Buckets, histogramBuckets(m.GetHistogram()), 1)
+		}
+	}
+	return out
+}
+
+// histogramBuckets returns h's cumulative buckets, +Inf included.
+func histogramBuckets(h *dto.Histogram) []Bucket {
+	var bs []Bucket
+	hasInf := false
+	for _, b := range h.GetBucket() {
+		ub := b.GetUpperBound()
+		if math.IsInf(ub, 1) {
+			hasInf = true
+		}
+		bs = append(bs, Bucket{UpperBound: ub, Count: int64(b.GetCumulativeCount())})
+	}
+	if !hasInf {
+		bs = append(bs, Bucket{UpperBound: math.Inf(1), Count: int64(h.GetSampleCount())})
+	}
+	return bs
 }
 
 func counterValue(m *dto.Metric) float64 {
