@@ -398,7 +398,13 @@ func (r *statusRecorder) Write(b []byte) (int, error) {
 
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
-// instrument adds the access log and the HTTP metrics.
+// probePath reports whether path is one of the client's health probes.
+func probePath(path string) bool {
+	return path == "/healthz" || path == "/readyz" || path == "/ping"
+}
+
+// instrument adds the access log and the HTTP metrics (health probes are
+// logged but not counted).
 func (c *Client) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -409,8 +415,12 @@ func (c *Client) instrument(next http.Handler) http.Handler {
 		}
 		d := time.Since(start)
 		code := strconv.Itoa(rec.code)
-		c.metrics.requests.WithLabelValues(code).Inc()
-		c.metrics.duration.Observe(d.Seconds())
+		if !probePath(r.URL.Path) {
+			// Health probes say nothing about the version under test, as
+			// gRPC health checks don't for the server.
+			c.metrics.requests.WithLabelValues(code).Inc()
+			c.metrics.duration.Observe(d.Seconds())
+		}
 		c.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
 			slog.String("method", r.Method),
 			slog.String("path", r.URL.Path),
