@@ -31,8 +31,11 @@ type table struct {
 	rules    []*mesh.GatewayRule
 	services map[string]*mesh.ServiceRoutes
 	nodes    map[string][]*backend
+	// routes holds each service route's targets and backends, built once.
+	routes map[*mesh.RouteRule]*route
 	// pool, when rules is nil, takes every request (SetBackends).
-	pool []*backend
+	pool      []*backend
+	poolRoute *route
 }
 
 // route is where one request may go: its weighted targets and each one's
@@ -73,6 +76,16 @@ func (g *Gateway) SetRoutes(rt *Routes) {
 				}
 			}
 		}
+		t.routes = map[*mesh.RouteRule]*route{}
+		for _, svc := range rt.Services {
+			for _, rule := range svc.Rules {
+				r := &route{targets: rule.Targets, pools: make([][]*backend, len(rule.Targets))}
+				for i, tg := range rule.Targets {
+					r.pools[i] = t.nodes[tg.VirtualNode]
+				}
+				t.routes[rule] = r
+			}
+		}
 		return t
 	})
 }
@@ -87,6 +100,7 @@ func (g *Gateway) SetBackends(bs []Backend) {
 				t.pool = append(t.pool, nb)
 			}
 		}
+		t.poolRoute = &route{targets: poolTarget, pools: [][]*backend{t.pool}}
 		return t
 	})
 }
@@ -139,7 +153,7 @@ func (t *table) resolve(r *http.Request) (*route, error) {
 		return nil, errNoBackend
 	}
 	if t.rules == nil {
-		return &route{targets: poolTarget, pools: [][]*backend{t.pool}}, nil
+		return t.poolRoute, nil
 	}
 	req := mesh.Request{Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Host: r.Host, Header: r.Header}
 	if a, ok := r.Context().Value(http.LocalAddrContextKey).(*net.TCPAddr); ok {
@@ -163,11 +177,7 @@ func (t *table) resolve(r *http.Request) (*route, error) {
 	if rule == nil {
 		return nil, &routeError{http.StatusNotFound, fmt.Sprintf("no route of virtual service %s matches %s %s", gr.Service, r.Method, path)}
 	}
-	rt := &route{targets: rule.Targets, pools: make([][]*backend, len(rule.Targets))}
-	for i, tg := range rule.Targets {
-		rt.pools[i] = t.nodes[tg.VirtualNode]
-	}
-	return rt, nil
+	return t.routes[rule], nil
 }
 
 // poolTarget is the one target of a SetBackends table.
