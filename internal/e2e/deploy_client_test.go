@@ -65,6 +65,11 @@ func TestDeployEchoClient(t *testing.T) {
 	d := startDeploy(t, stateDir, "echo-client", "--version", "0.2", "--env", "ECHO_CLIENT_VERSION=0.2",
 		"--steps", "10,50,100", "--interval", "20s", "--timeout", "2m")
 	d.waitLine(t, "Analysing version 0.2 at 10%", 3*time.Minute)
+	// Hold the 10% step while sampling: 2,000 sequential requests on a
+	// loaded machine can outlast the bake.
+	if out, err := gmesh(t, stateDir, "rollout", "pause", "echo-client"); err != nil {
+		t.Fatalf("rollout pause: %v\n%s", err, out)
+	}
 	counts, failed := clientVersions(t, url, 2000)
 	if failed > 0 {
 		t.Errorf("%d of 2000 sampled requests failed at the 10%% step", failed)
@@ -74,7 +79,16 @@ func TestDeployEchoClient(t *testing.T) {
 			t.Errorf("at the 10%% step version %s got %.1f%% of 2000 replies (%v); want %.0f%% ±5", v, 100*share, counts, 100*want)
 		}
 	}
+	if ro := rolloutOf(t, stateDir, "echo-client"); ro.RolloutStatus().Weight != 10 {
+		t.Fatalf("the paused rollout is at %d%%, want 10%%", ro.RolloutStatus().Weight)
+	}
+	if out, err := gmesh(t, stateDir, "rollout", "resume", "echo-client"); err != nil {
+		t.Fatalf("rollout resume: %v\n%s", err, out)
+	}
 	d.waitLine(t, "Analysing version 0.2 at 50%", 2*time.Minute)
+	if out, err := gmesh(t, stateDir, "rollout", "pause", "echo-client"); err != nil {
+		t.Fatalf("rollout pause: %v\n%s", err, out)
+	}
 	counts, failed = clientVersions(t, url, 400)
 	if failed > 0 {
 		t.Errorf("%d of 400 sampled requests failed at the 50%% step", failed)
@@ -83,6 +97,9 @@ func TestDeployEchoClient(t *testing.T) {
 		if share := float64(counts[v]) / 400; share < 0.40 || share > 0.60 {
 			t.Errorf("at the 50%% step version %s got %.1f%% of replies (%v); want 50%% ±10", v, 100*share, counts)
 		}
+	}
+	if out, err := gmesh(t, stateDir, "rollout", "resume", "echo-client"); err != nil {
+		t.Fatalf("rollout resume: %v\n%s", err, out)
 	}
 	if err := d.wait(t, 3*time.Minute); err != nil {
 		t.Fatalf("deploy failed: %v\n%s", err, d.output())

@@ -195,8 +195,15 @@ func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }
 func rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL.Scheme = "http"
 	pr.Out.URL.Host = "backend.invalid"
-	pr.SetXForwarded()
-	pr.Out.Host = pr.In.Host // as the gateway route left it (Routes rewrites it)
+	pr.SetXForwarded() // X-Forwarded-Host: the client's host
+	pr.Out.Host = pr.In.Host
+	if st, ok := pr.In.Context().Value(stateKey{}).(*reqState); ok {
+		// As the gateway route rewrote them.
+		pr.Out.Host = st.host
+		if st.path != pr.Out.URL.Path {
+			pr.Out.URL.Path, pr.Out.URL.RawPath = st.path, ""
+		}
+	}
 }
 
 // Handler returns the gateway's HTTP handler (without the server's header

@@ -24,6 +24,9 @@ type reqState struct {
 	retried bool
 	body    *body  // nil when the request has no body
 	route   *route // where the request may go
+	// path and host are what the request goes on with, as its gateway
+	// route rewrote them.
+	path, host string
 }
 
 func (st *reqState) setBackend(id string) {
@@ -44,7 +47,7 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	start := g.clock.Now()
 	sw := &statusWriter{ResponseWriter: w}
 	st := &reqState{}
-	path := r.URL.Path // as the client sent it; routing may rewrite r's
+	path := r.URL.Path
 	defer func() {
 		// ReverseProxy aborts with http.ErrAbortHandler when copying a
 		// response body fails; still log and count it.
@@ -70,7 +73,7 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	g.mu.RLock()
 	tbl := g.table
 	g.mu.RUnlock()
-	rt, err := tbl.resolve(r)
+	rt, outPath, outHost, err := tbl.resolve(r)
 	if err != nil {
 		var re *routeError
 		if errors.As(err, &re) {
@@ -80,7 +83,7 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	st.route = rt
+	st.route, st.path, st.host = rt, outPath, outHost
 	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.RequestTimeout)
 	defer cancel()
 	ctx = context.WithValue(ctx, stateKey{}, st)

@@ -146,38 +146,35 @@ func (g *Gateway) replace(bs []Backend, build func(byID map[string]*backend) *ta
 	g.log.Info("gateway backends", "count", len(next), "removed", len(old))
 }
 
-// resolve finds where r goes: the matching gateway route (rewriting r's
-// path and host as it says), then the target service's matching route.
-func (t *table) resolve(r *http.Request) (*route, error) {
+// resolve finds where r goes: the matching gateway route, which says how
+// r's path and host are rewritten (returned; r is left as the client sent
+// it), then the target service's route that matches the rewritten request.
+func (t *table) resolve(r *http.Request) (rt *route, path, host string, err error) {
+	path, host = r.URL.Path, r.Host
 	if t == nil {
-		return nil, errNoBackend
+		return nil, path, host, errNoBackend
 	}
 	if t.rules == nil {
-		return t.poolRoute, nil
+		return t.poolRoute, path, host, nil
 	}
-	req := mesh.Request{Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Host: r.Host, Header: r.Header}
+	req := mesh.Request{Method: r.Method, Path: path, RawQuery: r.URL.RawQuery, Host: host, Header: r.Header}
 	if a, ok := r.Context().Value(http.LocalAddrContextKey).(*net.TCPAddr); ok {
 		req.Port = a.Port
 	}
 	gr := mesh.MatchGateway(t.rules, &req)
 	if gr == nil {
-		return nil, &routeError{http.StatusNotFound, fmt.Sprintf("no gateway route matches %s %s", r.Method, r.URL.Path)}
+		return nil, path, host, &routeError{http.StatusNotFound, fmt.Sprintf("no gateway route matches %s %s", r.Method, r.URL.Path)}
 	}
-	path, host := gr.Rewrite(&req)
-	if path != r.URL.Path {
-		r.URL.Path, r.URL.RawPath = path, ""
-		req.Path = path
-	}
-	r.Host, req.Host = host, host
+	req.Path, req.Host = gr.Rewrite(&req)
 	svc := t.services[gr.Service]
 	if svc == nil {
-		return nil, &routeError{http.StatusServiceUnavailable, fmt.Sprintf("virtual service %s has no routes", gr.Service)}
+		return nil, path, host, &routeError{http.StatusServiceUnavailable, fmt.Sprintf("virtual service %s has no routes", gr.Service)}
 	}
 	rule := svc.Match(&req)
 	if rule == nil {
-		return nil, &routeError{http.StatusNotFound, fmt.Sprintf("no route of virtual service %s matches %s %s", gr.Service, r.Method, path)}
+		return nil, path, host, &routeError{http.StatusNotFound, fmt.Sprintf("no route of virtual service %s matches %s %s", gr.Service, r.Method, req.Path)}
 	}
-	return t.routes[rule], nil
+	return t.routes[rule], req.Path, req.Host, nil
 }
 
 // poolTarget is the one target of a SetBackends table.

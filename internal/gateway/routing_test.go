@@ -105,10 +105,13 @@ func TestRoutingCases(t *testing.T) {
 }
 
 // TestRewriteReachesBackend: the backend sees the path as the gateway route
-// rewrote it and the target service's name as the host.
+// rewrote it, the target service's name as the host, and the client's host
+// in X-Forwarded-Host.
 func TestRewriteReachesBackend(t *testing.T) {
 	var seen atomic.Value
-	b := startBackend(t, "a", func(w http.ResponseWriter, r *http.Request) { seen.Store(r.Host + " " + r.URL.Path) })
+	b := startBackend(t, "a", func(w http.ResponseWriter, r *http.Request) {
+		seen.Store(r.Host + " " + r.URL.Path + " forwarded-host=" + r.Header.Get("X-Forwarded-Host"))
+	})
 	host, port, _ := net.SplitHostPort(strings.TrimPrefix(b.URL, "http://"))
 	p, _ := strconv.Atoi(port)
 	st := mesh.NewState()
@@ -124,10 +127,17 @@ func TestRewriteReachesBackend(t *testing.T) {
 	}
 	g, url := startGateway(t, Config{DisableHealthCheck: true})
 	g.SetRoutes(rt)
-	if code, body := get(t, newClient(), url+"/api/items/1"); code != http.StatusOK {
-		t.Fatalf("got %d %q", code, body)
+	req, _ := http.NewRequest("GET", url+"/api/items/1", nil)
+	req.Host = "shop.example"
+	resp, err := newClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if want := fmt.Sprintf("%s /items/1", meshtest.Service); seen.Load() != want {
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("got %d", resp.StatusCode)
+	}
+	if want := fmt.Sprintf("%s /items/1 forwarded-host=shop.example", meshtest.Service); seen.Load() != want {
 		t.Errorf("backend saw %q, want %q", seen.Load(), want)
 	}
 }
