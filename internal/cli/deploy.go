@@ -41,7 +41,7 @@ func (o *deployOptions) flags(cmd *cobra.Command) {
 	cmd.Flags().Float64Var(&o.minSuccess, "min-success", 0.99, "gate: least success rate of the new version over a bake (0..1)")
 	cmd.Flags().DurationVar(&o.maxP99, "max-p99", 500*time.Millisecond, "gate: highest p99 latency of the new version over a bake")
 	cmd.Flags().Int64Var(&o.minRequests, "min-requests", 20, "requests the new version must serve in a bake before it is judged")
-	cmd.Flags().BoolVar(&o.detach, "detach", false, "start the rollout and return; follow it with `gmesh rollout status SERVICE --watch`")
+	cmd.Flags().BoolVar(&o.detach, "detach", false, "start the rollout and return; follow it with: gmesh rollout status SERVICE --watch")
 }
 
 func parseSteps(s string) ([]int, error) {

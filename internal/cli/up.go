@@ -55,9 +55,9 @@ func newUpCmd(g *globals, stdio IO) *cobra.Command {
 			return runUp(cmd.Context(), g, o, stdio)
 		},
 	}
-	cmd.Flags().StringVarP(&o.file, "filename", "f", "", "stack manifest (default: the built-in echo stack; see `gmesh init`)")
+	cmd.Flags().StringVarP(&o.file, "filename", "f", "", "stack manifest (default: the built-in echo stack; gmesh init writes it out)")
 	cmd.Flags().StringVar(&o.listen, "listen", "", "public endpoint of the gateway (default: the stack's virtual gateway, 127.0.0.1:8080)")
-	cmd.Flags().BoolVarP(&o.detach, "detach", "d", false, "run in the background; stop with `gmesh down`")
+	cmd.Flags().BoolVarP(&o.detach, "detach", "d", false, "run in the background (stop it with gmesh down)")
 	cmd.Flags().StringVar(&o.cpAddr, "controlplane-addr", "", "control plane address (default: as recorded in the state directory, else a free loopback port)")
 	cmd.Flags().StringVar(&o.ipBase, "task-ip-base", "127.0.0", "first three octets of the tasks' loopback addresses")
 	cmd.Flags().StringVar(&o.dashAddr, "dashboard", "127.0.0.1:0", "address of the live dashboard (\"off\": none)")
