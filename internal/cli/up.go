@@ -77,7 +77,7 @@ func lockDir(dir statedir.Dir) (*os.File, error) {
 		if info, rerr := dir.ReadUpInfo(); rerr == nil && info.PID > 0 {
 			who = fmt.Sprintf(" (pid %d)", info.PID)
 		}
-		return nil, fmt.Errorf("state directory %s is in use by another running `gmesh up`%s; stop it with `gmesh down` or use another --state-dir", dir.Path, who)
+		return nil, fmt.Errorf("state directory %s is in use by another running `gmesh up`%s; stop it with `gmesh down --state-dir %s` or use another --state-dir", dir.Path, who, shellQuote(dir.Path))
 	}
 	return f, nil
 }
@@ -262,7 +262,7 @@ func runUp(ctx context.Context, g *globals, o *upOptions, stdio IO) error {
 	if dashURL != "" {
 		fmt.Fprintf(stdio.Out, "Dashboard: %s\n", dashURL)
 	}
-	fmt.Fprintf(stdio.Out, "State: %s\nLogs: %s (gmesh logs SERVICE)\n", dir.Path, dir.LogDir())
+	fmt.Fprintf(stdio.Out, "State: %s\nLogs: %s (gmesh logs SERVICE%s)\n", dir.Path, dir.LogDir(), g.stateDirFlag())
 	info := statedir.UpInfo{PID: os.Getpid(), Public: public, Dashboard: dashURL, ControlPlane: cpInfo.Addr}
 	_ = dir.WriteUpInfo(info)
 	defer os.Remove(dir.UpInfoPath())
@@ -290,7 +290,7 @@ func runUp(ctx context.Context, g *globals, o *upOptions, stdio IO) error {
 				return shutdown()
 			}
 			_ = shutdown()
-			return fmt.Errorf("the mesh did not answer through %s within %s: %v (see `gmesh status` and %s)", public, o.readyFor, err, dir.LogDir())
+			return fmt.Errorf("the mesh did not answer through %s within %s: %v (see `gmesh status%s` and %s)", public, o.readyFor, err, g.stateDirFlag(), dir.LogDir())
 		}
 		fmt.Fprintf(stdio.Out, "Ready in %s: curl '%s/?name=Yusuke'\n  %s\n", time.Since(started).Round(time.Millisecond), public, reply)
 	} else {
