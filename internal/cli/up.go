@@ -249,7 +249,11 @@ func runUp(ctx context.Context, g *globals, o *upOptions, stdio IO) error {
 		go func() { gwErr <- gw.Serve(gwLn) }()
 	}
 
-	dashURL, stopDash, err := startDashboard(runCtx, o.dashAddr, client, dir, logger)
+	var gwListen map[string]string
+	if gw != nil {
+		gwListen = map[string]string{gwRes.Metadata.Mesh + "/" + gwName: gwLn.Addr().String()}
+	}
+	dashURL, stopDash, err := startDashboard(runCtx, o.dashAddr, client, dir, gwListen, logger)
 	if err != nil {
 		cancelRun()
 		wg.Wait()
@@ -492,7 +496,8 @@ func findModuleRoot(dir string) (string, bool) {
 // its URL and a stop function.
 // On a non-loopback address its buttons need the admin API's bearer token
 // (the state directory's token file), as the admin API does.
-func startDashboard(ctx context.Context, addr string, c *controlplane.Client, dir statedir.Dir, logger *slog.Logger) (string, func(context.Context), error) {
+// gwListen is where each gateway really listens, by "mesh/name".
+func startDashboard(ctx context.Context, addr string, c *controlplane.Client, dir statedir.Dir, gwListen map[string]string, logger *slog.Logger) (string, func(context.Context), error) {
 	if addr == "" || addr == "off" {
 		return "", func(context.Context) {}, nil
 	}
@@ -503,7 +508,7 @@ func startDashboard(ctx context.Context, addr string, c *controlplane.Client, di
 			return "", nil, err
 		}
 	}
-	d, err := dashboard.New(dashboard.Config{Source: c, Token: token, Logger: logger.With("component", "dashboard")})
+	d, err := dashboard.New(dashboard.Config{Source: c, Token: token, GatewayListen: gwListen, Logger: logger.With("component", "dashboard")})
 	if err != nil {
 		return "", nil, err
 	}

@@ -380,6 +380,11 @@ func (r *statusRecorder) Write(b []byte) (int, error) {
 
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
+// probePaths are health and liveness probes: logged, but not counted in the
+// HTTP metrics, so that a request rate or success rate read from them is the
+// echo traffic's own (as the server leaves health checks out of its own).
+var probePaths = map[string]bool{"/healthz": true, "/ping": true, "/readyz": true}
+
 // instrument adds the access log and the HTTP metrics.
 func (c *Client) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -390,9 +395,10 @@ func (c *Client) instrument(next http.Handler) http.Handler {
 			rec.code = http.StatusOK
 		}
 		d := time.Since(start)
-		code := strconv.Itoa(rec.code)
-		c.metrics.requests.WithLabelValues(code).Inc()
-		c.metrics.duration.Observe(d.Seconds())
+		if !probePaths[r.URL.Path] {
+			c.metrics.requests.WithLabelValues(strconv.Itoa(rec.code)).Inc()
+			c.metrics.duration.Observe(d.Seconds())
+		}
 		c.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
 			slog.String("method", r.Method),
 			slog.String("path", r.URL.Path),
