@@ -24,7 +24,7 @@ func upDetached(ctx context.Context, g *globals, o *upOptions, stdio IO) error {
 	if err != nil {
 		return err
 	}
-	exe, err := os.Executable()
+	exe, err := selfExe()
 	if err != nil {
 		return err
 	}
@@ -47,6 +47,7 @@ func upDetached(ctx context.Context, g *globals, o *upOptions, stdio IO) error {
 	defer logf.Close()
 	_ = os.Remove(dir.UpInfoPath())
 	cmd := exec.Command(exe, args...)
+	cmd.Args[0] = "gmesh" // not /proc/self/exe, in ps
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
