@@ -44,10 +44,14 @@ type State struct {
 
 // GatewayView is a virtual gateway and where its routes lead.
 type GatewayView struct {
-	Mesh    string          `json:"mesh"`
-	Name    string          `json:"name"`
+	Mesh string `json:"mesh"`
+	Name string `json:"name"`
+	// Address and Ports are the spec's; Listen is where the gateway really
+	// listens (host:port; Config.GatewayListen), when known: `gmesh up
+	// --listen` moves it off the spec's port.
 	Address string          `json:"address,omitempty"`
 	Ports   []int           `json:"ports,omitempty"`
+	Listen  string          `json:"listen,omitempty"`
 	Routes  []*GatewayRoute `json:"routes"`
 }
 

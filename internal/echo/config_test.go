@@ -190,6 +190,10 @@ func TestClientMetrics(t *testing.T) {
 	httpDo(t, "GET", clientURL(c, "/?name=a"))
 	httpDo(t, "GET", clientURL(c, "/?name=b"))
 	httpDo(t, "POST", clientURL(c, "/"))
+	// Probes are not echo traffic: not counted.
+	for _, p := range []string{"/healthz", "/ping", "/readyz"} {
+		httpDo(t, "GET", clientURL(c, p))
+	}
 	code, body, _ := httpDo(t, "GET", "http://"+c.MetricsAddr().String()+"/metrics")
 	if code != http.StatusOK {
 		t.Fatalf("GET /metrics = %d", code)
