@@ -168,6 +168,8 @@ func (d *Dashboard) poll(ctx context.Context) {
 	sctx, cancel := context.WithTimeout(ctx, max(d.cfg.Interval, 2*time.Second))
 	st, err := d.cfg.Source.Status(sctx)
 	cancel()
+	// Secret values (deploy --env) never reach a browser.
+	st = st.Redacted()
 	if err != nil {
 		if ctx.Err() != nil {
 			return

@@ -1,6 +1,7 @@
 package dashboard
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"io"
@@ -483,4 +484,76 @@ func FuzzHostOrigin(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestSecretsNotShown checks deploy --env values reach no browser: not in
+// /api/state, the event stream, nor a control's answer; their keys do.
+func TestSecretsNotShown(t *testing.T) {
+	const secret = "hunter2-secret"
+	ctx := testContext(t)
+	st := echoStatus(90, 10, "", "")
+	ro := st.Rollouts[0]
+	ro.Rollout().Target.Env = map[string]string{"DB_PASSWORD": secret}
+	ro.RolloutStatus().History[0].Env = map[string]string{"OLD_PASSWORD": secret}
+	for _, ts := range st.TaskSets {
+		ts.TaskSet().Env = map[string]string{"DB_PASSWORD": secret}
+	}
+	src := &fakeSource{control: func(context.Context, string, string, string) (*mesh.Resource, error) { return ro, nil }}
+	src.set(st, nil)
+	d, _, srv := newTest(t, src, Config{})
+	d.poll(ctx)
+	check := func(what string, body []byte) {
+		t.Helper()
+		if strings.Contains(string(body), secret) {
+			t.Errorf("%s shows the secret: %s", what, body)
+		}
+		for _, want := range []string{`"DB_PASSWORD":"(set)"`, `"OLD_PASSWORD":"(set)"`} {
+			if !strings.Contains(string(body), want) {
+				t.Errorf("%s: got %s, want it to contain %s", what, body, want)
+			}
+		}
+	}
+
+	resp, err := srv.Client().Get(srv.URL + "/api/state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	check("/api/state", body)
+
+	ectx, cancel := context.WithCancel(ctx)
+	req, _ := http.NewRequestWithContext(ectx, "GET", srv.URL+"/api/events", nil)
+	resp, err = srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := make(chan sseEvent, 16)
+	go readEvents(bufio.NewReader(resp.Body), evs)
+	for ev := range evs {
+		if ev.name == "snapshot" {
+			check("/api/events snapshot", []byte(ev.data))
+			break
+		}
+	}
+	cancel()
+	resp.Body.Close()
+
+	req, _ = http.NewRequest("POST", srv.URL+"/api/rollouts/echo/echo-server/pause", nil)
+	req.Header.Set("X-Gmesh", "1")
+	resp, err = srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("pause: got status %d, want 200 (body %s)", resp.StatusCode, body)
+	}
+	check("the pause's answer", body)
+	// The source's own resources keep their values: only what is shown is
+	// redacted.
+	if got := ro.Rollout().Target.Env["DB_PASSWORD"]; got != secret {
+		t.Errorf("the source's rollout env was changed to %q", got)
+	}
 }

@@ -154,6 +154,7 @@ func (d *Dashboard) serveControl(w http.ResponseWriter, r *http.Request) {
 		Rollout *RolloutView   `json:"rollout,omitempty"`
 		Raw     *mesh.Resource `json:"resource,omitempty"`
 	}{Action: action, Mesh: meshName, Service: service}
+	res = res.Redacted()
 	if res != nil && res.Kind == mesh.KindRollout {
 		out.Rollout = rolloutView(res)
 	} else {
