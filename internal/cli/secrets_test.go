@@ -132,3 +132,16 @@ spec:
 		}
 	}
 }
+
+// TestUpRefusesBadAllowedHost checks gmesh up names a bad
+// --dashboard-allowed-hosts entry before it starts anything.
+func TestUpRefusesBadAllowedHost(t *testing.T) {
+	ctx := testContext(t, 30*time.Second)
+	stateDir := t.TempDir()
+	for _, bad := range []string{"user@evil.example", "http://dash.example", "dash.example:99999", "::1"} {
+		code, out, errOut := runGmesh(ctx, "127.0.0.1:1", stateDir, "up", "--dashboard-allowed-hosts", "localhost,"+bad)
+		if code != 1 || !strings.Contains(errOut, "--dashboard-allowed-hosts") || !strings.Contains(errOut, bad) {
+			t.Errorf("up --dashboard-allowed-hosts localhost,%s: got exit %d, stdout %q, stderr %q; want exit 1 naming the flag and the entry", bad, code, out, errOut)
+		}
+	}
+}

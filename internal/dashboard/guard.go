@@ -167,6 +167,13 @@ func parseAllowedHosts(hosts []string) ([]hostPort, error) {
 	return out, nil
 }
 
+// CheckAllowedHosts reports the first of hosts that Config.AllowedHosts
+// would refuse, so that a command can say so before it starts anything.
+func CheckAllowedHosts(hosts []string) error {
+	_, err := parseAllowedHosts(hosts)
+	return err
+}
+
 // isLoopbackHost reports whether host (as parseHostPort returns it) names
 // loopback: "localhost" or a literal loopback address.
 func isLoopbackHost(host string) bool {
