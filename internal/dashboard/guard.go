@@ -25,9 +25,11 @@ import (
 //     configured (Config.AllowedHosts). A rebinding page always sends its
 //     own name, so it is refused here. A literal address cannot be rebound.
 //  2. Origin is checked on every request that carries one, against the
-//     same list (scheme http or https). A POST without Origin is accepted
-//     only from a non-browser client (no Sec-Fetch-Site, or "same-origin"
-//     / "none"); it still needs the X-Gmesh header.
+//     same list (scheme http or https). A request that a browser marks as
+//     from another site or port (Sec-Fetch-Site other than same-origin or
+//     none) is refused unless it is a navigation (GET, Sec-Fetch-Mode
+//     navigate), so a POST without Origin comes from a non-browser client;
+//     it still needs the X-Gmesh header.
 //  3. A token is needed by every request that does not come from loopback
 //     with a loopback Host and no proxy headers (Forwarded, X-Forwarded-For,
 //     X-Real-IP), reads and static pages included: "Authorization: Bearer
@@ -306,9 +308,14 @@ func (g *guard) wrap(d *Dashboard, h http.Handler) http.Handler {
 				d.refuse(w, r, http.StatusForbidden, "Origin", v, hint("let pages from "+o.String()+" use it"))
 				return
 			}
-		} else if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			if s := r.Header.Get("Sec-Fetch-Site"); s != "" && s != "same-origin" && s != "none" {
-				d.refuse(w, r, http.StatusForbidden, "Sec-Fetch-Site", s, "a browser request that changes state must be same-origin and carry its Origin")
+		}
+		// A browser says where a request comes from; of another site's
+		// (or another port's) requests only a navigation to a page is let
+		// in: no reads by <img> or <script>, no event streams, no posts.
+		if s := r.Header.Get("Sec-Fetch-Site"); s != "" && s != "same-origin" && s != "none" {
+			nav := r.Header.Get("Sec-Fetch-Mode") == "navigate" && (r.Method == http.MethodGet || r.Method == http.MethodHead)
+			if !nav {
+				d.refuse(w, r, http.StatusForbidden, "Sec-Fetch-Site", s, "the dashboard serves other sites' pages nothing but a navigation to it")
 				return
 			}
 		}

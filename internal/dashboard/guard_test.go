@@ -61,6 +61,9 @@ func TestDNSRebindingRefused(t *testing.T) {
 		{"another local app's page", "POST", "/api/rollouts/echo/echo-server/pause", "127.0.0.1:" + port, "http://localhost:3000", "Origin"},
 		{"sandboxed page", "POST", "/api/rollouts/echo/echo-server/pause", "127.0.0.1:" + port, "null", "Origin"},
 		{"cross-site read", "GET", "/api/state", "127.0.0.1:" + port, "http://evil.example:" + port, "Origin"},
+		{"cross-site read without Origin", "GET", "/api/state", "127.0.0.1:" + port, "", "Sec-Fetch-Site"},
+		{"cross-site event stream", "GET", "/api/events", "127.0.0.1:" + port, "", "Sec-Fetch-Site"},
+		{"cross-site post without Origin", "POST", "/api/rollouts/echo/echo-server/pause", "127.0.0.1:" + port, "", "Sec-Fetch-Site"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -71,6 +74,10 @@ func TestDNSRebindingRefused(t *testing.T) {
 			req.Host = tt.host
 			if tt.origin != "" {
 				req.Header.Set("Origin", tt.origin)
+			}
+			if tt.wantHeader == "Sec-Fetch-Site" {
+				req.Header.Set("Sec-Fetch-Site", "cross-site")
+				req.Header.Set("Sec-Fetch-Mode", "no-cors")
 			}
 			req.Header.Set("X-Gmesh", "1")
 			resp, err := srv.Client().Do(req)
@@ -84,11 +91,14 @@ func TestDNSRebindingRefused(t *testing.T) {
 			}
 			msg := errorOf(t, body)
 			refused := tt.host
-			if tt.wantHeader == "Origin" {
+			switch tt.wantHeader {
+			case "Origin":
 				refused = tt.origin
+			case "Sec-Fetch-Site":
+				refused = "cross-site"
 			}
 			for _, want := range []string{"refused " + tt.wantHeader + " header", quote(refused), "--dashboard-allowed-hosts"} {
-				if tt.origin == "null" && want == "--dashboard-allowed-hosts" {
+				if (tt.origin == "null" || tt.wantHeader == "Sec-Fetch-Site") && want == "--dashboard-allowed-hosts" {
 					continue
 				}
 				if !strings.Contains(msg, want) {
@@ -122,6 +132,18 @@ func TestDNSRebindingRefused(t *testing.T) {
 	}
 	if got := len(src.Calls()); got != 3 {
 		t.Errorf("got %d controls after the allowed posts, want 3", got)
+	}
+	// A link from another site opens the page.
+	req, _ := http.NewRequest("GET", srv.URL+"/", nil)
+	req.Header.Set("Sec-Fetch-Site", "cross-site")
+	req.Header.Set("Sec-Fetch-Mode", "navigate")
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("a navigation from another site: got status %d, want 200", resp.StatusCode)
 	}
 }
 
