@@ -37,6 +37,7 @@ func newStatusCmd(g *globals, stdio IO) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			st = st.Redacted() // env values (deploy --env) shown as "(set)"
 			switch output {
 			case "json":
 				b, err := json.MarshalIndent(st, "", "  ")
