@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gmesh-dev/gmesh/internal/mesh"
+	"github.com/gmesh-dev/gmesh/internal/xds/bootstrap"
 )
 
 // jsClientDir holds the JavaScript xDS client and its pinned packages
@@ -83,14 +84,14 @@ type jsClient struct {
 	err    error
 }
 
-// startJSClient runs the JS client with the bootstrap file and args
-// (client.js's flags).
-func startJSClient(t *testing.T, node, bootstrapFile string, args ...string) *jsClient {
+// startJSClient runs the JS client with bootstrapEnv (GRPC_XDS_BOOTSTRAP=FILE
+// or GRPC_XDS_BOOTSTRAP_CONFIG=JSON) and args (client.js's flags).
+func startJSClient(t *testing.T, node, bootstrapEnv string, args ...string) *jsClient {
 	t.Helper()
 	proto := filepath.Join(moduleRoot, "api", "echo", "v1", "echo.proto")
 	cmd := exec.Command(node, append([]string{"client.js", "--proto", proto}, args...)...)
 	cmd.Dir = jsClientDir
-	cmd.Env = append(os.Environ(), "GRPC_XDS_BOOTSTRAP="+bootstrapFile)
+	cmd.Env = append(os.Environ(), bootstrapEnv)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -202,14 +203,31 @@ func (c *jsClient) waitCalls(t *testing.T, n int, timeout time.Duration) jsRepor
 	return r
 }
 
-// writeBootstrap runs `gmesh bootstrap` for nodeID and returns the file.
-func writeBootstrap(t *testing.T, stateDir, nodeID string) string {
+// bootstrapFileEnv runs `gmesh bootstrap -o FILE` for nodeID and returns
+// GRPC_XDS_BOOTSTRAP=FILE.
+func bootstrapFileEnv(t *testing.T, stateDir, nodeID string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "bootstrap.json")
 	if out, err := gmesh(t, stateDir, "bootstrap", "--node-id", nodeID, "-o", path); err != nil {
 		t.Fatalf("gmesh bootstrap: %v\n%s", err, out)
 	}
-	return path
+	return bootstrap.EnvFile + "=" + path
+}
+
+// bootstrapConfigEnv runs `gmesh bootstrap` for nodeID and returns
+// GRPC_XDS_BOOTSTRAP_CONFIG=<its standard output>.
+func bootstrapConfigEnv(t *testing.T, stateDir, nodeID string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, gmeshBin, "bootstrap", "--node-id", nodeID, "--state-dir", stateDir)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil || stderr.Len() > 0 {
+		t.Fatalf("gmesh bootstrap: %v\nstdout:\n%s\nstderr:\n%s", err, out, stderr.String())
+	}
+	return bootstrap.EnvConfig + "=" + string(out)
 }
 
 // apply applies a manifest through the CLI.
@@ -274,7 +292,8 @@ spec:
 // TestXDSClientJS is issue 11's "any xDS client can join" test: a
 // JavaScript client (@grpc/grpc-js with @grpc/grpc-js-xds, pinned by
 // testdata/xdsclient-js/package-lock.json), given the bootstrap `gmesh
-// bootstrap` prints, dials xds:///echo-server.echo.local and
+// bootstrap` prints (as a file in GRPC_XDS_BOOTSTRAP, then as JSON in
+// GRPC_XDS_BOOTSTRAP_CONFIG), dials xds:///echo-server.echo.local and
 //
 //   - follows a 90/10 weighted route over echo-server 0.9 and 1.0 (each
 //     version within ±5 points of its weight over 2,000 calls);
@@ -344,7 +363,7 @@ spec:
 		waitPublished(t, stateDir)
 
 		const calls = 2000
-		bs := writeBootstrap(t, stateDir, "e2e-js-split")
+		bs := bootstrapFileEnv(t, stateDir, "e2e-js-split")
 		c := startJSClient(t, node, bs, "--calls", fmt.Sprint(calls), "--concurrency", "4", "--max-seconds", "120")
 		r := c.wait(t, 3*time.Minute)
 		t.Logf("JS client over a 90/10 route: %d calls, %d failed, by version %v", r.Calls, r.Failed, r.Versions)
@@ -380,7 +399,7 @@ spec:
 
 	t.Run("deploy", func(t *testing.T) {
 		const nodeID = "e2e-js-deploy"
-		bs := writeBootstrap(t, stateDir, nodeID)
+		bs := bootstrapConfigEnv(t, stateDir, nodeID)
 		// 100 calls/s, bounded by 5 minutes; stopped through stdin below.
 		c := startJSClient(t, node, bs, "--rps", "100", "--concurrency", "4", "--max-seconds", "300")
 		c.waitCalls(t, 50, time.Minute)
@@ -423,4 +442,38 @@ spec:
 			}
 		}
 	})
+}
+
+// TestTaskBootstrapAcceptedByGrpcJS: the bootstrap `gmesh up` gives its
+// tasks (in GRPC_XDS_BOOTSTRAP_CONFIG, with the task id as node id) is one
+// grpc-js-xds accepts, so a task written in JavaScript can use xDS too. The
+// bootstrap gmesh gave its tasks before, without node.locality, is the
+// control: grpc-js-xds refuses it.
+func TestTaskBootstrapAcceptedByGrpcJS(t *testing.T) {
+	node := nodeJS(t)
+	task, err := bootstrap.JSON("127.0.0.1:15010", "echo-client-0-1-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, config, want string
+		ok                 bool
+	}{
+		{"the tasks' bootstrap", string(task), "ok: node echo-client-0-1-1, server 127.0.0.1:15010", true},
+		{"without node.locality", `{"xds_servers":[{"server_uri":"127.0.0.1:15010","channel_creds":[{"type":"insecure"}],"server_features":[]}],"node":{"id":"echo-client-0-1-1"}}`,
+			"locality field missing in node element", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, node, "check-bootstrap.js")
+			cmd.Dir = jsClientDir
+			cmd.Env = append(os.Environ(), bootstrap.EnvConfig+"="+tt.config)
+			out, err := cmd.CombinedOutput()
+			if (err == nil) != tt.ok || !strings.Contains(string(out), tt.want) {
+				t.Errorf("grpc-js-xds on %s: %v, %q; want ok=%v and %q", tt.name, err, out, tt.ok, tt.want)
+			}
+		})
+	}
 }
