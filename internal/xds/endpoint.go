@@ -28,16 +28,7 @@ func locality() *corepb.Locality {
 // selects nothing gets an empty assignment, so its cluster still resolves.
 func (t *translator) loadAssignment(vn *mesh.Resource, spec *mesh.VirtualNodeSpec, name string) *endpointpb.ClusterLoadAssignment {
 	cla := &endpointpb.ClusterLoadAssignment{ClusterName: name}
-	sel := spec.ServiceDiscovery.Selector()
-	if sel == nil {
-		return cla
-	}
-	var eps []*mesh.Endpoint
-	for _, e := range t.endpoints {
-		if e != nil && e.Mesh == vn.Metadata.Mesh && e.Matches(sel) && e.Serving() && e.Port > 0 && e.Address != "" {
-			eps = append(eps, e)
-		}
-	}
+	eps := t.serving(vn)
 	if len(eps) == 0 {
 		return cla
 	}
