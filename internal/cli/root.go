@@ -122,6 +122,7 @@ func New(stdio IO) *cobra.Command {
 		newRolloutCmd(g, stdio),
 		newRollbackCmd(g, stdio),
 		newLoadCmd(g, stdio),
+		newBootstrapCmd(g, stdio),
 	)
 	return root
 }

@@ -11,11 +11,15 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/gmesh-dev/gmesh/internal/mesh"
+	"github.com/gmesh-dev/gmesh/internal/xds/bootstrap"
 )
 
-// locality is the one locality every endpoint is in. grpc-go NACKs an EDS
-// response with a locality that has no ID, so it names one.
-func locality() *corepb.Locality { return &corepb.Locality{Region: "gmesh", Zone: "local"} }
+// locality is the one locality every endpoint is in, the one clients'
+// bootstraps name too. grpc-go NACKs an EDS response with a locality that
+// has no ID, so it names one.
+func locality() *corepb.Locality {
+	return &corepb.Locality{Region: bootstrap.LocalRegion, Zone: bootstrap.LocalZone}
+}
 
 // loadAssignment selects the serving endpoints (RUNNING, HEALTHY, not
 // draining) of the node's mesh that its service discovery selects, in one
