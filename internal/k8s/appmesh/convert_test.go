@@ -43,13 +43,13 @@ var howtoPods = map[types.NamespacedName][]string{
 
 // summary is a conversion's outcome as the golden file holds it.
 type summary struct {
-	Object     string                   `json:"object"`
-	Mesh       string                   `json:"mesh,omitempty"`
-	Name       string                   `json:"name,omitempty"`
-	Resources  []*mesh.Resource         `json:"resources,omitempty"`
-	Endpoints  []*mesh.Endpoint         `json:"endpoints,omitempty"`
+	Object     string                    `json:"object"`
+	Mesh       string                    `json:"mesh,omitempty"`
+	Name       string                    `json:"name,omitempty"`
+	Resources  []*mesh.Resource          `json:"resources,omitempty"`
+	Endpoints  []*mesh.Endpoint          `json:"endpoints,omitempty"`
 	Unhonoured []v1beta2.UnhonouredField `json:"unhonoured,omitempty"`
-	Errors     []string                 `json:"errors,omitempty"`
+	Errors     []string                  `json:"errors,omitempty"`
 }
 
 func summarize(rs Results) []summary {

@@ -66,8 +66,8 @@ func (c *converter) route(r result, from *entry, f, router string, rs *mesh.Virt
 	if g := rt.GRPCRoute; g != nil {
 		n++
 		g2 := &mesh.GRPCRoute{
-			Match: mesh.GRPCRouteMatch{ServiceName: deref(g.Match.ServiceName, ""), MethodName: deref(g.Match.MethodName, "")},
-			Action: mesh.RouteAction{WeightedTargets: c.weightedTargets(r, from, f+".grpcRoute.action.weightedTargets", g.Action.WeightedTargets)},
+			Match:   mesh.GRPCRouteMatch{ServiceName: deref(g.Match.ServiceName, ""), MethodName: deref(g.Match.MethodName, "")},
+			Action:  mesh.RouteAction{WeightedTargets: c.weightedTargets(r, from, f+".grpcRoute.action.weightedTargets", g.Action.WeightedTargets)},
 			Timeout: grpcTimeout(g.Timeout),
 		}
 		for j, m := range g.Match.Metadata {
