@@ -53,7 +53,7 @@ type VirtualGatewayHealthCheckPolicy struct {
 
 // VirtualGatewayConnectionPool limits the gateway's upstream connections:
 // at most one of http, http2, grpc.
-// +kubebuilder:validation:XValidation:rule="[has(self.http), has(self.http2), has(self.grpc)].filter(x, x).size() <= 1",message="at most one of http, http2, grpc may be set"
+// +kubebuilder:validation:XValidation:rule="(has(self.http) ? 1 : 0) + (has(self.http2) ? 1 : 0) + (has(self.grpc) ? 1 : 0) <= 1",message="at most one of http, http2, grpc may be set"
 type VirtualGatewayConnectionPool struct {
 	// HTTP pool.
 	// +optional

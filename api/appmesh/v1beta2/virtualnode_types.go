@@ -261,7 +261,7 @@ type ListenerTimeout struct {
 
 // VirtualNodeConnectionPool limits the connections Envoy opened to the
 // local application: at most one of tcp, http, http2, grpc.
-// +kubebuilder:validation:XValidation:rule="[has(self.tcp), has(self.http), has(self.http2), has(self.grpc)].filter(x, x).size() <= 1",message="at most one of tcp, http, http2, grpc may be set"
+// +kubebuilder:validation:XValidation:rule="(has(self.tcp) ? 1 : 0) + (has(self.http) ? 1 : 0) + (has(self.http2) ? 1 : 0) + (has(self.grpc) ? 1 : 0) <= 1",message="at most one of tcp, http, http2, grpc may be set"
 type VirtualNodeConnectionPool struct {
 	// TCP pool.
 	// +optional
