@@ -45,7 +45,7 @@ type crd struct {
 
 func loadCRDs(t *testing.T) map[string]*crd {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(crdDir, "*.yaml"))
+	files, err := filepath.Glob(filepath.Join(crdDir, "appmesh.k8s.aws_*.yaml"))
 	if err != nil || len(files) != 6 {
 		t.Fatalf("got CRD files %v (%v), want 6", files, err)
 	}
