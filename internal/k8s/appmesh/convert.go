@@ -184,6 +184,7 @@ func Convert(in Input) Results {
 		return cmp.Or(cmp.Compare(order[a.Object.Kind], order[b.Object.Kind]),
 			cmp.Compare(a.Object.Namespace, b.Object.Namespace), cmp.Compare(a.Object.Name, b.Object.Name))
 	})
+	claimRouteNames(out)
 	for _, r := range out {
 		if len(r.Errors) > 0 && r.Object.Kind != mesh.KindVirtualRouter {
 			r.Resources, r.Endpoints = nil, nil
@@ -240,4 +241,38 @@ func (r result) validate(res *mesh.Resource) bool {
 
 func newResource(kind mesh.Kind, meshName, name string, spec any) *mesh.Resource {
 	return &mesh.Resource{APIVersion: mesh.APIVersion, Kind: kind, Metadata: mesh.Metadata{Name: name, Mesh: meshName}, Spec: spec}
+}
+
+// claimRouteNames refuses a route whose gmesh name ROUTE.ROUTER another
+// router's route already has in the same mesh (route "a.b" of router "c"
+// and route "a" of router "b.c"); the first router by namespace and name
+// keeps it.
+func claimRouteNames(rs Results) {
+	type key struct{ mesh, name string }
+	taken := map[key]Object{}
+	for _, r := range rs {
+		if r.Object.Kind != mesh.KindVirtualRouter {
+			continue
+		}
+		kept := r.Resources[:0]
+		for _, res := range r.Resources {
+			k := key{res.Metadata.Mesh, res.Metadata.Name}
+			if res.Kind != mesh.KindRoute {
+				kept = append(kept, res)
+				continue
+			}
+			if prev, ok := taken[k]; ok {
+				for rn, gn := range r.Routes {
+					if gn == res.Metadata.Name {
+						delete(r.Routes, rn)
+						result{r}.fail("spec.routes", v1beta2.ReasonInvalidValue, "route %q: gmesh name %q is already a route of %s: rename the route", rn, gn, prev)
+					}
+				}
+				continue
+			}
+			taken[k] = r.Object
+			kept = append(kept, res)
+		}
+		r.Resources = kept
+	}
 }

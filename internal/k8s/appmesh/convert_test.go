@@ -538,3 +538,41 @@ metadata: {name: g, namespace: ns}`, `BackendGroup`},
 		})
 	}
 }
+
+func TestRouteNamesCollideAcrossRouters(t *testing.T) {
+	in := decodeFile(t, "howto-k8s-grpc.yaml", `apiVersion: appmesh.k8s.aws/v1beta2
+kind: VirtualRouter
+metadata: {name: a, namespace: howto-k8s-grpc}
+spec:
+  awsName: b.c
+  listeners: [{portMapping: {port: 9000, protocol: grpc}}]
+  routes:
+    - name: x.y
+      grpcRoute:
+        match: {serviceName: s.S}
+        action: {weightedTargets: [{virtualNodeRef: {name: front}, weight: 1}]}
+---
+apiVersion: appmesh.k8s.aws/v1beta2
+kind: VirtualRouter
+metadata: {name: b, namespace: howto-k8s-grpc}
+spec:
+  awsName: y.b.c
+  listeners: [{portMapping: {port: 9000, protocol: grpc}}]
+  routes:
+    - name: x
+      grpcRoute:
+        match: {serviceName: s.S}
+        action: {weightedTargets: [{virtualNodeRef: {name: front}, weight: 1}]}`)
+	rs := Convert(in)
+	if a := rs.Find(mesh.KindVirtualRouter, "howto-k8s-grpc", "a"); len(a.Errors) > 0 || len(a.Resources) != 2 {
+		t.Errorf("router a: got errors %v and %d resources, want its route kept", a.Errors, len(a.Resources))
+	}
+	b := rs.Find(mesh.KindVirtualRouter, "howto-k8s-grpc", "b")
+	want := `virtualrouter howto-k8s-grpc/b: spec.routes: route "x": gmesh name "x.y.b.c" is already a route of virtualrouter howto-k8s-grpc/a`
+	if len(b.Errors) != 1 || !strings.HasPrefix(b.Errors[0].Error(), want) {
+		t.Errorf("router b: got errors %v, want one starting with %q", b.Errors, want)
+	}
+	if len(b.Resources) != 1 || len(b.Routes) != 0 {
+		t.Errorf("router b: got resources %v and routes %v, want the router alone", b.Resources, b.Routes)
+	}
+}
