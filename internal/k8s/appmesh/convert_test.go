@@ -576,3 +576,36 @@ spec:
 		t.Errorf("router b: got resources %v and routes %v, want the router alone", b.Resources, b.Routes)
 	}
 }
+
+// TestExportedManifestsConvertAlike checks that objects exported from an
+// App Mesh cluster (awsName and meshRef filled in, finalizers, status)
+// decode strictly and give the same gmesh names as the manifests they came
+// from, with App Mesh's finalizers reported.
+func TestExportedManifestsConvertAlike(t *testing.T) {
+	in := decodeFile(t, "exported-from-appmesh.yaml")
+	// On this cluster the Mesh has another UID than the exported meshRef's.
+	in.Meshes[0].UID = "11111111-2222-3333-4444-555555555555"
+	rs := Convert(in)
+	if errs := rs.Errors(); len(errs) > 0 {
+		t.Fatalf("got errors %v, want none", errs)
+	}
+	var names []string
+	for _, res := range rs.Resources() {
+		names = append(names, string(res.Kind)+"/"+res.Metadata.Name)
+	}
+	want := []string{"Mesh/howto-k8s-grpc", "VirtualNode/color-server-blue.howto-k8s-grpc", "VirtualRouter/color-server.howto-k8s-grpc", "Route/color-route.color-server.howto-k8s-grpc"}
+	if diff := cmp.Diff(want, names); diff != "" {
+		t.Errorf("resources (-want +got):\n%s", diff)
+	}
+	vn := rs.Find(mesh.KindVirtualNode, "howto-k8s-grpc", "color-server-blue")
+	var fields []string
+	for _, u := range vn.Unhonoured {
+		fields = append(fields, u.Field)
+	}
+	if diff := cmp.Diff([]string{"metadata.finalizers[0]", "spec.meshRef.uid", "spec.serviceDiscovery.dns"}, fields); diff != "" {
+		t.Errorf("unhonoured fields (-want +got):\n%s", diff)
+	}
+	if m := rs.Find(mesh.KindMesh, "", "howto-k8s-grpc"); len(m.Unhonoured) != 2 {
+		t.Errorf("mesh: got unhonoured %v, want its two App Mesh finalizers", m.Unhonoured)
+	}
+}

@@ -11,7 +11,7 @@ import (
 )
 
 func (c *converter) virtualService(vs *v1beta2.VirtualService) *Result {
-	r, e := c.start(Object{Kind: mesh.KindVirtualService, Namespace: vs.Namespace, Name: vs.Name})
+	r, e := c.start(Object{Kind: mesh.KindVirtualService, Namespace: vs.Namespace, Name: vs.Name}, vs.Finalizers)
 	c.checkMeshRefUID(r, e, vs.Spec.MeshRef)
 	spec := &mesh.VirtualServiceSpec{}
 	p := vs.Spec.Provider
@@ -57,7 +57,7 @@ func (c *converter) virtualService(vs *v1beta2.VirtualService) *Result {
 }
 
 func (c *converter) virtualGateway(vg *v1beta2.VirtualGateway) *Result {
-	r, e := c.start(Object{Kind: mesh.KindVirtualGateway, Namespace: vg.Namespace, Name: vg.Name})
+	r, e := c.start(Object{Kind: mesh.KindVirtualGateway, Namespace: vg.Namespace, Name: vg.Name}, vg.Finalizers)
 	c.checkMeshRefUID(r, e, vg.Spec.MeshRef)
 	// The gateway runs in pods: it listens on the pod's addresses, not on
 	// gmesh's local default 127.0.0.1.
@@ -145,7 +145,7 @@ func (c *converter) gatewayOf(r result, gr *v1beta2.GatewayRoute) *entry {
 }
 
 func (c *converter) gatewayRoute(gr *v1beta2.GatewayRoute) *Result {
-	r, e := c.start(Object{Kind: mesh.KindGatewayRoute, Namespace: gr.Namespace, Name: gr.Name})
+	r, e := c.start(Object{Kind: mesh.KindGatewayRoute, Namespace: gr.Namespace, Name: gr.Name}, gr.Finalizers)
 	gw := c.gatewayOf(r, gr)
 	var gwSpec *v1beta2.VirtualGatewaySpec
 	if gw != nil {

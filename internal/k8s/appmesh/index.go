@@ -226,8 +226,13 @@ func (c *converter) membership(o Object, ref *v1beta2.MeshReference) (*v1beta2.M
 
 // start begins an object's result with its identity: its gmesh mesh and
 // name, or the errors that make them unknown.
-func (c *converter) start(o Object) (result, *entry) {
+func (c *converter) start(o Object, finalizers []string) (result, *entry) {
 	r := newResult(o)
+	for i, f := range finalizers {
+		if strings.HasPrefix(f, appMeshFinalizerPrefix) {
+			r.report(fmt.Sprintf("metadata.finalizers[%d]", i), "%s", whyFinalizer)
+		}
+	}
 	e := c.entries[o]
 	if e.nameErr != nil {
 		r.Errors = append(r.Errors, e.nameErr)
@@ -244,6 +249,12 @@ func (c *converter) start(o Object) (result, *entry) {
 	}
 	return r, e
 }
+
+// appMeshFinalizerPrefix begins the finalizers App Mesh's controller put on
+// its objects; manifests exported from its cluster carry them.
+const appMeshFinalizerPrefix = "finalizers.appmesh.k8s.aws/"
+
+const whyFinalizer = "App Mesh's controller removed this finalizer, and nothing does on gmesh: deleting the object waits until it is removed (drop it from the manifest, or kubectl patch the object's metadata.finalizers)"
 
 // meshName is the gmesh name of a Mesh object ("" if refused).
 func (c *converter) meshName(m *v1beta2.Mesh) string {

@@ -31,40 +31,8 @@ const (
 	whyDNSResponseType = "an Envoy DNS setting: gmesh hands DNS names to the client's resolver"
 )
 
-func (c *converter) mesh(m *v1beta2.Mesh) *Result {
-	r, _ := c.start(Object{Kind: mesh.KindMesh, Name: m.Name})
-	r.Mesh = r.Name
-	spec := &mesh.MeshSpec{}
-	if sel := m.Spec.NamespaceSelector; sel != nil {
-		if _, err := metav1.LabelSelectorAsSelector(sel); err != nil {
-			r.fail("spec.namespaceSelector", v1beta2.ReasonInvalidValue, "%v", err)
-		}
-	} else {
-		r.report("spec.namespaceSelector", "absent: the mesh selects no namespace, so only objects whose spec.meshRef names it join it")
-	}
-	if ef := m.Spec.EgressFilter; ef != nil {
-		spec.EgressFilter = &mesh.EgressFilter{Type: string(ef.Type)}
-		if ef.Type == v1beta2.EgressFilterTypeDropAll {
-			r.report("spec.egressFilter.type", "%s", whyDropAll)
-		}
-	}
-	if m.Spec.MeshOwner != nil {
-		r.report("spec.meshOwner", "%s", whyMeshOwner)
-	}
-	if sd := m.Spec.ServiceDiscovery; sd != nil && sd.IpPreference != nil {
-		r.report("spec.meshServiceDiscovery.ipPreference", "%s", whyIPPreference)
-	}
-	if len(r.Errors) == 0 {
-		res := newResource(mesh.KindMesh, "", r.Name, spec)
-		if r.validate(res) {
-			r.Resources = append(r.Resources, res)
-		}
-	}
-	return r.Result
-}
-
 func (c *converter) virtualNode(vn *v1beta2.VirtualNode) *Result {
-	r, e := c.start(Object{Kind: mesh.KindVirtualNode, Namespace: vn.Namespace, Name: vn.Name})
+	r, e := c.start(Object{Kind: mesh.KindVirtualNode, Namespace: vn.Namespace, Name: vn.Name}, vn.Finalizers)
 	c.checkMeshRefUID(r, e, vn.Spec.MeshRef)
 	spec := &mesh.VirtualNodeSpec{}
 	for i, l := range vn.Spec.Listeners {

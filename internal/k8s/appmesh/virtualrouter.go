@@ -9,7 +9,7 @@ import (
 )
 
 func (c *converter) virtualRouter(vr *v1beta2.VirtualRouter) *Result {
-	r, e := c.start(Object{Kind: mesh.KindVirtualRouter, Namespace: vr.Namespace, Name: vr.Name})
+	r, e := c.start(Object{Kind: mesh.KindVirtualRouter, Namespace: vr.Namespace, Name: vr.Name}, vr.Finalizers)
 	c.checkMeshRefUID(r, e, vr.Spec.MeshRef)
 	spec := &mesh.VirtualRouterSpec{}
 	for _, l := range vr.Spec.Listeners {
