@@ -28,7 +28,8 @@ var Scheme = func() *runtime.Scheme {
 // Decode reads App Mesh manifests (YAML or JSON documents, as `kubectl
 // apply -f` takes them) into in, strictly, as the API server does with
 // strict field validation: an unknown or duplicated field is an error that
-// names the file, the document and the field. Namespaces contribute their
+// names the file, the document and the field. A namespaced object without
+// a namespace is in "default", as with kubectl. Namespaces contribute their
 // labels; documents of other kinds (Deployments, Services, ...) are
 // skipped. Every bad document is reported; the good ones are still added.
 func Decode(file string, data []byte, in *Input) error {
@@ -81,6 +82,15 @@ func Decode(file string, data []byte, in *Input) error {
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: document %d (%s): %w", file, doc, tm.Kind, err))
 			continue
+		}
+		if m, ok := obj.(metav1.Object); ok && m.GetName() == "" {
+			errs = append(errs, fmt.Errorf("%s: document %d (%s): metadata.name: required", file, doc, tm.Kind))
+			continue
+		}
+		// kubectl puts an object without a namespace in its context's
+		// namespace; here that is "default".
+		if m, ok := obj.(metav1.Object); ok && m.GetNamespace() == "" && tm.Kind != "Mesh" {
+			m.SetNamespace(metav1.NamespaceDefault)
 		}
 		switch o := obj.(type) {
 		case *v1beta2.Mesh:
