@@ -129,7 +129,7 @@ func printStatus(w io.Writer, st *controlplane.Status) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.NodeID, c.ConnectedSince.Format(time.TimeOnly), strings.Join(acks, " "), nack)
 	}
 	if st.TranslateError != "" {
-		fmt.Fprintf(tw, "\nTRANSLATION ERROR (the previous config keeps serving): %s\n", st.TranslateError)
+		fmt.Fprintf(tw, "\nTRANSLATION ERROR (these resources are left out; the rest is served): %s\n", st.TranslateError)
 	}
 	return tw.Flush()
 }

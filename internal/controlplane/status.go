@@ -17,8 +17,9 @@ type Status struct {
 	// published.
 	PublishedRevision uint64            `json:"publishedRevision"`
 	PublishedVersions map[string]string `json:"publishedVersions"`
-	// TranslateError is set while the stored mesh cannot be translated (the
-	// previous snapshot keeps serving).
+	// TranslateError is set while some of the stored mesh cannot be
+	// translated: it names each resource left out (and what needed it) and
+	// why; the rest is served.
 	TranslateError string `json:"translateError,omitempty"`
 	// Clients are the connected xDS clients with their ACKs and NACKs.
 	Clients   []xdsserver.ClientStatus `json:"clients"`
