@@ -62,3 +62,16 @@ func (cp *ControlPlane) Status(ctx context.Context) (*Status, error) {
 		Rollouts:          st.List(mesh.KindRollout, ""),
 	}, nil
 }
+
+// Redacted returns the status as it may be shown to a person: its task
+// sets and rollouts with their environment values redacted
+// (mesh.Resource.Redacted). st is not changed.
+func (st *Status) Redacted() *Status {
+	if st == nil {
+		return nil
+	}
+	c := *st
+	c.TaskSets = mesh.RedactedAll(st.TaskSets)
+	c.Rollouts = mesh.RedactedAll(st.Rollouts)
+	return &c
+}

@@ -52,9 +52,15 @@ type Config struct {
 	// Source is required.
 	Source Source
 	Logger *slog.Logger
-	// Token, when non-empty, is required as "Authorization: Bearer <token>"
-	// on every POST (rollout control), as the admin API requires it.
+	// Token is required from every request that does not come straight
+	// from loopback with a loopback Host (see guard.go), as
+	// "Authorization: Bearer <token>" or the cookie a first visit with
+	// ?token=<token> sets. Empty: such requests are refused.
 	Token string
+	// AllowedHosts are the host names (or addresses) besides loopback and
+	// the address a request arrived on that the dashboard answers to in Host
+	// and Origin: "name" on any port, "name:port" on that port only.
+	AllowedHosts []string
 	// Interval is the poll period (default 1s); History how much of it the
 	// chart keeps (default 5m).
 	Interval time.Duration
@@ -72,6 +78,9 @@ type Config struct {
 	// SubscriberBuffer is how many events a browser may lag behind before
 	// it is dropped (default 16).
 	SubscriberBuffer int
+	// GatewayListen is where each virtual gateway really listens, by
+	// "mesh/name" (host:port), shown instead of its spec's port.
+	GatewayListen map[string]string
 }
 
 // Dashboard polls a Source and serves the dashboard.
@@ -86,7 +95,8 @@ type Dashboard struct {
 	topoOK   bool
 	lastPoll time.Time
 
-	hub *hub
+	hub   *hub
+	guard *guard
 }
 
 // New checks cfg and returns a Dashboard; call Run to start polling.
@@ -121,8 +131,13 @@ func New(cfg Config) (*Dashboard, error) {
 	if cfg.Scrape == nil {
 		cfg.Scrape = httpScraper(&http.Client{})
 	}
+	g, err := newGuard(cfg.Token, cfg.AllowedHosts)
+	if err != nil {
+		return nil, fmt.Errorf("dashboard: %w", err)
+	}
 	points := int(cfg.History / cfg.Interval)
 	d := &Dashboard{
+		guard:   g,
 		cfg:     cfg,
 		log:     cfg.Logger,
 		traffic: newTraffic(),
@@ -156,6 +171,8 @@ func (d *Dashboard) poll(ctx context.Context) {
 	sctx, cancel := context.WithTimeout(ctx, max(d.cfg.Interval, 2*time.Second))
 	st, err := d.cfg.Source.Status(sctx)
 	cancel()
+	// Secret values (deploy --env) never reach a browser.
+	st = st.Redacted()
 	if err != nil {
 		if ctx.Err() != nil {
 			return
@@ -177,6 +194,9 @@ func (d *Dashboard) poll(ctx context.Context) {
 	}
 	d.lastPoll = now
 	state, point := build(st, d.topo, d.traffic, samples, now, elapsed)
+	for _, g := range state.Gateways {
+		g.Listen = d.cfg.GatewayListen[g.Mesh+"/"+g.Name]
+	}
 	state.IntervalMillis = d.cfg.Interval.Milliseconds()
 	state.HistoryMillis = d.cfg.History.Milliseconds()
 	d.hub.publish(state, point)
@@ -267,7 +287,9 @@ func httpScraper(c *http.Client) ScrapeFunc {
 		if resp.StatusCode != http.StatusOK {
 			return analysis.Sample{}, fmt.Errorf("scrape %s: http status %s", url, resp.Status)
 		}
-		s, err := analysis.Parse(io.LimitReader(resp.Body, 8<<20), "grpc_server_handled_total", "grpc_server_handling_seconds")
+		// gRPC calls and HTTP requests alike: an HTTP service (the echo
+		// client) has a request rate too.
+		s, err := analysis.ParseServed(io.LimitReader(resp.Body, 8<<20))
 		if err != nil {
 			return analysis.Sample{}, fmt.Errorf("scrape %s: %w", url, err)
 		}
