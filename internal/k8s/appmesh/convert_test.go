@@ -7,8 +7,11 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/yaml"
 
@@ -681,3 +684,41 @@ spec:
 		t.Errorf("grpc gateway match (-want +got):\n%s", diff)
 	}
 }
+
+func TestApplyToStatus(t *testing.T) {
+	in := decodeFile(t, "howto-k8s-grpc.yaml", `apiVersion: appmesh.k8s.aws/v1beta2
+kind: VirtualNode
+metadata: {name: secure, namespace: howto-k8s-grpc}
+spec:
+  podSelector: {matchLabels: {app: secure}}
+  listeners:
+    - portMapping: {port: 8443, protocol: grpc}
+      tls:
+        mode: STRICT
+        certificate: {file: {certificateChain: /c.pem, privateKey: /k.pem}}`)
+	rs := Convert(in)
+	now := metav1.NewTime(time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC))
+
+	var st v1beta2.GmeshStatus
+	rs.Find(mesh.KindVirtualNode, "howto-k8s-grpc", "front").ApplyTo(&st, 3, now)
+	want := v1beta2.GmeshStatus{
+		ObservedGeneration: ptr(int64(3)),
+		Mesh:               "howto-k8s-grpc",
+		GmeshName:          "front.howto-k8s-grpc",
+		Conditions: []metav1.Condition{{Type: "Accepted", Status: metav1.ConditionTrue, ObservedGeneration: 3, LastTransitionTime: now,
+			Reason: "Converted", Message: "converted into gmesh's model"}},
+	}
+	st.UnhonouredFields = nil
+	if diff := cmp.Diff(want, st); diff != "" {
+		t.Errorf("status (-want +got):\n%s", diff)
+	}
+
+	st = v1beta2.GmeshStatus{}
+	rs.Find(mesh.KindVirtualNode, "howto-k8s-grpc", "secure").ApplyTo(&st, 1, now)
+	c := meta.FindStatusCondition(st.Conditions, "Accepted")
+	if c == nil || c.Status != metav1.ConditionFalse || c.Reason != "Unsupported" || !strings.HasPrefix(c.Message, "spec.listeners[0].tls.mode: STRICT") {
+		t.Errorf("got condition %+v, want Accepted False, Unsupported, naming spec.listeners[0].tls.mode", c)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
