@@ -10,8 +10,10 @@
 // it, each naming the object and the field path. A refused object is
 // reported alone: it never stops the conversion of the others. Objects
 // that refer to a refused object still convert (their reference names the
-// gmesh resource the refused object would have become); whether the whole
-// mesh is consistent is the translation's business, as for `gmesh apply`.
+// gmesh resource the refused object would have become), unless it has no
+// valid gmesh name; whether the whole mesh is consistent is the
+// translation's business, as for `gmesh apply`. Result.ApplyTo writes a
+// result into the object's status.
 //
 // Names: App Mesh named a node, router, gateway and gateway route
 // spec.awsName, else NAME_NAMESPACE, a service spec.awsName, else

@@ -7,8 +7,11 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/yaml"
 
@@ -303,18 +306,18 @@ spec:
 			wantErr: []string{"spec.backends[0].virtualService.virtualServiceARN: \"arn:aws:appmesh:us-west-2:111122223333:mesh/other/virtualService/color.other.local\" is in mesh \"other\""},
 		},
 		{
-			name: "gateway route by header",
+			name: "gateway route header range",
 			extra: `apiVersion: appmesh.k8s.aws/v1beta2
 kind: GatewayRoute
-metadata: {name: by-header, namespace: howto-k8s-grpc}
+metadata: {name: by-range, namespace: howto-k8s-grpc}
 spec:
   httpRoute:
     match:
       prefix: /beta
-      headers: [{name: x-beta, match: {exact: "1"}}]
+      headers: [{name: x-tier, match: {range: {start: 1, end: 5}}}]
     action: {target: {virtualService: {virtualServiceRef: {name: front}}}}`,
-			object:  "gatewayroute howto-k8s-grpc/by-header",
-			wantErr: []string{"gatewayroute howto-k8s-grpc/by-header: spec.httpRoute.match.headers: gmesh's gateway matches HTTP requests by path prefix only"},
+			object:  "gatewayroute howto-k8s-grpc/by-range",
+			wantErr: []string{"gatewayroute howto-k8s-grpc/by-range: spec.httpRoute.match.headers[0].match.range: gmesh's routes do not match on integer ranges"},
 		},
 		{
 			name: "gateway route no gateway selects",
@@ -609,3 +612,113 @@ func TestExportedManifestsConvertAlike(t *testing.T) {
 		t.Errorf("mesh: got unhonoured %v, want its two App Mesh finalizers", m.Unhonoured)
 	}
 }
+
+// TestGatewayRouteMatchesAndRewrites checks that every match and rewrite
+// of an App Mesh gateway route carries over.
+func TestGatewayRouteMatchesAndRewrites(t *testing.T) {
+	in := decodeFile(t, "howto-k8s-grpc.yaml", `apiVersion: appmesh.k8s.aws/v1beta2
+kind: GatewayRoute
+metadata: {name: rich, namespace: howto-k8s-grpc}
+spec:
+  priority: 5
+  httpRoute:
+    match:
+      prefix: /beta/
+      method: GET
+      hostname: {suffix: example.com}
+      headers: [{name: x-beta, match: {exact: "1"}, invert: false}]
+      queryParameters: [{name: tier, match: {exact: gold}}]
+      port: 8088
+    action:
+      target:
+        virtualService: {virtualServiceRef: {name: front}}
+        port: 8080
+      rewrite:
+        prefix: {value: /v2/}
+        hostname: {defaultTargetHostname: DISABLED}
+---
+apiVersion: appmesh.k8s.aws/v1beta2
+kind: GatewayRoute
+metadata: {name: by-host, namespace: howto-k8s-grpc}
+spec:
+  grpcRoute:
+    match:
+      hostname: {exact: color.example.com}
+      metadata: [{name: x-tier, match: {prefix: gold}}]
+    action:
+      target: {virtualService: {virtualServiceRef: {name: color-server.howto-k8s-grpc.svc.cluster.local}}}`)
+	rs := Convert(in)
+	r := rs.Find(mesh.KindGatewayRoute, "howto-k8s-grpc", "rich")
+	if len(r.Errors) > 0 || len(r.Unhonoured) > 0 {
+		t.Fatalf("got errors %v, unhonoured %v; want none", r.Errors, r.Unhonoured)
+	}
+	prio := 5
+	want := &mesh.GatewayRouteSpec{
+		VirtualGatewayName: "ingress-gw.howto-k8s-grpc",
+		Priority:           &prio,
+		HTTPRoute: &mesh.GatewayHTTPRoute{
+			Match: mesh.GatewayHTTPMatch{
+				Prefix:          "/beta/",
+				Method:          "GET",
+				Hostname:        &mesh.HostnameMatch{Suffix: "example.com"},
+				Headers:         []mesh.MetadataMatch{{Name: "x-beta", Match: &mesh.HeaderMatch{Exact: "1"}}},
+				QueryParameters: []mesh.QueryParameterMatch{{Name: "tier", Match: &mesh.QueryMatch{Exact: "gold"}}},
+				Port:            8088,
+			},
+			Action: mesh.GatewayHTTPRouteAction{
+				Target:  mesh.GatewayTarget{VirtualService: mesh.VirtualServiceBackend{VirtualServiceName: "front.howto-k8s-grpc"}, Port: 8080},
+				Rewrite: &mesh.GatewayHTTPRewrite{Prefix: &mesh.PrefixRewrite{Value: "/v2/"}, Hostname: &mesh.HostnameRewrite{DefaultTargetHostname: mesh.Disabled}},
+			},
+		},
+	}
+	if diff := cmp.Diff(want, r.Resources[0].Spec); diff != "" {
+		t.Errorf("gateway route spec (-want +got):\n%s", diff)
+	}
+	g := rs.Find(mesh.KindGatewayRoute, "howto-k8s-grpc", "by-host")
+	if len(g.Errors) > 0 {
+		t.Fatalf("got errors %v, want none", g.Errors)
+	}
+	gm := g.Resources[0].Spec.(*mesh.GatewayRouteSpec).GRPCRoute.Match
+	wantMatch := mesh.GatewayGRPCMatch{Hostname: &mesh.HostnameMatch{Exact: "color.example.com"}, Metadata: []mesh.MetadataMatch{{Name: "x-tier", Match: &mesh.HeaderMatch{Prefix: "gold"}}}}
+	if diff := cmp.Diff(wantMatch, gm); diff != "" {
+		t.Errorf("grpc gateway match (-want +got):\n%s", diff)
+	}
+}
+
+func TestApplyToStatus(t *testing.T) {
+	in := decodeFile(t, "howto-k8s-grpc.yaml", `apiVersion: appmesh.k8s.aws/v1beta2
+kind: VirtualNode
+metadata: {name: secure, namespace: howto-k8s-grpc}
+spec:
+  podSelector: {matchLabels: {app: secure}}
+  listeners:
+    - portMapping: {port: 8443, protocol: grpc}
+      tls:
+        mode: STRICT
+        certificate: {file: {certificateChain: /c.pem, privateKey: /k.pem}}`)
+	rs := Convert(in)
+	now := metav1.NewTime(time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC))
+
+	var st v1beta2.GmeshStatus
+	rs.Find(mesh.KindVirtualNode, "howto-k8s-grpc", "front").ApplyTo(&st, 3, now)
+	want := v1beta2.GmeshStatus{
+		ObservedGeneration: ptr(int64(3)),
+		Mesh:               "howto-k8s-grpc",
+		GmeshName:          "front.howto-k8s-grpc",
+		Conditions: []metav1.Condition{{Type: "Accepted", Status: metav1.ConditionTrue, ObservedGeneration: 3, LastTransitionTime: now,
+			Reason: "Converted", Message: "converted into gmesh's model"}},
+	}
+	st.UnhonouredFields = nil
+	if diff := cmp.Diff(want, st); diff != "" {
+		t.Errorf("status (-want +got):\n%s", diff)
+	}
+
+	st = v1beta2.GmeshStatus{}
+	rs.Find(mesh.KindVirtualNode, "howto-k8s-grpc", "secure").ApplyTo(&st, 1, now)
+	c := meta.FindStatusCondition(st.Conditions, "Accepted")
+	if c == nil || c.Status != metav1.ConditionFalse || c.Reason != "Unsupported" || !strings.HasPrefix(c.Message, "spec.listeners[0].tls.mode: STRICT") {
+		t.Errorf("got condition %+v, want Accepted False, Unsupported, naming spec.listeners[0].tls.mode", c)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -147,7 +147,6 @@ func (c *converter) gatewayOf(r result, gr *v1beta2.GatewayRoute) *entry {
 func (c *converter) gatewayRoute(gr *v1beta2.GatewayRoute) *Result {
 	r, e := c.start(Object{Kind: mesh.KindGatewayRoute, Namespace: gr.Namespace, Name: gr.Name}, gr.Finalizers)
 	gw := c.gatewayOf(r, gr)
-	var gwSpec *v1beta2.VirtualGatewaySpec
 	if gw != nil {
 		// The route is in its gateway's mesh.
 		e.meshObj, e.meshErr = gw.meshObj, gw.meshErr
@@ -167,11 +166,6 @@ func (c *converter) gatewayRoute(gr *v1beta2.GatewayRoute) *Result {
 			r.fail("spec.virtualGatewayRef", v1beta2.ReasonDanglingRef, "its virtual gateway %s has no valid gmesh name (it is refused)", gw.obj)
 		}
 		r.VirtualGateway = gw.name
-		for i := range c.in.VirtualGateways {
-			if vg := &c.in.VirtualGateways[i]; vg.Namespace == gw.obj.Namespace && vg.Name == gw.obj.Name {
-				gwSpec = &vg.Spec
-			}
-		}
 	}
 	spec := &mesh.GatewayRouteSpec{VirtualGatewayName: r.VirtualGateway}
 	if gr.Spec.Priority != nil {
@@ -182,23 +176,18 @@ func (c *converter) gatewayRoute(gr *v1beta2.GatewayRoute) *Result {
 	if g := gr.Spec.GRPCRoute; g != nil {
 		n++
 		f := "spec.grpcRoute"
-		spec.GRPCRoute = &mesh.GatewayGRPCRoute{
-			Match:  mesh.GatewayGRPCMatch{ServiceName: deref(g.Match.ServiceName, "")},
-			Action: mesh.GatewayGRPCRouteAction{Target: mesh.GatewayTarget{VirtualService: mesh.VirtualServiceBackend{VirtualServiceName: c.gatewayTarget(r, e, f+".action.target", g.Action.Target)}}},
+		gm := mesh.GatewayGRPCMatch{ServiceName: deref(g.Match.ServiceName, ""), Hostname: hostnameMatch(g.Match.Hostname)}
+		for j, m := range g.Match.Metadata {
+			gm.Metadata = append(gm.Metadata, metadataMatch(r, fmt.Sprintf("%s.match.metadata[%d]", f, j), deref(m.Name, ""), m.Invert, metadataMethod(m.Match)))
 		}
-		if g.Match.ServiceName == nil {
-			r.fail(f+".match.serviceName", v1beta2.ReasonUnsupported, "required by gmesh: its gateway routes gRPC calls by service name only")
+		if g.Match.Port != nil {
+			gm.Port = int(*g.Match.Port)
 		}
-		if g.Match.Hostname != nil {
-			r.fail(f+".match.hostname", v1beta2.ReasonUnsupported, "gmesh's gateway does not match on the host name; remove it")
-		}
-		if len(g.Match.Metadata) > 0 {
-			r.fail(f+".match.metadata", v1beta2.ReasonUnsupported, "gmesh's gateway does not match on metadata; remove it")
-		}
-		gatewayMatchPort(r, f+".match.port", g.Match.Port, gwSpec)
+		ga := mesh.GatewayGRPCRouteAction{Target: c.gatewayTarget(r, e, f+".action.target", g.Action.Target)}
 		if rw := g.Action.Rewrite; rw != nil && rw.Hostname != nil {
-			hostnameRewrite(r, f+".action.rewrite.hostname", rw.Hostname)
+			ga.Rewrite = &mesh.GatewayGRPCRewrite{Hostname: hostnameRewrite(rw.Hostname)}
 		}
+		spec.GRPCRoute = &mesh.GatewayGRPCRoute{Match: gm, Action: ga}
 	}
 	for _, x := range []struct {
 		name string
@@ -211,37 +200,41 @@ func (c *converter) gatewayRoute(gr *v1beta2.GatewayRoute) *Result {
 		n++
 		f := "spec." + x.name
 		h := x.h
-		*x.out = &mesh.GatewayHTTPRoute{
-			Match:  mesh.GatewayHTTPMatch{Prefix: deref(h.Match.Prefix, "")},
-			Action: mesh.GatewayHTTPRouteAction{Target: mesh.GatewayTarget{VirtualService: mesh.VirtualServiceBackend{VirtualServiceName: c.gatewayTarget(r, e, f+".action.target", h.Action.Target)}}},
+		hm := mesh.GatewayHTTPMatch{Prefix: deref(h.Match.Prefix, ""), Method: deref(h.Match.Method, ""), Hostname: hostnameMatch(h.Match.Hostname)}
+		if p := h.Match.Path; p != nil {
+			hm.Path = &mesh.HeaderMatch{Exact: deref(p.Exact, ""), Regex: deref(p.Regex, "")}
 		}
-		unsupported := func(field string, set bool, what string) {
-			if set {
-				r.fail(f+".match."+field, v1beta2.ReasonUnsupported, "gmesh's gateway matches HTTP requests by path prefix only, not by %s; remove it", what)
+		if hm.Prefix == "" && hm.Path == nil {
+			// App Mesh let a route match on the host name alone: every
+			// path of that host, which is prefix / (and its default
+			// rewrite of / to / changes nothing).
+			hm.Prefix = "/"
+		}
+		for j, hd := range h.Match.Headers {
+			hm.Headers = append(hm.Headers, metadataMatch(r, fmt.Sprintf("%s.match.headers[%d]", f, j), hd.Name, hd.Invert, headerMethod(hd.Match)))
+		}
+		for _, q := range h.Match.QueryParameters {
+			qm := mesh.QueryParameterMatch{Name: deref(q.Name, "")}
+			if q.Match != nil {
+				qm.Match = &mesh.QueryMatch{Exact: deref(q.Match.Exact, "")}
 			}
+			hm.QueryParameters = append(hm.QueryParameters, qm)
 		}
-		unsupported("path", h.Match.Path != nil, "the whole path (use prefix)")
-		unsupported("hostname", h.Match.Hostname != nil, "host name")
-		unsupported("headers", len(h.Match.Headers) > 0, "header")
-		unsupported("method", h.Match.Method != nil, "method")
-		unsupported("queryParameters", len(h.Match.QueryParameters) > 0, "query parameter")
-		if h.Match.Prefix == nil && h.Match.Path == nil {
-			r.fail(f+".match.prefix", v1beta2.ReasonUnsupported, "required by gmesh: its gateway matches HTTP requests by path prefix (use / to match everything)")
-		} else if h.Match.Prefix != nil && !strings.HasPrefix(*h.Match.Prefix, "/") {
-			r.fail(f+".match.prefix", v1beta2.ReasonInvalidValue, "must start with /, got %q", *h.Match.Prefix)
+		if h.Match.Port != nil {
+			hm.Port = int(*h.Match.Port)
 		}
-		gatewayMatchPort(r, f+".match.port", h.Match.Port, gwSpec)
+		ha := mesh.GatewayHTTPRouteAction{Target: c.gatewayTarget(r, e, f+".action.target", h.Action.Target)}
 		if rw := h.Action.Rewrite; rw != nil {
-			if rw.Prefix != nil {
-				r.report(f+".action.rewrite.prefix", "gmesh's gateway forwards the path as it came: it does not rewrite the prefix")
+			mr := &mesh.GatewayHTTPRewrite{Hostname: hostnameRewrite(rw.Hostname)}
+			if p := rw.Prefix; p != nil {
+				mr.Prefix = &mesh.PrefixRewrite{DefaultPrefix: deref(p.DefaultPrefix, ""), Value: deref(p.Value, "")}
 			}
-			if rw.Path != nil {
-				r.report(f+".action.rewrite.path", "gmesh's gateway forwards the path as it came: it does not rewrite it")
+			if p := rw.Path; p != nil {
+				mr.Path = &mesh.PathRewrite{Exact: deref(p.Exact, "")}
 			}
-			if rw.Hostname != nil {
-				hostnameRewrite(r, f+".action.rewrite.hostname", rw.Hostname)
-			}
+			ha.Rewrite = mr
 		}
+		*x.out = &mesh.GatewayHTTPRoute{Match: hm, Action: ha}
 	}
 	if n != 1 {
 		r.fail("spec", v1beta2.ReasonInvalidValue, "exactly one of grpcRoute, httpRoute, http2Route is required, got %d", n)
@@ -255,41 +248,37 @@ func (c *converter) gatewayRoute(gr *v1beta2.GatewayRoute) *Result {
 	return r.Result
 }
 
-func (c *converter) gatewayTarget(r result, from *entry, f string, t v1beta2.GatewayRouteTarget) string {
+func (c *converter) gatewayTarget(r result, from *entry, f string, t v1beta2.GatewayRouteTarget) mesh.GatewayTarget {
+	var mt mesh.GatewayTarget
 	if t.Port != nil {
-		r.report(f+".port", "gmesh's gateway calls the target service as its provider routes it; the port is not used")
+		mt.Port = int(*t.Port)
 	}
 	vs := t.VirtualService
 	switch {
 	case vs.VirtualServiceRef != nil && vs.VirtualServiceARN != nil:
 		r.fail(f+".virtualService", v1beta2.ReasonInvalidValue, "exactly one of virtualServiceRef, virtualServiceARN is allowed, got both")
 	case vs.VirtualServiceRef != nil:
-		if from.meshObj == nil {
-			return "" // the route's mesh is unknown: already failed
+		if from.meshObj != nil { // else the route's mesh is unknown: already failed
+			mt.VirtualService.VirtualServiceName = c.resolveRef(r, f+".virtualService.virtualServiceRef", mesh.KindVirtualService, from, vs.VirtualServiceRef.Namespace, vs.VirtualServiceRef.Name)
 		}
-		return c.resolveRef(r, f+".virtualService.virtualServiceRef", mesh.KindVirtualService, from, vs.VirtualServiceRef.Namespace, vs.VirtualServiceRef.Name)
 	case vs.VirtualServiceARN != nil:
-		return c.resolveARN(r, f+".virtualService.virtualServiceARN", mesh.KindVirtualService, from, *vs.VirtualServiceARN)
+		mt.VirtualService.VirtualServiceName = c.resolveARN(r, f+".virtualService.virtualServiceARN", mesh.KindVirtualService, from, *vs.VirtualServiceARN)
 	default:
 		r.fail(f+".virtualService", v1beta2.ReasonInvalidValue, "one of virtualServiceRef, virtualServiceARN is required")
 	}
-	return ""
+	return mt
 }
 
-func hostnameRewrite(r result, f string, h *v1beta2.GatewayRouteHostnameRewrite) {
-	if h.DefaultTargetHostname != nil && *h.DefaultTargetHostname == "DISABLED" {
-		r.report(f+".defaultTargetHostname", "gmesh's gateway calls xds:///SERVICE, so the call's authority is always the target service's name")
+func hostnameMatch(h *v1beta2.GatewayRouteHostnameMatch) *mesh.HostnameMatch {
+	if h == nil {
+		return nil
 	}
+	return &mesh.HostnameMatch{Exact: deref(h.Exact, ""), Suffix: deref(h.Suffix, "")}
 }
 
-// gatewayMatchPort accepts a match on the gateway's only listener port and
-// refuses any other.
-func gatewayMatchPort(r result, field string, port *int64, gw *v1beta2.VirtualGatewaySpec) {
-	if port == nil {
-		return
+func hostnameRewrite(h *v1beta2.GatewayRouteHostnameRewrite) *mesh.HostnameRewrite {
+	if h == nil {
+		return nil
 	}
-	if gw != nil && len(gw.Listeners) == 1 && int64(gw.Listeners[0].PortMapping.Port) == *port {
-		return
-	}
-	r.fail(field, v1beta2.ReasonUnsupported, "gmesh's gateway routes do not match on the listener port; a port match is accepted only when it is the gateway's single listener port")
+	return &mesh.HostnameRewrite{DefaultTargetHostname: deref(h.DefaultTargetHostname, "")}
 }
