@@ -32,6 +32,8 @@ type deployOptions struct {
 	maxP99      time.Duration
 	minRequests int64
 	detach      bool
+	ackTimeout  time.Duration
+	onStalled   string
 }
 
 func (o *deployOptions) flags(cmd *cobra.Command) {
@@ -41,6 +43,8 @@ func (o *deployOptions) flags(cmd *cobra.Command) {
 	cmd.Flags().Float64Var(&o.minSuccess, "min-success", 0.99, "gate: least success rate of the new version over a bake (0..1)")
 	cmd.Flags().DurationVar(&o.maxP99, "max-p99", 500*time.Millisecond, "gate: highest p99 latency of the new version over a bake")
 	cmd.Flags().Int64Var(&o.minRequests, "min-requests", 20, "requests the new version must serve in a bake before it is judged")
+	cmd.Flags().DurationVar(&o.ackTimeout, "ack-timeout", 10*time.Second, "how long a step waits for the xDS clients that use the shifted route to ACK it; then --on-stalled-client applies")
+	cmd.Flags().StringVar(&o.onStalled, "on-stalled-client", mesh.StalledPause, "what a step does about clients that have not ACKed in time, which it names: Pause (hold the weight; resume waits again), Proceed (go on without them) or Rollback")
 	cmd.Flags().BoolVar(&o.detach, "detach", false, "start the rollout and return; follow it with: gmesh rollout status SERVICE --watch")
 }
 
@@ -149,11 +153,13 @@ func runDeploy(ctx context.Context, g *globals, o *deployOptions, service string
 			DesiredCount: spec.DesiredCount,
 			Port:         spec.Port,
 		},
-		Steps:          steps,
-		IntervalMillis: o.interval.Milliseconds(),
-		TimeoutMillis:  o.timeout.Milliseconds(),
-		Gates:          mesh.Gates{MinSuccessRate: o.minSuccess, MaxP99Millis: float64(o.maxP99.Milliseconds()), MinRequests: o.minRequests},
-		Force:          o.force,
+		Steps:            steps,
+		IntervalMillis:   o.interval.Milliseconds(),
+		TimeoutMillis:    o.timeout.Milliseconds(),
+		AckTimeoutMillis: min(o.ackTimeout, o.timeout).Milliseconds(),
+		OnStalledClient:  o.onStalled,
+		Gates:            mesh.Gates{MinSuccessRate: o.minSuccess, MaxP99Millis: float64(o.maxP99.Milliseconds()), MinRequests: o.minRequests},
+		Force:            o.force,
 	})
 	fmt.Fprintf(stdio.Out, "Deploying %s version %s (steps %s, bake %s)\n", service, b.version, o.steps, o.interval)
 	if _, err := c.StartRollout(ctx, r); err != nil {
@@ -350,6 +356,9 @@ func printRollout(w io.Writer, r *mesh.Resource) {
 	if st.Reason != "" {
 		fmt.Fprintf(w, "  reason:  %s\n", st.Reason)
 	}
+	if len(st.StalledClients) > 0 {
+		fmt.Fprintf(w, "  stalled: %s (have not ACKed the route; onStalledClient: %s)\n", strings.Join(st.StalledClients, ", "), spec.OnStalledClient)
+	}
 	if a := st.Analysis; a != nil {
 		fmt.Fprintf(w, "  analysis: %d requests, success %.2f%% (gate %.2f%%), p99 %.1fms (gate %.0fms)", a.Requests, a.SuccessRate*100, spec.Gates.MinSuccessRate*100, a.P99Millis, spec.Gates.MaxP99Millis)
 		if a.Detail != "" {
@@ -395,6 +404,8 @@ func newRollbackCmd(g *globals, stdio IO) *cobra.Command {
 			if cmd.Flags().Changed("timeout") {
 				spec.TimeoutMillis = o.timeout.Milliseconds()
 			}
+			spec.AckTimeoutMillis = min(o.ackTimeout, time.Duration(spec.TimeoutMillis)*time.Millisecond).Milliseconds()
+			spec.OnStalledClient = o.onStalled
 			fmt.Fprintf(stdio.Out, "Rolling %s back to version %s (revision %d)\n", args[0], spec.Target.Version, spec.Target.Revision)
 			r := mesh.New(mesh.KindRollout, meshName, args[0], spec)
 			if _, err := c.StartRollout(ctx, r); err != nil {

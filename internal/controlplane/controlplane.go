@@ -98,7 +98,7 @@ func New(cfg Config) (*ControlPlane, error) {
 	cp.rollouts = rollout.NewEngine(rollout.Config{
 		Store:       storeAdapter{st},
 		Endpoints:   endpointLister{cp.registry},
-		Convergence: convergence{cp.xds},
+		Convergence: convergence{s: cp.xds, store: st},
 		Metrics:     scraper,
 		Logger:      cfg.Logger.With("component", "rollout"),
 		// Waits on ACKs and task health are in-memory checks: look often, so

@@ -219,7 +219,7 @@ func TestDefaults(t *testing.T) {
 	if s := svc.Service(); s.DesiredCount != 1 || s.MetricsPath != "/metrics" {
 		t.Errorf("service defaults: got desiredCount %d metricsPath %q, want 1 /metrics", s.DesiredCount, s.MetricsPath)
 	}
-	want := &RolloutSpec{Steps: []int{50, 100}, IntervalMillis: 15000, TimeoutMillis: 300000, Gates: Gates{MinSuccessRate: 0.99, MaxP99Millis: 500, MinRequests: 20}}
+	want := &RolloutSpec{Steps: []int{50, 100}, IntervalMillis: 15000, TimeoutMillis: 300000, AckTimeoutMillis: 10000, OnStalledClient: StalledPause, Gates: Gates{MinSuccessRate: 0.99, MaxP99Millis: 500, MinRequests: 20}}
 	if diff := cmp.Diff(want, ro.Rollout()); diff != "" {
 		t.Errorf("rollout defaults (-want +got):\n%s", diff)
 	}

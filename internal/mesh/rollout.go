@@ -18,12 +18,32 @@ type RolloutSpec struct {
 	IntervalMillis int64 `json:"intervalMillis"`
 	// TimeoutMillis bounds every wait (tasks running, healthy, ACKs).
 	TimeoutMillis int64 `json:"timeoutMillis"`
-	Gates         Gates `json:"gates"`
+	// AckTimeoutMillis bounds how long a step waits for the xDS clients
+	// that subscribe to the shifted route to ACK it (default 10 s, never
+	// beyond TimeoutMillis); then OnStalledClient decides.
+	AckTimeoutMillis int64 `json:"ackTimeoutMillis,omitempty"`
+	// OnStalledClient is what a step does about clients that have not
+	// ACKed within AckTimeoutMillis, which it names in the status and the
+	// events: StalledPause (the default) holds the weight, paused; resume
+	// waits again. StalledProceed goes on without them. StalledRollback
+	// rolls back.
+	OnStalledClient string `json:"onStalledClient,omitempty"`
+	Gates           Gates  `json:"gates"`
 	// Rollback marks a rollout started by `gmesh rollback`.
 	Rollback bool `json:"rollback,omitempty"`
 	// Force allows deploying the version that already runs.
 	Force bool `json:"force,omitempty"`
 }
+
+// OnStalledClient policies.
+const (
+	StalledPause    = "Pause"
+	StalledProceed  = "Proceed"
+	StalledRollback = "Rollback"
+)
+
+// DefaultAckTimeoutMillis is a rollout step's default bound on ACKs.
+const DefaultAckTimeoutMillis = 10_000
 
 // Gates are the analysis thresholds a step must pass.
 type Gates struct {
@@ -95,6 +115,9 @@ type RolloutStatus struct {
 	Reason  string `json:"reason,omitempty"`
 	// Analysis is the last evaluation of the gates.
 	Analysis *Analysis `json:"analysis,omitempty"`
+	// StalledClients are the xDS clients ("node@ACKed version") that did
+	// not ACK the current step's route within the ACK timeout.
+	StalledClients []string `json:"stalledClients,omitempty"`
 	// Events is the rollout's log of transitions, oldest first (bounded).
 	Events []RolloutEvent `json:"events,omitempty"`
 

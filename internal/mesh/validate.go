@@ -142,6 +142,12 @@ func Default(r *Resource) {
 		if s.TimeoutMillis == 0 {
 			s.TimeoutMillis = DefaultRolloutTimeoutMillis
 		}
+		if s.AckTimeoutMillis == 0 {
+			s.AckTimeoutMillis = min(DefaultAckTimeoutMillis, s.TimeoutMillis)
+		}
+		if s.OnStalledClient == "" {
+			s.OnStalledClient = StalledPause
+		}
 		if s.Gates.MinSuccessRate == 0 {
 			s.Gates.MinSuccessRate = DefaultMinSuccessRate
 		}
@@ -867,6 +873,12 @@ func (v *validator) rollout(s *RolloutSpec) {
 	}
 	if s.TimeoutMillis <= 0 {
 		v.fail("spec.timeoutMillis", "must be positive, got %d", s.TimeoutMillis)
+	}
+	if s.AckTimeoutMillis < 0 || (s.TimeoutMillis > 0 && s.AckTimeoutMillis > s.TimeoutMillis) {
+		v.fail("spec.ackTimeoutMillis", "must be within 0..timeoutMillis (%d), got %d", s.TimeoutMillis, s.AckTimeoutMillis)
+	}
+	if s.OnStalledClient != "" {
+		v.oneOf("spec.onStalledClient", s.OnStalledClient, StalledPause, StalledProceed, StalledRollback)
 	}
 	if g := s.Gates; !(g.MinSuccessRate >= 0 && g.MinSuccessRate <= 1) {
 		v.fail("spec.gates.minSuccessRate", "must be 0..1, got %v", g.MinSuccessRate)

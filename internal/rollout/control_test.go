@@ -3,6 +3,7 @@ package rollout
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -488,5 +489,64 @@ func TestRolloutNotStartedByEngine(t *testing.T) {
 	}
 	if h.exists(mesh.KindVirtualNode, "echo-server-1-0") || len(h.routeLog()) != 0 {
 		t.Error("a rollout that was not started changed the mesh")
+	}
+}
+
+// TestStalledClient: a client that subscribes to the shifted route and never
+// ACKs it is named in the status and the events once the ACK timeout passes,
+// and the rollout does what onStalledClient says: pause (and wait again on
+// resume), proceed, or roll back. Never a silent wait.
+func TestStalledClient(t *testing.T) {
+	for _, policy := range []string{mesh.StalledPause, mesh.StalledProceed, mesh.StalledRollback} {
+		t.Run(policy, func(t *testing.T) {
+			h := newHarness(t)
+			h.conv.auto, h.conv.acked = false, 2 // the weight-0 commit, not the 10% step
+			r := rolloutOf("1.0", 10, 100)
+			r.Rollout().AckTimeoutMillis = 5_000
+			r.Rollout().OnStalledClient = policy
+			if _, err := h.e.Start(h.ctx, r); err != nil {
+				t.Fatal(err)
+			}
+			hasEvent := func(st *mesh.RolloutStatus, s string) bool {
+				for _, e := range st.Events {
+					if strings.Contains(e.Message, s) {
+						return true
+					}
+				}
+				return false
+			}
+			named := "xDS clients echo-client-1 have not acknowledged the route at 10% within 5s"
+			switch policy {
+			case mesh.StalledPause:
+				st := h.runUntil(time.Minute, phaseIs(mesh.PhasePaused))
+				if !hasEvent(st, named+"; pausing") || !slices.Equal(st.StalledClients, []string{"echo-client-1"}) || st.Weight != 10 || st.ResumePhase != mesh.PhaseShifting {
+					t.Fatalf("paused with stalled %v weight %d resume %s events %+v; want echo-client-1 named, 10%%, back to Shifting", st.StalledClients, st.Weight, st.ResumePhase, st.Events)
+				}
+				h.advance(time.Hour) // paused: no timeout runs
+				h.conv.mu.Lock()
+				h.conv.auto = true // the client catches up
+				h.conv.mu.Unlock()
+				if err := h.e.Control(h.ctx, h.ref, ActionResume); err != nil {
+					t.Fatal(err)
+				}
+				st = h.runUntil(2*time.Minute, phaseIs(mesh.PhaseSucceeded, mesh.PhaseRolledBack))
+				if st.Phase != mesh.PhaseSucceeded || len(st.StalledClients) != 0 {
+					t.Fatalf("after resume: %s (%s), stalled %v; want Succeeded, none stalled", st.Phase, st.Reason, st.StalledClients)
+				}
+			case mesh.StalledProceed:
+				st := h.runUntil(time.Minute, phaseIs(mesh.PhaseBaking))
+				if !hasEvent(st, named+"; proceeding without them") || !slices.Equal(st.StalledClients, []string{"echo-client-1"}) {
+					t.Fatalf("baking with stalled %v events %+v; want echo-client-1 named", st.StalledClients, st.Events)
+				}
+				if at := h.clock.Now().Sub(t0); at > 20*time.Second {
+					t.Errorf("proceeded %s after the start, want about the 5s ACK timeout after the step", at)
+				}
+			case mesh.StalledRollback:
+				st := h.runUntil(time.Minute, phaseIs(mesh.PhaseRolledBack, mesh.PhaseSucceeded))
+				if st.Phase != mesh.PhaseRolledBack || !strings.Contains(st.Reason, "timed out after 5s waiting for xDS clients to acknowledge the route at 10%: echo-client-1") {
+					t.Fatalf("got %s (%s), want RolledBack naming echo-client-1", st.Phase, st.Reason)
+				}
+			}
+		})
 	}
 }

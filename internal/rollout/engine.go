@@ -55,9 +55,11 @@ type Endpoints interface {
 
 // Convergence is the xDS server's ACK tracking.
 type Convergence interface {
-	// Converged reports whether every xDS client has ACKed configuration
-	// built from store revision rev or later; pending names the others.
-	Converged(rev uint64) (done bool, pending []string)
+	// Converged reports whether every xDS client that subscribes to the
+	// routes of route (in meshName) has ACKed configuration built from
+	// store revision rev or later; pending names the others. A client that
+	// never asked for those routes does not count.
+	Converged(rev uint64, meshName, route string) (done bool, pending []string)
 }
 
 // Metrics samples a task set's cumulative request counters

@@ -227,7 +227,7 @@ type fakeConv struct {
 	acked uint64
 }
 
-func (c *fakeConv) Converged(rev uint64) (bool, []string) {
+func (c *fakeConv) Converged(rev uint64, meshName, route string) (bool, []string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.auto || rev <= c.acked {

@@ -122,6 +122,9 @@ func rolloutOf(version string, steps ...int) *mesh.Resource {
 		Steps:          steps,
 		IntervalMillis: 10_000,
 		TimeoutMillis:  30_000,
+		// The tests of stalled clients set their own policy.
+		AckTimeoutMillis: 30_000,
+		OnStalledClient:  mesh.StalledRollback,
 	})
 }
 

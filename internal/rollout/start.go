@@ -176,6 +176,20 @@ func defaults(spec *mesh.RolloutSpec, svc *mesh.ServiceSpec, old *mesh.TaskSetSp
 	if spec.TimeoutMillis == 0 {
 		spec.TimeoutMillis = mesh.DefaultRolloutTimeoutMillis
 	}
+	if spec.AckTimeoutMillis == 0 {
+		spec.AckTimeoutMillis = min(mesh.DefaultAckTimeoutMillis, spec.TimeoutMillis)
+	}
+	if spec.OnStalledClient == "" {
+		spec.OnStalledClient = mesh.StalledPause
+	}
+	switch spec.OnStalledClient {
+	case mesh.StalledPause, mesh.StalledProceed, mesh.StalledRollback:
+	default:
+		return mesh.FieldError("spec.onStalledClient", "must be Pause, Proceed or Rollback, got %q", spec.OnStalledClient)
+	}
+	if spec.AckTimeoutMillis < 0 || spec.AckTimeoutMillis > spec.TimeoutMillis {
+		return mesh.FieldError("spec.ackTimeoutMillis", "must be within 1..timeoutMillis (%d), got %d", spec.TimeoutMillis, spec.AckTimeoutMillis)
+	}
 	if spec.IntervalMillis < 0 {
 		return mesh.FieldError("spec.intervalMillis", "must not be negative")
 	}

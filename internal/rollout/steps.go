@@ -532,17 +532,47 @@ func (p *pass) shift(ctx context.Context) (time.Duration, error) {
 		p.routeChanged(rev, w)
 		return 0, nil
 	}
-	done, pending := p.e.conv.Converged(st.StoreRevision)
+	done, pending := p.converged()
 	if done {
+		st.StalledClients = nil
 		p.setPhase(mesh.PhaseBaking, fmt.Sprintf("Analysing version %s at %d%% for %s", st.NewVersion, w, p.interval()))
 		return 0, nil
 	}
-	if p.expired() {
-		p.rollback(fmt.Sprintf("timed out after %s waiting for xDS clients to acknowledge the route at %d%%: %s", p.timeout(), w, names(pending)))
+	if ackBy := p.waitSince().Add(p.ackTimeout()); !p.now.Before(ackBy) {
+		// Never a silent wait: name the clients, then do as the user said.
+		st.StalledClients = pending
+		stalled := fmt.Sprintf("xDS clients %s have not acknowledged the route at %d%% within %s", names(pending), w, p.ackTimeout())
+		switch p.spec.OnStalledClient {
+		case mesh.StalledProceed:
+			p.event(stalled + "; proceeding without them (onStalledClient: Proceed)")
+			p.setPhase(mesh.PhaseBaking, fmt.Sprintf("Analysing version %s at %d%% for %s", st.NewVersion, w, p.interval()))
+		case mesh.StalledRollback:
+			p.rollback(fmt.Sprintf("timed out after %s waiting for xDS clients to acknowledge the route at %d%%: %s", p.ackTimeout(), w, names(pending)))
+		default:
+			p.event(stalled + "; pausing (onStalledClient: Pause): resume to wait for them again, or abort")
+			st.Paused = true
+			p.pause()
+		}
 		return 0, nil
 	}
 	p.say(fmt.Sprintf("Waiting for xDS clients to acknowledge the route at %d%% (%d pending)", w, len(pending)))
-	return p.wait(), nil
+	return p.until(p.waitSince().Add(p.ackTimeout())), nil
+}
+
+// converged asks whether every xDS client that subscribes to the shifted
+// route has ACKed its last change.
+func (p *pass) converged() (bool, []string) {
+	return p.e.conv.Converged(p.st.StoreRevision, p.ref.Mesh, p.st.Route)
+}
+
+// ackTimeout bounds a step's wait for ACKs (spec.ackTimeoutMillis, at most
+// the timeout; 0: the timeout).
+func (p *pass) ackTimeout() time.Duration {
+	d := time.Duration(p.spec.AckTimeoutMillis) * time.Millisecond
+	if d <= 0 || d > p.timeout() {
+		return p.timeout()
+	}
+	return d
 }
 
 // routeChanged records a route commit the next wait needs ACKed.
@@ -687,7 +717,7 @@ func (p *pass) retire(ctx context.Context) (time.Duration, error) {
 		return 0, err
 	}
 	if oldSet != nil && !oldSet.Spec.(*mesh.TaskSetSpec).Draining {
-		if done, pending := p.e.conv.Converged(st.StoreRevision); !done {
+		if done, pending := p.converged(); !done {
 			if !p.expired() {
 				p.say(fmt.Sprintf("Waiting for xDS clients to acknowledge the route at 100%% (%d pending)", len(pending)))
 				return p.wait(), nil
@@ -805,7 +835,7 @@ func (p *pass) rollBack(ctx context.Context) (time.Duration, error) {
 			continue
 		}
 		if st.StoreRevision != 0 {
-			if done, pending := p.e.conv.Converged(st.StoreRevision); !done {
+			if done, pending := p.converged(); !done {
 				if !p.expired() {
 					p.say(fmt.Sprintf("Waiting for xDS clients to acknowledge the route back to version %s (%d pending)", st.OldVersion, len(pending)))
 					return p.wait(), nil

@@ -90,3 +90,41 @@ func fakeEndpoint(i int) *mesh.Endpoint {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// TestConvergedForCountsOnlySubscribers: a client that never ACKs holds the
+// convergence of the route configurations it subscribed to, and of no other.
+func TestConvergedForCountsOnlySubscribers(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cp := startControlPlane(t)
+	publish(t, cp, 1, 50, 50, fakeEndpoint(0))
+	stuck := func(node string, routeConfigs ...string) {
+		conn, err := grpc.NewClient(cp.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		stream, err := discoverypb.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.Send(&discoverypb.DiscoveryRequest{Node: &corepb.Node{Id: node}, TypeUrl: xds.RouteType, ResourceNames: routeConfigs}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stuck("elsewhere", "echo/other.echo.local")
+	pollUntil(ctx, t, "the client is known", func() (bool, error) { return len(cp.Clients()) == 1, nil })
+	publish(t, cp, 2, 90, 10, fakeEndpoint(0))
+	echoRoutes := []string{"echo/echo-server.echo.local"}
+	if done, pending := cp.ConvergedFor(xds.RouteType, 2, echoRoutes); !done {
+		t.Errorf("ConvergedFor(echo-server's routes) = false, %v; want true: the stuck client never asked for them", pending)
+	}
+	if done, pending := cp.Converged(xds.RouteType, 2); done || len(pending) != 1 || pending[0] != "elsewhere@none" {
+		t.Errorf("Converged(all) = %v, %v; want false, [elsewhere@none]", done, pending)
+	}
+	stuck("subscriber", "echo/echo-server.echo.local")
+	pollUntil(ctx, t, "the second client is known", func() (bool, error) { return len(cp.Clients()) == 2, nil })
+	if done, pending := cp.ConvergedFor(xds.RouteType, 2, echoRoutes); done || len(pending) != 1 || pending[0] != "subscriber@none" {
+		t.Errorf("ConvergedFor(echo-server's routes) = %v, %v; want false, [subscriber@none]", done, pending)
+	}
+}

@@ -244,14 +244,26 @@ func (c *callbacks) OnStreamDeltaResponse(int64, *discoverypb.DeltaDiscoveryRequ
 func (s *Server) Converged(typeURL string, rev uint64) (done bool, pending []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	done, pending, _ = s.convergedLocked(typeURL, rev, true)
+	done, pending, _ = s.convergedLocked(typeURL, rev, true, nil)
+	return done, pending
+}
+
+// ConvergedFor is Converged counting only the clients subscribed to one of
+// names of typeURL (or to all of its resources): the clients a change to
+// those resources concerns. A client that subscribes to other route
+// configurations only, or to nothing, does not hold a rollout of a route it
+// never asked for. No names: every subscribed client, as Converged.
+func (s *Server) ConvergedFor(typeURL string, rev uint64, names []string) (done bool, pending []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	done, pending, _ = s.convergedLocked(typeURL, rev, true, names)
 	return done, pending
 }
 
 // convergedLocked also returns the first pending client that NACKed the
 // target version or a newer one. Without list it only counts (WaitConverged
 // runs it on every ACK of every client).
-func (s *Server) convergedLocked(typeURL string, rev uint64, list bool) (bool, []string, *NACK) {
+func (s *Server) convergedLocked(typeURL string, rev uint64, list bool, names []string) (bool, []string, *NACK) {
 	if !s.published || s.rev < rev {
 		return false, nil, nil
 	}
@@ -265,7 +277,7 @@ func (s *Server) convergedLocked(typeURL string, rev uint64, list bool) (bool, [
 	seen := map[string]bool{}
 	for _, st := range s.streams {
 		ts := st.types[typeURL]
-		if st.node == "" || ts == nil || !ts.subscribed || ts.ackCounter >= target {
+		if st.node == "" || ts == nil || !ts.subscribed || ts.ackCounter >= target || !ts.subscribedToAny(names) {
 			continue
 		}
 		behind++
@@ -305,7 +317,7 @@ func (s *Server) targetLocked(typeURL string, rev uint64) (uint64, bool) {
 func (s *Server) WaitConverged(ctx context.Context, typeURL string, rev uint64) error {
 	for {
 		s.mu.Lock()
-		done, _, rejected := s.convergedLocked(typeURL, rev, false)
+		done, _, rejected := s.convergedLocked(typeURL, rev, false, nil)
 		ch := s.changed
 		s.mu.Unlock()
 		if done {
@@ -402,6 +414,20 @@ func (s *Server) WaitSubscribed(ctx context.Context, typeURL string, names []str
 			return fmt.Errorf("wait for clients to subscribe to %v: pending %v: %w", names, pending, ctx.Err())
 		}
 	}
+}
+
+// subscribedToAny reports whether the client asked for every resource of
+// the type or for one of names (no names: true).
+func (ts *typeState) subscribedToAny(names []string) bool {
+	if len(names) == 0 || ts.wildcard {
+		return true
+	}
+	for _, n := range names {
+		if ts.names[n] {
+			return true
+		}
+	}
+	return false
 }
 
 func sameNames(have map[string]bool, names []string) bool {
