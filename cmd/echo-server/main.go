@@ -18,11 +18,21 @@ import (
 	"github.com/gmesh-dev/gmesh/internal/echo"
 )
 
-// The version of this server. The demo flow edits it to "1.0" and deploys.
-const defaultVersion = "0.9"
+// The version of this server. The README's demo (step 3) edits this line
+// with sed to say "1.0", then deploys.
+const version = "0.9"
 
-// version can be stamped at build time: -ldflags "-X main.version=1.0".
-var version = defaultVersion
+// stampedVersion, when set at build time, replaces version:
+// go build -ldflags "-X main.stampedVersion=1.0" ./cmd/echo-server.
+var stampedVersion string
+
+// serverVersion is the version this build reports and serves.
+func serverVersion() string {
+	if stampedVersion != "" {
+		return stampedVersion
+	}
+	return version
+}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
@@ -38,12 +48,12 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return 2
 	}
 	if opts.ShowVersion {
-		fmt.Fprintln(stdout, version)
+		fmt.Fprintln(stdout, serverVersion())
 		return 0
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	cfg := opts.Config
-	cfg.Version = version
+	cfg.Version = serverVersion()
 	cfg.Logger = log
 	srv, err := echo.NewServer(cfg)
 	if err != nil {

@@ -49,7 +49,7 @@ func main() {
 	flag.DurationVar(&o.openDur, "open", 4*time.Second, "open-loop duration of each rung, per round")
 	flag.IntVar(&o.rounds, "rounds", 4, "rounds; rungs run interleaved in each round, in rotating order")
 	flag.Float64Var(&o.rate, "rate", 1000, "open-loop rate, requests per second")
-	flag.IntVar(&o.upRuns, "up-runs", 2, "measured `gmesh up` start-ups (after one warm-up run); 0 skips")
+	flag.IntVar(&o.upRuns, "up-runs", 2, "measured gmesh up start-ups (after one warm-up run); 0 skips")
 	flag.BoolVar(&o.quick, "quick", false, "short smoke run (figures are not worth publishing)")
 	flag.Parse()
 	if o.quick {

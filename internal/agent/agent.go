@@ -10,9 +10,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net"
 	"sort"
-	"strconv"
 	"sync"
 	"time"
 
@@ -26,19 +24,24 @@ type Supervisor interface {
 	Apply(sets []*mesh.Resource)
 }
 
-// Backends receives the gateway's backends (internal/gateway implements it).
-type Backends interface {
-	SetBackends(bs []gateway.Backend)
+// Routes receives the gateway's routing table (internal/gateway implements
+// it).
+type Routes interface {
+	SetRoutes(rt *gateway.Routes)
 }
+
+var _ Routes = (*gateway.Gateway)(nil)
 
 // Config configures an agent.
 type Config struct {
 	API        meshv1.MeshAdminClient
 	Supervisor Supervisor
-	// Gateway and GatewayName: the virtual gateway whose backends to feed;
-	// nil Gateway: none.
-	Gateway     Backends
+	// Gateway and GatewayName: the virtual gateway whose routes to feed;
+	// nil Gateway: none. GatewayMesh is its mesh; empty: the mesh that has a
+	// virtual gateway of that name.
+	Gateway     Routes
 	GatewayName string
+	GatewayMesh string
 	Logger      *slog.Logger
 }
 
@@ -55,6 +58,8 @@ type Agent struct {
 	pushMu   sync.Mutex // serialises update's pushes (two streams call it)
 	lastSets string
 	lastBack string
+	// lastRouteErr holds the gateway routing errors already logged.
+	lastRouteErr map[string]bool
 }
 
 // New returns an agent.
@@ -199,7 +204,7 @@ func (a *Agent) update() {
 		}
 	}
 	sort.Slice(sets, func(i, j int) bool { return sets[i].Ref().String() < sets[j].Ref().String() })
-	backends := a.gatewayBackendsLocked()
+	routes, routesKey := a.gatewayRoutesLocked()
 	a.mu.Unlock()
 
 	key, _ := json.Marshal(setKeys(sets))
@@ -207,12 +212,9 @@ func (a *Agent) update() {
 		a.lastSets = string(key)
 		a.cfg.Supervisor.Apply(sets)
 	}
-	if a.cfg.Gateway != nil {
-		bkey, _ := json.Marshal(backends)
-		if string(bkey) != a.lastBack {
-			a.lastBack = string(bkey)
-			a.cfg.Gateway.SetBackends(backends)
-		}
+	if a.cfg.Gateway != nil && routesKey != a.lastBack {
+		a.lastBack = routesKey
+		a.cfg.Gateway.SetRoutes(routes)
 	}
 }
 
@@ -229,95 +231,28 @@ func setKeys(sets []*mesh.Resource) []setKey {
 	return out
 }
 
-// gatewayBackendsLocked resolves the gateway's routes to the serving
-// endpoints of the virtual nodes behind their target virtual services.
-func (a *Agent) gatewayBackendsLocked() []gateway.Backend {
+// gatewayRoutesLocked resolves the gateway's routing table from the mesh
+// (gateway.RoutesFromMesh) and a key that changes whenever the table would.
+func (a *Agent) gatewayRoutesLocked() (*gateway.Routes, string) {
 	if a.cfg.GatewayName == "" {
-		return nil
+		return nil, ""
 	}
-	var backends []gateway.Backend
-	seen := map[string]bool{}
+	st := mesh.NewState()
+	meshName := a.cfg.GatewayMesh
 	for _, r := range a.resources {
-		gr := r.GatewayRoute()
-		if gr == nil || gr.VirtualGatewayName != a.cfg.GatewayName {
-			continue
-		}
-		var vsName string
-		switch {
-		case gr.HTTPRoute != nil:
-			vsName = gr.HTTPRoute.Action.Target.VirtualService.VirtualServiceName
-		case gr.HTTP2Route != nil:
-			vsName = gr.HTTP2Route.Action.Target.VirtualService.VirtualServiceName
-		case gr.GRPCRoute != nil:
-			vsName = gr.GRPCRoute.Action.Target.VirtualService.VirtualServiceName
-		}
-		for _, node := range a.nodesOfServiceLocked(r.Metadata.Mesh, vsName) {
-			sel := node.ServiceDiscovery.Selector()
-			for _, ep := range a.endpoints {
-				if ep.Mesh == r.Metadata.Mesh && ep.Serving() && ep.Matches(sel) && !seen[ep.ID] {
-					seen[ep.ID] = true
-					backends = append(backends, gateway.Backend{ID: ep.ID, Addr: joinHostPort(ep.Address, ep.Port)})
-				}
-			}
+		st.Put(r)
+		if meshName == "" && r.Kind == mesh.KindVirtualGateway && r.Metadata.Name == a.cfg.GatewayName {
+			meshName = r.Metadata.Mesh
 		}
 	}
-	sort.Slice(backends, func(i, j int) bool { return backends[i].ID < backends[j].ID })
-	return backends
-}
-
-// nodesOfServiceLocked returns the virtual nodes that serve a virtual
-// service: its provider node, or its router's weighted targets above 0.
-func (a *Agent) nodesOfServiceLocked(meshName, vsName string) []*mesh.VirtualNodeSpec {
-	vsRes := a.resources[mesh.Ref{Kind: mesh.KindVirtualService, Mesh: meshName, Name: vsName}]
-	if vsRes == nil {
-		return nil
-	}
-	vs := vsRes.VirtualService()
-	if vs == nil || vs.Provider == nil {
-		return nil
-	}
-	node := func(name string) *mesh.VirtualNodeSpec {
-		r := a.resources[mesh.Ref{Kind: mesh.KindVirtualNode, Mesh: meshName, Name: name}]
-		if r == nil {
-			return nil
+	rt, key, errs := gateway.RoutesFromMesh(st, meshName, a.cfg.GatewayName, a.endpoints)
+	seen := make(map[string]bool, len(errs))
+	for _, err := range errs {
+		if msg := err.Error(); !a.lastRouteErr[msg] {
+			a.log.Warn("gateway route left out", "err", err)
 		}
-		return r.VirtualNode()
+		seen[err.Error()] = true
 	}
-	if p := vs.Provider.VirtualNode; p != nil {
-		if n := node(p.VirtualNodeName); n != nil {
-			return []*mesh.VirtualNodeSpec{n}
-		}
-		return nil
-	}
-	if vs.Provider.VirtualRouter == nil {
-		return nil
-	}
-	var out []*mesh.VirtualNodeSpec
-	for _, r := range a.resources {
-		rt := r.Route()
-		if rt == nil || r.Metadata.Mesh != meshName || rt.VirtualRouterName != vs.Provider.VirtualRouter.VirtualRouterName {
-			continue
-		}
-		var ts []mesh.WeightedTarget
-		switch {
-		case rt.HTTPRoute != nil:
-			ts = rt.HTTPRoute.Action.WeightedTargets
-		case rt.HTTP2Route != nil:
-			ts = rt.HTTP2Route.Action.WeightedTargets
-		case rt.GRPCRoute != nil:
-			ts = rt.GRPCRoute.Action.WeightedTargets
-		}
-		for _, t := range ts {
-			if t.Weight > 0 {
-				if n := node(t.VirtualNode); n != nil {
-					out = append(out, n)
-				}
-			}
-		}
-	}
-	return out
-}
-
-func joinHostPort(host string, port int) string {
-	return net.JoinHostPort(host, strconv.Itoa(port))
+	a.lastRouteErr = seen
+	return rt, key
 }

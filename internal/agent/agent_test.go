@@ -31,10 +31,13 @@ func (r *recorder) Apply(sets []*mesh.Resource) {
 	r.sets = sets
 }
 
-func (r *recorder) SetBackends(bs []gateway.Backend) {
+func (r *recorder) SetRoutes(rt *gateway.Routes) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.backends = bs
+	r.backends = nil
+	for _, bs := range rt.Nodes {
+		r.backends = append(r.backends, bs...)
+	}
 }
 
 func (r *recorder) get() ([]*mesh.Resource, []gateway.Backend) {
@@ -68,7 +71,7 @@ func TestAgentFollowsControlPlane(t *testing.T) {
 		t.Fatal(err)
 	}
 	set := mesh.New(mesh.KindTaskSet, "echo", "echo-client-0-1", &mesh.TaskSetSpec{
-		Service: "echo-client", VirtualNode: "echo-client", Version: "0.1", Revision: 1,
+		Service: "echo-client", VirtualNode: "echo-client-0-1", Version: "0.1", Revision: 1,
 		Command: []string{"/bin/true"}, DesiredCount: 1, Port: 8080,
 	})
 	if _, _, err := c.Apply(ctx, "stack", append(rs, set), false); err != nil {

@@ -205,3 +205,50 @@ grpc_server_handling_seconds_count{grpc_method="Check",grpc_service="grpc.health
 		t.Errorf("Parse mismatch (-want +got):\n%s", diff)
 	}
 }
+
+func TestParseServed(t *testing.T) {
+	const grpcPage = `# TYPE grpc_server_handled_total counter
+grpc_server_handled_total{grpc_code="OK",grpc_method="Echo",grpc_service="proto.echo.EchoService"} 9
+grpc_server_handled_total{grpc_code="Unavailable",grpc_method="Echo",grpc_service="proto.echo.EchoService"} 1
+grpc_server_handled_total{grpc_code="OK",grpc_method="Check",grpc_service="grpc.health.v1.Health"} 500
+`
+	// The echo client's page: HTTP server metrics, and client-side gRPC
+	// metrics that are not requests it served.
+	const httpPage = `# TYPE http_requests_total counter
+http_requests_total{code="200"} 70
+http_requests_total{code="400"} 5
+http_requests_total{code="503"} 3
+# TYPE http_request_duration_seconds histogram
+http_request_duration_seconds_bucket{le="0.1"} 70
+http_request_duration_seconds_bucket{le="0.5"} 77
+http_request_duration_seconds_bucket{le="+Inf"} 78
+http_request_duration_seconds_sum 2
+http_request_duration_seconds_count 78
+# TYPE grpc_client_handled_total counter
+grpc_client_handled_total{grpc_code="OK",grpc_method="Echo",grpc_service="proto.echo.EchoService"} 1000
+`
+	for _, tt := range []struct {
+		name string
+		page string
+		want Sample
+	}{
+		{"grpc server", grpcPage, Sample{Requests: 10, Errors: 1, Codes: map[string]int64{"OK": 9, "Unavailable": 1}}},
+		{"http server", httpPage, Sample{Requests: 78, Errors: 3, Buckets: []Bucket{{0.1, 70}, {0.5, 77}, {inf, 78}}}},
+		{"both", grpcPage + httpPage, Sample{Requests: 88, Errors: 4, Codes: map[string]int64{"OK": 9, "Unavailable": 1},
+			Buckets: []Bucket{{0.1, 70}, {0.5, 77}, {inf, 78}}}},
+		{"neither", "# TYPE go_goroutines gauge\ngo_goroutines 7\n", Sample{}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseServed(strings.NewReader(tt.page))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("ParseServed mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+	if _, err := ParseServed(strings.NewReader("not { a metrics page")); err == nil {
+		t.Error("ParseServed of garbage: no error")
+	}
+}

@@ -160,15 +160,94 @@ func (s *Scraper) scrape(ctx context.Context, addr string) (Sample, error) {
 	return smp, nil
 }
 
-// Parse reads a Prometheus text exposition and sums the handled counter
-// (by grpc_code) and the handling histogram over every gRPC service except
-// health checks and reflection.
+// The HTTP server metrics a task may serve, named as Prometheus's
+// conventions (and the echo client) name them: a counter labelled code and
+// a latency histogram in seconds.
+const (
+	HTTPRequestsMetric = "http_requests_total"
+	HTTPDurationMetric = "http_request_duration_seconds"
+)
+
+// Parse reads a Prometheus text exposition and sums every request the task
+// served: its gRPC calls (the handled counter by grpc_code and the handling
+// histogram, over every gRPC service except health checks and reflection)
+// and its HTTP requests (HTTPRequestsMetric, where a 5xx code is an error,
+// and HTTPDurationMetric). So an HTTP service such as the echo client is
+// judged by a rollout and shown by the dashboard like a gRPC one. The two
+// histograms are merged by bucket bound, so they should share their bounds.
 func Parse(r io.Reader, handled, handling string) (Sample, error) {
+	fams, err := parseFamilies(r)
+	if err != nil {
+		return Sample{}, err
+	}
+	out := grpcSample(fams, handled, handling)
+	h := httpSample(fams)
+	out.Requests += h.Requests
+	out.Errors += h.Errors
+	out.Buckets = mergeBuckets(out.Buckets, h.Buckets, 1)
+	return out, nil
+}
+
+// ParseServed is Parse with the default gRPC metric names
+// (grpc_server_handled_total, grpc_server_handling_seconds).
+func ParseServed(r io.Reader) (Sample, error) {
+	return Parse(r, "grpc_server_handled_total", "grpc_server_handling_seconds")
+}
+
+func parseFamilies(r io.Reader) (map[string]*dto.MetricFamily, error) {
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := p.TextToMetricFamilies(r)
 	if err != nil {
-		return Sample{}, fmt.Errorf("parse metrics: %w", err)
+		return nil, fmt.Errorf("parse metrics: %w", err)
 	}
+	return fams, nil
+}
+
+// httpSample sums the HTTP requests counter (a 5xx code is an error; Codes
+// stays for gRPC codes) and the duration histogram.
+func httpSample(fams map[string]*dto.MetricFamily) Sample {
+	var out Sample
+	if f := fams[HTTPRequestsMetric]; f != nil {
+		for _, m := range f.GetMetric() {
+			v := counterValue(m)
+			if v <= 0 {
+				continue
+			}
+			n := int64(math.Round(v))
+			out.Requests += n
+			if strings.HasPrefix(label(m, "code"), "5") {
+				out.Errors += n
+			}
+		}
+	}
+	if f := fams[HTTPDurationMetric]; f != nil && f.GetType() == dto.MetricType_HISTOGRAM {
+		for _, m := range f.GetMetric() {
+			out.Buckets = mergeBuckets(out.Buckets, histogramBuckets(m.GetHistogram()), 1)
+		}
+	}
+	return out
+}
+
+// histogramBuckets returns h's cumulative buckets, ending with +Inf.
+func histogramBuckets(h *dto.Histogram) []Bucket {
+	var bs []Bucket
+	hasInf := false
+	for _, b := range h.GetBucket() {
+		ub := b.GetUpperBound()
+		if math.IsInf(ub, 1) {
+			hasInf = true
+		}
+		bs = append(bs, Bucket{UpperBound: ub, Count: int64(b.GetCumulativeCount())})
+	}
+	if !hasInf {
+		bs = append(bs, Bucket{UpperBound: math.Inf(1), Count: int64(h.GetSampleCount())})
+	}
+	return bs
+}
+
+// grpcSample sums the handled counter by grpc_code and the handling
+// histogram, leaving out health checks and reflection.
+func grpcSample(fams map[string]*dto.MetricFamily, handled, handling string) Sample {
 	var out Sample
 	if f := fams[handled]; f != nil {
 		for _, m := range f.GetMetric() {
@@ -196,23 +275,10 @@ func Parse(r io.Reader, handled, handling string) (Sample, error) {
 			if ignoredService(label(m, "grpc_service")) {
 				continue
 			}
-			h := m.GetHistogram()
-			var bs []Bucket
-			hasInf := false
-			for _, b := range h.GetBucket() {
-				ub := b.GetUpperBound()
-				if math.IsInf(ub, 1) {
-					hasInf = true
-				}
-				bs = append(bs, Bucket{UpperBound: ub, Count: int64(b.GetCumulativeCount())})
-			}
-			if !hasInf {
-				bs = append(bs, Bucket{UpperBound: math.Inf(1), Count: int64(h.GetSampleCount())})
-			}
-			out.Buckets = mergeBuckets(out.Buckets, bs, 1)
+			out.Buckets = mergeBuckets(out.Buckets, histogramBuckets(m.GetHistogram()), 1)
 		}
 	}
-	return out, nil
+	return out
 }
 
 func counterValue(m *dto.Metric) float64 {

@@ -255,7 +255,7 @@ func TranslatePublishCost(rs []*mesh.Resource, eps []*mesh.Endpoint, n int) (tra
 	defer srv.Close()
 	var route *mesh.Resource
 	for _, r := range rs {
-		if r.Kind == mesh.KindRoute {
+		if r.Kind == mesh.KindRoute && r.Metadata.Name == "echo-server-route" {
 			route = r
 			break
 		}

@@ -496,7 +496,12 @@ func StartHTTPStack(ctx context.Context, m *Mesh, echoes *Echoes) (*HTTPStack, e
 		return nil, err
 	}
 	h.GatewayAddr = ln.Addr().String()
-	h.Gateway.SetBackends([]gateway.Backend{{ID: "echo-client-1", Addr: h.MeshClient.Addr().String()}})
+	// The gateway routes as in gmesh up: the built-in stack's gateway route
+	// and echo-client route (a weighted pick over one node).
+	if err := h.routeGateway(); err != nil {
+		h.Close()
+		return nil, err
+	}
 	go h.Gateway.Serve(ln)
 	// Ready: one good answer from each path.
 	for _, u := range []string{h.URL("gateway"), h.URL("mesh"), h.URL("direct")} {
@@ -514,6 +519,35 @@ func StartHTTPStack(ctx context.Context, m *Mesh, echoes *Echoes) (*HTTPStack, e
 		}
 	}
 	return h, nil
+}
+
+// routeGateway gives the gateway the built-in echo stack's routing table
+// with the mesh echo-client as echo-client-0-1's one endpoint.
+func (h *HTTPStack) routeGateway() error {
+	rs, err := mesh.Decode("echo.yaml", stack.Echo)
+	if err != nil {
+		return err
+	}
+	st := mesh.NewState()
+	for _, r := range rs {
+		st.Put(r)
+	}
+	host, port, err := net.SplitHostPort(h.MeshClient.Addr().String())
+	if err != nil {
+		return err
+	}
+	p, _ := strconv.Atoi(port)
+	ep := &mesh.Endpoint{ID: "echo-client-1", Mesh: "echo", Service: "echo-client", Address: host, Port: p,
+		Attributes: map[string]string{mesh.AttrVersion: "0.1"}, State: mesh.TaskRunning, Health: mesh.HealthHealthy}
+	rt, _, errs := gateway.RoutesFromMesh(st, "echo", "echo-gateway", []*mesh.Endpoint{ep})
+	if len(errs) > 0 {
+		return fmt.Errorf("gateway routes: %v", errs)
+	}
+	if len(rt.Nodes["echo-client-0-1"]) != 1 {
+		return fmt.Errorf("gateway routes: echo-client-0-1 has backends %v, want the mesh echo-client", rt.Nodes)
+	}
+	h.Gateway.SetRoutes(rt)
+	return nil
 }
 
 // URL is the echo URL of a path: "gateway", "mesh" (echo-client through

@@ -69,8 +69,8 @@ func TestStatusJSON(t *testing.T) {
 	if st.Revision == 0 {
 		t.Errorf("status revision = 0, want > 0")
 	}
-	if got := len(st.Routes); got != 1 {
-		t.Errorf("status routes = %d, want 1", got)
+	if got := len(st.Routes); got != 2 { // echo-server's and echo-client's
+		t.Errorf("status routes = %d, want 2", got)
 	}
 	if got := len(st.Nodes); got != 2 {
 		t.Errorf("status virtualNodes = %d, want 2", got)

@@ -32,7 +32,7 @@ type cpProcess struct {
 }
 
 func startControlPlane(ctx context.Context, dir statedir.Dir, addr string, log *slog.Logger) (*cpProcess, error) {
-	exe, err := os.Executable()
+	exe, err := selfExe()
 	if err != nil {
 		return nil, fmt.Errorf("find the gmesh executable: %w", err)
 	}
@@ -73,6 +73,7 @@ func (p *cpProcess) run(ctx context.Context, exe, logPath string, first chan<- e
 			}
 		}
 		cmd := exec.Command(exe, "controlplane", "--state-dir", p.dir.Path, "--addr", p.addr)
+		cmd.Args[0] = "gmesh" // not /proc/self/exe, in ps
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.SysProcAttr = childAttrs()
 		if err := cmd.Start(); err != nil {
@@ -81,6 +82,7 @@ func (p *cpProcess) run(ctx context.Context, exe, logPath string, first chan<- e
 				first <- fmt.Errorf("start the control plane: %w", err)
 				return
 			}
+			p.log.Warn("control plane cannot be restarted", "err", err, "backoff", backoff)
 		} else {
 			if attempt == 0 {
 				first <- nil

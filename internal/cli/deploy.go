@@ -41,7 +41,7 @@ func (o *deployOptions) flags(cmd *cobra.Command) {
 	cmd.Flags().Float64Var(&o.minSuccess, "min-success", 0.99, "gate: least success rate of the new version over a bake (0..1)")
 	cmd.Flags().DurationVar(&o.maxP99, "max-p99", 500*time.Millisecond, "gate: highest p99 latency of the new version over a bake")
 	cmd.Flags().Int64Var(&o.minRequests, "min-requests", 20, "requests the new version must serve in a bake before it is judged")
-	cmd.Flags().BoolVar(&o.detach, "detach", false, "start the rollout and return; follow it with `gmesh rollout status SERVICE --watch`")
+	cmd.Flags().BoolVar(&o.detach, "detach", false, "start the rollout and return; follow it with: gmesh rollout status SERVICE --watch")
 }
 
 func parseSteps(s string) ([]int, error) {
@@ -160,16 +160,17 @@ func runDeploy(ctx context.Context, g *globals, o *deployOptions, service string
 		return err
 	}
 	if o.detach {
-		fmt.Fprintf(stdio.Out, "Rollout started; follow it with: gmesh rollout status %s --watch\n", service)
+		fmt.Fprintf(stdio.Out, "Rollout started; follow it with: gmesh rollout status %s --watch%s\n", service, g.targetFlags())
 		return nil
 	}
-	return followRollout(ctx, c, r.Ref(), stdio.Out, 0)
+	return followRollout(ctx, c, r.Ref(), stdio.Out, 0, g.targetFlags())
 }
 
 // followRollout prints a rollout's events until it ends, reconnecting if
 // the control plane restarts meanwhile. It returns an exitError 1 when the
-// rollout did not succeed.
-func followRollout(ctx context.Context, c *controlplane.Client, ref mesh.Ref, w io.Writer, skip int) error {
+// rollout did not succeed. flags are the --state-dir, --server and --mesh
+// its hints carry (globals.targetFlags).
+func followRollout(ctx context.Context, c *controlplane.Client, ref mesh.Ref, w io.Writer, skip int, flags string) error {
 	printed := skip
 	var lastAnalysis, lastLine string
 	down := false
@@ -243,7 +244,7 @@ func followRollout(ctx context.Context, c *controlplane.Client, ref mesh.Ref, w 
 		}
 		cancel()
 		if ctx.Err() != nil {
-			fmt.Fprintf(w, "Stopped following; the rollout goes on. Follow it again with: gmesh rollout status %s --watch\n", ref.Name)
+			fmt.Fprintf(w, "Stopped following; the rollout goes on. Follow it again with: gmesh rollout status %s --watch%s\n", ref.Name, flags)
 			return nil
 		}
 		if !down {
@@ -289,7 +290,7 @@ func newRolloutCmd(g *globals, stdio IO) *cobra.Command {
 				if st != nil {
 					n = len(st.Events)
 				}
-				return followRollout(cmd.Context(), c, ref, stdio.Out, n)
+				return followRollout(cmd.Context(), c, ref, stdio.Out, n, g.targetFlags())
 			}
 			return nil
 		},
@@ -400,10 +401,10 @@ func newRollbackCmd(g *globals, stdio IO) *cobra.Command {
 				return err
 			}
 			if o.detach {
-				fmt.Fprintf(stdio.Out, "Rollback started; follow it with: gmesh rollout status %s --watch\n", args[0])
+				fmt.Fprintf(stdio.Out, "Rollback started; follow it with: gmesh rollout status %s --watch%s\n", args[0], g.targetFlags())
 				return nil
 			}
-			return followRollout(ctx, c, ref, stdio.Out, 0)
+			return followRollout(ctx, c, ref, stdio.Out, 0, g.targetFlags())
 		},
 	}
 	o.flags(cmd)

@@ -25,7 +25,7 @@ func upDetached(ctx context.Context, g *globals, o *upOptions, stdio IO) error {
 	if err != nil {
 		return err
 	}
-	exe, err := os.Executable()
+	exe, err := selfExe()
 	if err != nil {
 		return err
 	}
@@ -54,6 +54,7 @@ func upDetached(ctx context.Context, g *globals, o *upOptions, stdio IO) error {
 	defer logf.Close()
 	_ = os.Remove(dir.UpInfoPath())
 	cmd := exec.Command(exe, args...)
+	cmd.Args[0] = "gmesh" // not /proc/self/exe, in ps
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -72,7 +73,7 @@ func upDetached(ctx context.Context, g *globals, o *upOptions, stdio IO) error {
 			if info.Dashboard != "" {
 				fmt.Fprintf(stdio.Out, "Dashboard: %s\n", info.Dashboard)
 			}
-			fmt.Fprintf(stdio.Out, "State: %s\nLogs: %s\nStop it with: gmesh down\n", dir.Path, dir.LogDir())
+			fmt.Fprintf(stdio.Out, "State: %s\nLogs: %s\nStop it with: gmesh down%s\n", dir.Path, dir.LogDir(), g.stateDirFlag())
 			return nil
 		}
 		select {
@@ -96,14 +97,25 @@ func newDownCmd(g *globals, stdio IO) *cobra.Command {
 		Short: "Stop a background `gmesh up` (drains and stops every task)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			dir, err := statedir.Open(g.stateDir)
+			// Nothing running is fine for the default ./.gmesh (down is
+			// idempotent) and an error for a state directory the user named.
+			nothing := func(dir, why string) error {
+				if g.stateDirSet {
+					return fmt.Errorf("nothing is running in %s%s", dir, why)
+				}
+				fmt.Fprintf(stdio.Out, "nothing is running in %s%s; a gmesh up started in another directory is stopped from there, or with --state-dir\n", dir, why)
+				return nil
+			}
+			dir, err := statedir.Lookup(g.stateDir)
+			if errors.Is(err, fs.ErrNotExist) {
+				return nothing(dir.Path, " (no such directory)")
+			}
 			if err != nil {
 				return err
 			}
 			info, err := dir.ReadUpInfo()
 			if errors.Is(err, fs.ErrNotExist) || (err == nil && info.PID == 0) {
-				fmt.Fprintf(stdio.Out, "nothing is running in %s\n", dir.Path)
-				return nil
+				return nothing(dir.Path, "")
 			}
 			if err != nil {
 				return err
@@ -111,8 +123,7 @@ func newDownCmd(g *globals, stdio IO) *cobra.Command {
 			if err := syscall.Kill(info.PID, syscall.SIGTERM); err != nil {
 				if errors.Is(err, syscall.ESRCH) {
 					_ = os.Remove(dir.UpInfoPath())
-					fmt.Fprintf(stdio.Out, "nothing is running in %s (stale record removed)\n", dir.Path)
-					return nil
+					return nothing(dir.Path, " (stale record removed)")
 				}
 				return fmt.Errorf("stop pid %d: %w", info.PID, err)
 			}

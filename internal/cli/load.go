@@ -43,6 +43,7 @@ func newLoadCmd(_ *globals, stdio IO) *cobra.Command {
 	cmd.Flags().Int64Var(&cfg.MaxRequests, "max-requests", load.DefaultMaxRequests, "stop after this many requests")
 	cmd.Flags().DurationVar(&cfg.Timeout, "timeout", load.DefaultTimeout, "per-request timeout")
 	cmd.Flags().BoolVar(&cfg.AllowRemote, "allow-remote", false, "allow a target that is not on this machine's loopback")
+	cmd.Flags().StringVar(&cfg.VersionHeader, "version-header", "", "count versions by this response header (e.g. Echo-Client-Version) instead of the reply's text")
 	cmd.Flags().BoolVar(&failOnError, "fail-on-error", false, "exit 2 if any request failed")
 	return cmd
 }

@@ -195,15 +195,7 @@ func newGetCmd(g *globals, stdio IO) *cobra.Command {
 func summary(r *mesh.Resource) string {
 	switch s := r.Spec.(type) {
 	case *mesh.RouteSpec:
-		var ts []mesh.WeightedTarget
-		switch {
-		case s.GRPCRoute != nil:
-			ts = s.GRPCRoute.Action.WeightedTargets
-		case s.HTTPRoute != nil:
-			ts = s.HTTPRoute.Action.WeightedTargets
-		case s.HTTP2Route != nil:
-			ts = s.HTTP2Route.Action.WeightedTargets
-		}
+		ts := s.Targets()
 		parts := make([]string, len(ts))
 		for i, t := range ts {
 			parts[i] = fmt.Sprintf("%s=%d", t.VirtualNode, t.Weight)
@@ -240,9 +232,7 @@ func summary(r *mesh.Resource) string {
 			return fmt.Sprintf("%s -> %s: %s at %d%%", rs.OldVersion, rs.NewVersion, rs.Phase, rs.Weight)
 		}
 	case *mesh.GatewayRouteSpec:
-		if s.HTTPRoute != nil {
-			return s.HTTPRoute.Match.Prefix + " -> " + s.HTTPRoute.Action.Target.VirtualService.VirtualServiceName
-		}
+		return s.MatchSummary() + " -> " + s.Target()
 	}
 	return ""
 }

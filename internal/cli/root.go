@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -29,6 +30,43 @@ type globals struct {
 	stateDir string
 	server   string
 	mesh     string
+	// stateDirSet: --state-dir was given, so the user named this mesh.
+	stateDirSet bool
+}
+
+// stateDirFlag is what a printed hint must carry to reach this state
+// directory from anywhere: "" for the default ./.gmesh, else
+// " --state-dir ABS".
+func (g *globals) stateDirFlag() string {
+	if !g.stateDirSet {
+		return ""
+	}
+	p := g.stateDir
+	if abs, err := filepath.Abs(p); err == nil {
+		p = abs
+	}
+	return " --state-dir " + shellQuote(p)
+}
+
+// targetFlags is stateDirFlag plus --server and --mesh when given: what a
+// hint to run another command against the same mesh must carry.
+func (g *globals) targetFlags() string {
+	s := g.stateDirFlag()
+	if g.server != "" {
+		s += " --server " + shellQuote(g.server)
+	}
+	if g.mesh != "" {
+		s += " --mesh " + shellQuote(g.mesh)
+	}
+	return s
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./@%+=:,-") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // exitError carries an exit code without printing more.
@@ -60,6 +98,9 @@ func New(stdio IO) *cobra.Command {
 		Short:         "gmesh: a gRPC service mesh with zero-downtime progressive delivery",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		PersistentPreRun: func(cmd *cobra.Command, _ []string) {
+			g.stateDirSet = cmd.Flags().Changed("state-dir")
+		},
 	}
 	root.SetIn(stdio.In)
 	root.SetOut(stdio.Out)
@@ -81,21 +122,26 @@ func New(stdio IO) *cobra.Command {
 		newRolloutCmd(g, stdio),
 		newRollbackCmd(g, stdio),
 		newLoadCmd(g, stdio),
+		newBootstrapCmd(g, stdio),
 	)
 	return root
 }
 
 // client connects to the control plane named by --server or recorded in
-// the state directory.
+// the state directory. It makes nothing: a missing state directory stays
+// missing.
 func (g *globals) client() (*controlplane.Client, error) {
 	addr := g.server
 	token := ""
-	dir, err := statedir.Open(g.stateDir)
+	dir, err := statedir.Lookup(g.stateDir)
+	if errors.Is(err, fs.ErrNotExist) && addr == "" {
+		return nil, fmt.Errorf("no control plane has run in state directory %s (it does not exist); start one with `gmesh up%s` or `gmesh controlplane%s`, or give --server", dir.Path, g.stateDirFlag(), g.stateDirFlag())
+	}
 	if err == nil {
 		if addr == "" {
 			cp, rerr := dir.ReadControlPlane()
 			if errors.Is(rerr, fs.ErrNotExist) {
-				return nil, fmt.Errorf("no control plane has run in state directory %s; start one with `gmesh up` or `gmesh controlplane`, or give --server", dir.Path)
+				return nil, fmt.Errorf("no control plane has run in state directory %s; start one with `gmesh up%s` or `gmesh controlplane%s`, or give --server", dir.Path, g.stateDirFlag(), g.stateDirFlag())
 			}
 			if rerr != nil {
 				return nil, rerr
@@ -110,6 +156,10 @@ func (g *globals) client() (*controlplane.Client, error) {
 		}
 	} else if addr == "" {
 		return nil, err
+	} else if !controlplane.IsLoopback(addr) {
+		// A control plane off loopback wants the token kept in its state
+		// directory.
+		return nil, fmt.Errorf("the admin API token of %s is read from the state directory: %w", addr, err)
 	}
 	return controlplane.Dial(addr, token)
 }

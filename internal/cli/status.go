@@ -3,8 +3,10 @@ package cli
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -161,7 +163,10 @@ func newLogsCmd(g *globals, stdio IO) *cobra.Command {
 		Short: "Show a service's task output, prefixed by task (controlplane: the control plane's)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			dir, err := statedir.Open(g.stateDir)
+			dir, err := statedir.Lookup(g.stateDir)
+			if errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("no logs: state directory %s does not exist", dir.Path)
+			}
 			if err != nil {
 				return err
 			}

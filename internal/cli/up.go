@@ -60,9 +60,9 @@ func newUpCmd(g *globals, stdio IO) *cobra.Command {
 			return runUp(cmd.Context(), g, o, stdio)
 		},
 	}
-	cmd.Flags().StringVarP(&o.file, "filename", "f", "", "stack manifest (default: the built-in echo stack; see `gmesh init`)")
+	cmd.Flags().StringVarP(&o.file, "filename", "f", "", "stack manifest (default: the built-in echo stack; gmesh init writes it out)")
 	cmd.Flags().StringVar(&o.listen, "listen", "", "public endpoint of the gateway (default: the stack's virtual gateway, 127.0.0.1:8080)")
-	cmd.Flags().BoolVarP(&o.detach, "detach", "d", false, "run in the background; stop with `gmesh down`")
+	cmd.Flags().BoolVarP(&o.detach, "detach", "d", false, "run in the background (stop it with gmesh down)")
 	cmd.Flags().StringVar(&o.cpAddr, "controlplane-addr", "", "control plane address (default: as recorded in the state directory, else a free loopback port)")
 	cmd.Flags().StringVar(&o.ipBase, "task-ip-base", "127.0.0", "first three octets of the tasks' loopback addresses")
 	cmd.Flags().StringVar(&o.dashAddr, "dashboard", "127.0.0.1:0", "address of the live dashboard (\"off\": none)")
@@ -83,7 +83,7 @@ func lockDir(dir statedir.Dir) (*os.File, error) {
 		if info, rerr := dir.ReadUpInfo(); rerr == nil && info.PID > 0 {
 			who = fmt.Sprintf(" (pid %d)", info.PID)
 		}
-		return nil, fmt.Errorf("state directory %s is in use by another running `gmesh up`%s; stop it with `gmesh down` or use another --state-dir", dir.Path, who)
+		return nil, fmt.Errorf("state directory %s is in use by another running `gmesh up`%s; stop it with `gmesh down --state-dir %s` or use another --state-dir", dir.Path, who, shellQuote(dir.Path))
 	}
 	return f, nil
 }
@@ -255,7 +255,11 @@ func runUp(ctx context.Context, g *globals, o *upOptions, stdio IO) error {
 		go func() { gwErr <- gw.Serve(gwLn) }()
 	}
 
-	dashURL, stopDash, err := startDashboard(runCtx, o.dashAddr, o.dashHosts, client, dir, logger)
+	var gwListen map[string]string
+	if gw != nil {
+		gwListen = map[string]string{gwRes.Metadata.Mesh + "/" + gwName: gwLn.Addr().String()}
+	}
+	dashURL, stopDash, err := startDashboard(runCtx, o.dashAddr, o.dashHosts, client, dir, gwListen, logger)
 	if err != nil {
 		cancelRun()
 		wg.Wait()
@@ -271,7 +275,7 @@ func runUp(ctx context.Context, g *globals, o *upOptions, stdio IO) error {
 			fmt.Fprintf(stdio.Out, "  from another machine or an allowed host, open it once with ?token= and the token in %s\n", filepath.Join(dir.Path, "token"))
 		}
 	}
-	fmt.Fprintf(stdio.Out, "State: %s\nLogs: %s (gmesh logs SERVICE)\n", dir.Path, dir.LogDir())
+	fmt.Fprintf(stdio.Out, "State: %s\nLogs: %s (gmesh logs SERVICE%s)\n", dir.Path, dir.LogDir(), g.stateDirFlag())
 	info := statedir.UpInfo{PID: os.Getpid(), Public: public, Dashboard: dashURL, ControlPlane: cpInfo.Addr}
 	_ = dir.WriteUpInfo(info)
 	defer os.Remove(dir.UpInfoPath())
@@ -299,7 +303,7 @@ func runUp(ctx context.Context, g *globals, o *upOptions, stdio IO) error {
 				return shutdown()
 			}
 			_ = shutdown()
-			return fmt.Errorf("the mesh did not answer through %s within %s: %v (see `gmesh status` and %s)", public, o.readyFor, err, dir.LogDir())
+			return fmt.Errorf("the mesh did not answer through %s within %s: %v (see `gmesh status%s` and %s)", public, o.readyFor, err, g.stateDirFlag(), dir.LogDir())
 		}
 		fmt.Fprintf(stdio.Out, "Ready in %s: curl '%s/?name=Yusuke'\n  %s\n", time.Since(started).Round(time.Millisecond), public, reply)
 	} else {
@@ -319,7 +323,7 @@ func runUp(ctx context.Context, g *globals, o *upOptions, stdio IO) error {
 }
 
 // gatewayOrNil avoids a typed-nil interface.
-func gatewayOrNil(gw *gateway.Gateway) agent.Backends {
+func gatewayOrNil(gw *gateway.Gateway) agent.Routes {
 	if gw == nil {
 		return nil
 	}
@@ -449,10 +453,7 @@ func seedState(ctx context.Context, c *controlplane.Client, rs []*mesh.Resource,
 }
 
 // TaskSetName names a service's task set for a version: echo-server-0-9.
-func TaskSetName(service, version string) string {
-	v := strings.NewReplacer(".", "-", "_", "-", "+", "-").Replace(strings.ToLower(version))
-	return service + "-" + v
-}
+func TaskSetName(service, version string) string { return mesh.VersionName(service, version) }
 
 // waitFirstReply polls url until it answers 200, and returns the body.
 func waitFirstReply(ctx context.Context, url string, timeout time.Duration) (string, error) {
@@ -501,8 +502,9 @@ func findModuleRoot(dir string) (string, bool) {
 // its URL and a stop function. It answers to loopback names and addresses
 // and to allowedHosts; every request that is not straight from loopback,
 // reads included, needs the admin API's bearer token (the state
-// directory's token file), as the admin API does.
-func startDashboard(ctx context.Context, addr string, allowedHosts []string, c *controlplane.Client, dir statedir.Dir, logger *slog.Logger) (string, func(context.Context), error) {
+// directory's token file), as the admin API does. gwListen is where each
+// gateway really listens, by "mesh/name".
+func startDashboard(ctx context.Context, addr string, allowedHosts []string, c *controlplane.Client, dir statedir.Dir, gwListen map[string]string, logger *slog.Logger) (string, func(context.Context), error) {
 	if addr == "" || addr == "off" {
 		return "", func(context.Context) {}, nil
 	}
@@ -510,7 +512,7 @@ func startDashboard(ctx context.Context, addr string, allowedHosts []string, c *
 	if err != nil {
 		return "", nil, err
 	}
-	d, err := dashboard.New(dashboard.Config{Source: c, Token: token, AllowedHosts: allowedHosts, Logger: logger.With("component", "dashboard")})
+	d, err := dashboard.New(dashboard.Config{Source: c, Token: token, AllowedHosts: allowedHosts, GatewayListen: gwListen, Logger: logger.With("component", "dashboard")})
 	if err != nil {
 		return "", nil, err
 	}

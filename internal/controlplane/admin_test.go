@@ -98,7 +98,7 @@ apiVersion: gmesh.dev/v1
 kind: Service
 metadata: {name: echo-client, mesh: echo}
 spec:
-  virtualNode: echo-client
+  virtualNode: echo-client-0-1
   program: {package: ./cmd/echo-client}
   version: "0.1"
   desiredCount: 3
@@ -119,7 +119,7 @@ spec:
 	t.Run("delete", func(t *testing.T) {
 		for _, ref := range []mesh.Ref{
 			{Kind: mesh.KindService, Mesh: "echo", Name: "echo-client"},
-			{Kind: mesh.KindGatewayRoute, Name: "echo-client-route"}, // mesh found by name
+			{Kind: mesh.KindGatewayRoute, Name: "echo-gateway-route"}, // mesh found by name
 		} {
 			if err := c.Delete(ctx, ref, ""); err != nil {
 				t.Fatalf("Delete(%s): %v", ref, err)

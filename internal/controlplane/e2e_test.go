@@ -200,7 +200,7 @@ func TestEndToEnd(t *testing.T) {
 		switch {
 		case r.Kind == mesh.KindVirtualNode && r.Metadata.Name == "echo-server-0-9":
 			rs[i] = fastNode(t, "echo-server-0-9", "0.9")
-		case r.Kind == mesh.KindRoute:
+		case r.Kind == mesh.KindRoute && r.Metadata.Name == "echo-server-route":
 			rs[i] = splitRoute(t, 100, 0)
 		}
 	}

@@ -41,7 +41,7 @@ func TestNewTargetGetsWeightWithoutFailures(t *testing.T) {
 	c := cp.client
 	rs := append(echoStack(t, true), fastNode(t, "echo-server-1-0", "1.0"))
 	for i, r := range rs {
-		if r.Kind == mesh.KindRoute {
+		if r.Kind == mesh.KindRoute && r.Metadata.Name == "echo-server-route" {
 			rs[i] = onlyRoute(t, "echo-server-0-9")
 		}
 	}

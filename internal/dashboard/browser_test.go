@@ -49,7 +49,7 @@ func echoLists() map[mesh.Kind][]*mesh.Resource {
 			mesh.New(mesh.KindGatewayRoute, "echo", "echo-client-route", &mesh.GatewayRouteSpec{
 				VirtualGatewayName: "echo-gateway",
 				HTTPRoute: &mesh.GatewayHTTPRoute{Match: mesh.GatewayHTTPMatch{Prefix: "/"},
-					Action: mesh.GatewayRouteAction{Target: mesh.GatewayTarget{VirtualService: mesh.VirtualServiceBackend{VirtualServiceName: "echo-client.echo.local"}}}}}),
+					Action: mesh.GatewayHTTPRouteAction{Target: mesh.GatewayTarget{VirtualService: mesh.VirtualServiceBackend{VirtualServiceName: "echo-client.echo.local"}}}}}),
 		},
 	}
 }
@@ -115,7 +115,8 @@ func TestBrowser(t *testing.T) {
 		src.set(st, nil)
 		return ro, nil
 	}
-	d, err := New(Config{Source: src, Logger: testLogger(t), Interval: 100 * time.Millisecond, History: time.Minute})
+	d, err := New(Config{Source: src, Logger: testLogger(t), Interval: 100 * time.Millisecond, History: time.Minute,
+		GatewayListen: map[string]string{"echo/echo-gateway": "127.0.0.1:18181"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,6 +134,8 @@ func TestBrowser(t *testing.T) {
 		t.Fatalf("navigate: %v", err)
 	}
 	waitJS(t, bctx, "the stream", `window.__gmesh.connection === "open" && window.__gmesh.events > 1`)
+	waitJS(t, bctx, "the gateway's real listen address, not the spec's 8080",
+		`document.querySelector('[data-gateway="echo-gateway"] .gateway-listen')?.textContent === "127.0.0.1:18181"`)
 	waitJS(t, bctx, "three healthy echo-server tasks", `document.querySelectorAll('[data-service="echo-server"] [data-task-id][data-health="HEALTHY"]').length === 3`)
 	waitJS(t, bctx, "1.0 traffic in the chart's data",
 		`(() => { const s = JSON.parse(document.getElementById('share-chart').dataset.series); return s.service === "echo/echo-server" && (s.versions["1.0"]?.share || []).some(x => x > 0.05 && x < 0.2); })()`)

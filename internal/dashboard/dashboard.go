@@ -78,6 +78,9 @@ type Config struct {
 	// SubscriberBuffer is how many events a browser may lag behind before
 	// it is dropped (default 16).
 	SubscriberBuffer int
+	// GatewayListen is where each virtual gateway really listens, by
+	// "mesh/name" (host:port), shown instead of its spec's port.
+	GatewayListen map[string]string
 }
 
 // Dashboard polls a Source and serves the dashboard.
@@ -191,6 +194,9 @@ func (d *Dashboard) poll(ctx context.Context) {
 	}
 	d.lastPoll = now
 	state, point := build(st, d.topo, d.traffic, samples, now, elapsed)
+	for _, g := range state.Gateways {
+		g.Listen = d.cfg.GatewayListen[g.Mesh+"/"+g.Name]
+	}
 	state.IntervalMillis = d.cfg.Interval.Milliseconds()
 	state.HistoryMillis = d.cfg.History.Milliseconds()
 	d.hub.publish(state, point)
@@ -281,7 +287,9 @@ func httpScraper(c *http.Client) ScrapeFunc {
 		if resp.StatusCode != http.StatusOK {
 			return analysis.Sample{}, fmt.Errorf("scrape %s: http status %s", url, resp.Status)
 		}
-		s, err := analysis.Parse(io.LimitReader(resp.Body, 8<<20), "grpc_server_handled_total", "grpc_server_handling_seconds")
+		// gRPC calls and HTTP requests alike: an HTTP service (the echo
+		// client) has a request rate too.
+		s, err := analysis.ParseServed(io.LimitReader(resp.Body, 8<<20))
 		if err != nil {
 			return analysis.Sample{}, fmt.Errorf("scrape %s: %w", url, err)
 		}

@@ -554,7 +554,7 @@ func TestRolloutActions(t *testing.T) {
 		{"pause requested", mesh.RolloutStatus{Phase: mesh.PhaseShifting, Paused: true}, map[string]bool{"pause": false, "resume": true, "promote": true, "abort": true}},
 		{"retiring", mesh.RolloutStatus{Phase: mesh.PhaseRetiring}, map[string]bool{"pause": false, "resume": false, "promote": false, "abort": false}},
 		{"rolling back", mesh.RolloutStatus{Phase: mesh.PhaseRollingBack}, map[string]bool{"pause": false, "resume": false, "promote": false, "abort": false}},
-		{"abort requested", mesh.RolloutStatus{Phase: mesh.PhaseBaking, Abort: true}, map[string]bool{"pause": true, "resume": false, "promote": false, "abort": false}},
+		{"abort requested", mesh.RolloutStatus{Phase: mesh.PhaseBaking, Abort: true}, map[string]bool{"pause": false, "resume": false, "promote": false, "abort": false}},
 		{"succeeded", mesh.RolloutStatus{Phase: mesh.PhaseSucceeded}, map[string]bool{"pause": false, "resume": false, "promote": false, "abort": false}},
 	}
 	for _, tt := range tests {

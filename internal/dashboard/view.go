@@ -44,10 +44,14 @@ type State struct {
 
 // GatewayView is a virtual gateway and where its routes lead.
 type GatewayView struct {
-	Mesh    string          `json:"mesh"`
-	Name    string          `json:"name"`
+	Mesh string `json:"mesh"`
+	Name string `json:"name"`
+	// Address and Ports are the spec's; Listen is where the gateway really
+	// listens (host:port; Config.GatewayListen), when known: `gmesh up
+	// --listen` moves it off the spec's port.
 	Address string          `json:"address,omitempty"`
 	Ports   []int           `json:"ports,omitempty"`
+	Listen  string          `json:"listen,omitempty"`
 	Routes  []*GatewayRoute `json:"routes"`
 }
 
@@ -183,7 +187,7 @@ type topology struct {
 }
 
 // Rollout actions, as the admin API spells them.
-var actions = []string{"pause", "resume", "promote", "abort"}
+var actions = mesh.RolloutActions
 
 func ptr(f float64) *float64 { return &f }
 
@@ -410,15 +414,7 @@ func build(st *controlplane.Status, topo topology, tr *traffic, samples map[stri
 		if g == nil {
 			continue
 		}
-		gr := &GatewayRoute{Name: r.Metadata.Name}
-		switch {
-		case sp.HTTPRoute != nil:
-			gr.Match, gr.VirtualService = "http "+sp.HTTPRoute.Match.Prefix, sp.HTTPRoute.Action.Target.VirtualService.VirtualServiceName
-		case sp.HTTP2Route != nil:
-			gr.Match, gr.VirtualService = "http2 "+sp.HTTP2Route.Match.Prefix, sp.HTTP2Route.Action.Target.VirtualService.VirtualServiceName
-		case sp.GRPCRoute != nil:
-			gr.Match, gr.VirtualService = "grpc "+sp.GRPCRoute.Match.ServiceName, sp.GRPCRoute.Action.Target.VirtualService.VirtualServiceName
-		}
+		gr := &GatewayRoute{Name: r.Metadata.Name, Match: sp.MatchSummary(), VirtualService: sp.Target()}
 		if sv := vsService[r.Metadata.Mesh+"/"+gr.VirtualService]; sv != nil {
 			gr.Service = sv.Name
 		}
@@ -490,20 +486,11 @@ func serviceRoute(routes []*mesh.Resource, sv *ServiceView, nodeService map[stri
 	return found
 }
 
-func routeTargets(rs *mesh.RouteSpec) []mesh.WeightedTarget {
-	switch {
-	case rs.GRPCRoute != nil:
-		return rs.GRPCRoute.Action.WeightedTargets
-	case rs.HTTPRoute != nil:
-		return rs.HTTPRoute.Action.WeightedTargets
-	case rs.HTTP2Route != nil:
-		return rs.HTTP2Route.Action.WeightedTargets
-	}
-	return nil
-}
+func routeTargets(rs *mesh.RouteSpec) []mesh.WeightedTarget { return rs.Targets() }
 
 // rolloutView adds what the page needs to a rollout: its step and the
-// actions its phase allows (the rules of the rollout engine's Control).
+// actions its phase allows (mesh.RolloutStatus.Controls, the rules the
+// rollout engine's Control enforces).
 func rolloutView(r *mesh.Resource) *RolloutView {
 	sp, st := r.Rollout(), r.RolloutStatus()
 	if st == nil {
@@ -520,18 +507,7 @@ func rolloutView(r *mesh.Resource) *RolloutView {
 		return v
 	}
 	v.Active = true
-	paused := st.Paused || st.Phase == mesh.PhasePaused
-	ph := st.Phase
-	if st.Phase == mesh.PhasePaused && st.ResumePhase != "" {
-		ph = st.ResumePhase
-	}
-	switch ph {
-	case mesh.PhasePending, mesh.PhaseStartingTasks, mesh.PhaseWaitingHealthy, mesh.PhaseShifting, mesh.PhaseBaking:
-		v.Actions["pause"] = !paused
-	}
-	v.Actions["resume"] = paused
-	v.Actions["promote"] = ph != mesh.PhaseRollingBack && !st.Abort && ph != mesh.PhaseRetiring
-	v.Actions["abort"] = ph != mesh.PhaseRetiring && ph != mesh.PhaseRollingBack && !st.Abort
+	v.Actions = st.Controls()
 	return v
 }
 

@@ -25,7 +25,7 @@ var versionRe = regexp.MustCompile(`Version ([^)\s]+)\)`)
 func buildEchoServer(t *testing.T, version string) string {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "echo-server")
-	cmd := exec.Command("go", "build", "-ldflags", "-X main.version="+version, "-o", out, "./cmd/echo-server")
+	cmd := exec.Command("go", "build", "-ldflags", "-X main.stampedVersion="+version, "-o", out, "./cmd/echo-server")
 	cmd.Dir = moduleRoot
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build echo-server %s: %v\n%s", version, err, b)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -48,11 +49,12 @@ func TestUpRefusals(t *testing.T) {
 // stops everything.
 func TestUpDetachDownAndLogs(t *testing.T) {
 	stateDir := t.TempDir()
-	out, err := gmesh(t, stateDir, "up", "--detach", "--listen", "127.0.0.1:0", "--task-ip-base", ipBase())
+	upOut, err := gmesh(t, stateDir, "up", "--detach", "--listen", "127.0.0.1:0", "--task-ip-base", ipBase())
 	if err != nil {
-		t.Fatalf("up --detach: %v\n%s", err, out)
+		t.Fatalf("up --detach: %v\n%s", err, upOut)
 	}
 	t.Cleanup(func() { _, _ = gmesh(t, stateDir, "down") })
+	out := upOut
 	m := publicRe.FindStringSubmatch(out)
 	if m == nil {
 		t.Fatalf("no public endpoint in:\n%s", out)
@@ -71,9 +73,34 @@ func TestUpDetachDownAndLogs(t *testing.T) {
 		}
 	}
 	st := status(t, stateDir)
-	out, err = gmesh(t, stateDir, "down")
+
+	// The printed hint carries the state directory, and works as printed
+	// from any directory.
+	hint := regexp.MustCompile(`(?m)^Stop it with: (.+)$`).FindStringSubmatch(upOut)
+	if hint == nil || hint[1] != "gmesh down --state-dir "+stateDir {
+		t.Fatalf("up --detach --state-dir %s printed the stop hint %q, want %q", stateDir, hint, "gmesh down --state-dir "+stateDir)
+	}
+	elsewhere := t.TempDir()
+	// A plain `gmesh down` elsewhere finds nothing in its ./.gmesh, says
+	// so, exits 0 and creates nothing; the mesh runs on.
+	out, err = runIn(t, elsewhere, "down")
+	if err != nil || !strings.Contains(out, "nothing is running in "+elsewhere+"/.gmesh") {
+		t.Errorf("down in another directory: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(elsewhere, ".gmesh")); err == nil {
+		t.Errorf("gmesh down in %s created .gmesh", elsewhere)
+	}
+	if code, _, err := get(m[1] + "/?name=Yusuke"); err != nil || code != 200 {
+		t.Fatalf("after a down elsewhere the mesh answers %d, %v; want 200", code, err)
+	}
+	out, err = runIn(t, elsewhere, strings.Fields(hint[1])[1:]...)
 	if err != nil || !strings.Contains(out, "Stopped.") {
-		t.Fatalf("down: %v\n%s", err, out)
+		t.Fatalf("%s (the printed hint, run from another directory): %v\n%s", hint[1], err, out)
+	}
+	// Now nothing runs there: for a named state directory that is an error.
+	out, err = runIn(t, elsewhere, "down", "--state-dir", stateDir)
+	if err == nil || strings.TrimSpace(out) != "gmesh: nothing is running in "+stateDir {
+		t.Errorf("down --state-dir of a stopped mesh: %v, %q; want exit 1 and one line", err, out)
 	}
 	for _, ep := range st.Endpoints {
 		if processAlive(ep.PID) {
@@ -83,4 +110,15 @@ func TestUpDetachDownAndLogs(t *testing.T) {
 	if _, _, err := get(m[1] + "/"); err == nil {
 		t.Errorf("the public endpoint still answers after gmesh down")
 	}
+}
+
+// runIn runs gmesh with exactly args (nothing added) in dir.
+func runIn(t *testing.T, dir string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, gmeshBin, args...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }

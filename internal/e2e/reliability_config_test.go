@@ -372,7 +372,7 @@ func storeNotWritable(t *testing.T, stateDir, url string) {
 			t.Cleanup(func() { _ = os.Chmod(stateDir, 0o700) })
 		}
 	}
-	manifest := fmt.Sprintf(`{"apiVersion":"gmesh.dev/v1","kind":"VirtualService","metadata":{"name":%q,"mesh":"echo","labels":{"readonly":"x"}},"spec":{"provider":{"virtualNode":{"virtualNodeName":"echo-client"}}}}`, target)
+	manifest := fmt.Sprintf(`{"apiVersion":"gmesh.dev/v1","kind":"VirtualService","metadata":{"name":%q,"mesh":"echo","labels":{"readonly":"x"}},"spec":{"provider":{"virtualNode":{"virtualNodeName":"echo-client-0-1"}}}}`, target)
 	file := filepath.Join(t.TempDir(), "ro.json")
 	if err := os.WriteFile(file, []byte(manifest), 0o644); err != nil {
 		t.Fatal(err)

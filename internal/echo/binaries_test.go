@@ -208,7 +208,7 @@ func TestBinariesEndToEnd(t *testing.T) {
 }
 
 func TestBinariesVersionStampAndStartErrors(t *testing.T) {
-	serverBin, clientBin := buildBinaries(t, "-X main.version=1.0")
+	serverBin, clientBin := buildBinaries(t, "-X main.stampedVersion=1.0")
 	out, err := exec.Command(serverBin, "--version").Output()
 	if err != nil || string(out) != "1.0\n" {
 		t.Errorf("stamped echo-server --version = %q, %v; want %q", out, err, "1.0\n")

@@ -51,7 +51,17 @@ type ClientConfig struct {
 	DialOptions []grpc.DialOption
 	// Logger receives the logs and the access log; nil discards them.
 	Logger *slog.Logger
+	// Version is the version the client reports in every reply's
+	// VersionHeader and at start; empty means ClientVersion.
+	Version string
+	// ShowVersion is set by --version: print Version and exit.
+	ShowVersion bool
 }
+
+// VersionHeader is the response header that names the echo client's version,
+// so that a load run through a gateway can count the client's versions as
+// the reply body counts the server's.
+const VersionHeader = "Echo-Client-Version"
 
 // Client is the HTTP echo client: GET /?name=X calls the echo server and
 // answers `Response from the server: <message>`. Create it with
@@ -167,7 +177,7 @@ func (c *Client) ConnState() connectivity.State { return c.conn.GetState() }
 // Serve logs the start lines and serves HTTP until
 // [Client.Shutdown]. It returns nil after a shutdown.
 func (c *Client) Serve() error {
-	c.log.Info("Echo Client " + ClientVersion)
+	c.log.Info("Echo Client " + c.version())
 	c.log.Info("Echo Client connecting to " + c.cfg.Target)
 	port := "?"
 	if a, ok := c.lis.Addr().(*net.TCPAddr); ok {
@@ -300,7 +310,15 @@ func (c *Client) serveReady(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprint(w, "ready\n")
 }
 
+func (c *Client) version() string {
+	if c.cfg.Version != "" {
+		return c.cfg.Version
+	}
+	return ClientVersion
+}
+
 func (c *Client) serveEcho(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set(VersionHeader, c.version())
 	if !allowGet(w, r) {
 		return
 	}
@@ -380,6 +398,11 @@ func (r *statusRecorder) Write(b []byte) (int, error) {
 
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
+// probePaths are health and liveness probes: logged, but not counted in the
+// HTTP metrics, so that a request rate or success rate read from them is the
+// echo traffic's own (as the server leaves health checks out of its own).
+var probePaths = map[string]bool{"/healthz": true, "/ping": true, "/readyz": true}
+
 // instrument adds the access log and the HTTP metrics.
 func (c *Client) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -390,9 +413,10 @@ func (c *Client) instrument(next http.Handler) http.Handler {
 			rec.code = http.StatusOK
 		}
 		d := time.Since(start)
-		code := strconv.Itoa(rec.code)
-		c.metrics.requests.WithLabelValues(code).Inc()
-		c.metrics.duration.Observe(d.Seconds())
+		if !probePaths[r.URL.Path] {
+			c.metrics.requests.WithLabelValues(strconv.Itoa(rec.code)).Inc()
+			c.metrics.duration.Observe(d.Seconds())
+		}
 		c.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
 			slog.String("method", r.Method),
 			slog.String("path", r.URL.Path),

@@ -61,6 +61,9 @@ func TestClientEcho(t *testing.T) {
 	if ct := h.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
 		t.Errorf("Content-Type = %q, want text/plain", ct)
 	}
+	if v := h.Get(VersionHeader); v != ClientVersion {
+		t.Errorf("%s = %q, want %q", VersionHeader, v, ClientVersion)
+	}
 	code, body, _ = httpDo(t, http.MethodGet, clientURL(c, "/any/path?name="+url.QueryEscape("吉住 さん")))
 	if want := "Response from the server: Hello, 吉住 さん-san! (Said 127.0.0.1, Version 0.9)"; code != 200 || body != want {
 		t.Errorf("GET escaped name = %d %q, want 200 %q", code, body, want)

@@ -30,7 +30,9 @@ const (
 	EnvFailCode        = "ECHO_FAIL_CODE"
 	EnvLatency         = "ECHO_LATENCY"
 	EnvEchoHost        = "ECHO_HOST"
-	EnvTimeout         = "ECHO_TIMEOUT"
+	// EnvClientVersion overrides the version the echo client reports.
+	EnvClientVersion = "ECHO_CLIENT_VERSION"
+	EnvTimeout       = "ECHO_TIMEOUT"
 	// The two ways to hand grpc-go its xDS bootstrap; grpc reads them itself.
 	EnvXDSBootstrapConfig = "GRPC_XDS_BOOTSTRAP_CONFIG"
 	EnvXDSBootstrapFile   = "GRPC_XDS_BOOTSTRAP"
@@ -199,11 +201,14 @@ func ParseClientConfig(args []string, getenv func(string) string, stderr io.Writ
 		timeout         = env.duration(EnvTimeout, 2*time.Second)
 		shutdownTimeout = env.duration(EnvShutdownTimeout, 10*time.Second)
 		ca              = env.str(EnvTLSCA, "")
+		version         = env.str(EnvClientVersion, ClientVersion)
+		showVersion     bool
 	)
 	if err := errors.Join(env.errs...); err != nil {
 		return ClientConfig{}, err
 	}
 	fs := flag.NewFlagSet("echo-client", flag.ContinueOnError)
+	fs.BoolVar(&showVersion, "version", false, "print the version and exit")
 	fs.SetOutput(stderr)
 	fs.StringVar(&port, "port", port, "HTTP port; 0 picks a free one ($PORT)")
 	fs.StringVar(&host, "host", host, "bind address; empty = all interfaces ($HOST)")
@@ -218,8 +223,14 @@ func ParseClientConfig(args []string, getenv func(string) string, stderr io.Writ
 	if fs.NArg() > 0 {
 		return ClientConfig{}, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
+	if showVersion {
+		return ClientConfig{ShowVersion: true, Version: version}, nil
+	}
 	if err := checkPort("port", port); err != nil {
 		return ClientConfig{}, err
+	}
+	if version == "" || len(version) > 64 || strings.ContainsAny(version, " \t\r\n") {
+		return ClientConfig{}, fmt.Errorf("version %q (%s): want a short label without spaces", version, EnvClientVersion)
 	}
 	if timeout <= 0 || shutdownTimeout <= 0 {
 		return ClientConfig{}, fmt.Errorf("timeout %v and shutdown timeout %v must be > 0", timeout, shutdownTimeout)
@@ -229,6 +240,7 @@ func ParseClientConfig(args []string, getenv func(string) string, stderr io.Writ
 	}
 	cfg := ClientConfig{
 		Addr:            net.JoinHostPort(host, port),
+		Version:         version,
 		Target:          target,
 		Timeout:         timeout,
 		ShutdownTimeout: shutdownTimeout,

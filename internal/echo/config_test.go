@@ -105,19 +105,19 @@ func TestParseClientConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := ClientConfig{Addr: ":8080", Target: "localhost:50051", Timeout: 2 * time.Second, ShutdownTimeout: 10 * time.Second}
+	want := ClientConfig{Addr: ":8080", Target: "localhost:50051", Timeout: 2 * time.Second, ShutdownTimeout: 10 * time.Second, Version: ClientVersion}
 	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(ClientConfig{}, "Logger", "Creds", "DialOptions")); diff != "" {
 		t.Errorf("defaults mismatch (-want +got):\n%s", diff)
 	}
 
 	got, err = ParseClientConfig([]string{"--timeout", "1s"}, envOf(map[string]string{
 		"PORT": "0", "HOST": "127.0.0.1", "METRICS_PORT": "0", "ECHO_HOST": "xds:///echo-server.echo.local",
-		"ECHO_TIMEOUT": "5s", "GRPC_XDS_BOOTSTRAP_CONFIG": "{}",
+		"ECHO_TIMEOUT": "5s", "GRPC_XDS_BOOTSTRAP_CONFIG": "{}", "ECHO_CLIENT_VERSION": "0.2",
 	}), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want = ClientConfig{Addr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0", Target: "xds:///echo-server.echo.local", Timeout: time.Second, ShutdownTimeout: 10 * time.Second}
+	want = ClientConfig{Addr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0", Target: "xds:///echo-server.echo.local", Timeout: time.Second, ShutdownTimeout: 10 * time.Second, Version: "0.2"}
 	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(ClientConfig{}, "Logger", "Creds", "DialOptions")); diff != "" {
 		t.Errorf("environment mismatch (-want +got):\n%s", diff)
 	}
@@ -190,6 +190,10 @@ func TestClientMetrics(t *testing.T) {
 	httpDo(t, "GET", clientURL(c, "/?name=a"))
 	httpDo(t, "GET", clientURL(c, "/?name=b"))
 	httpDo(t, "POST", clientURL(c, "/"))
+	// Probes are not echo traffic: not counted.
+	for _, p := range []string{"/healthz", "/ping", "/readyz"} {
+		httpDo(t, "GET", clientURL(c, p))
+	}
 	code, body, _ := httpDo(t, "GET", "http://"+c.MetricsAddr().String()+"/metrics")
 	if code != http.StatusOK {
 		t.Fatalf("GET /metrics = %d", code)

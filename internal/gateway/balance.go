@@ -2,7 +2,7 @@ package gateway
 
 import "time"
 
-// pick returns the backend for the next attempt, never exclude: the
+// pick returns the backend of bs for the next attempt, never exclude: the
 // available backend (healthy, not ejected) with the fewest requests in
 // flight, ties broken round robin. Least outstanding rather than plain round
 // robin because a slow or hung task accumulates in-flight requests and so
@@ -10,10 +10,7 @@ import "time"
 // equal load it is round robin. If no backend is available (all unhealthy or
 // ejected) it picks among all of them (panic mode): a guess beats a certain
 // 503, and it is how a wrongly ejected last backend comes back.
-func (g *Gateway) pick(exclude *backend) *backend {
-	g.mu.RLock()
-	bs := g.backends
-	g.mu.RUnlock()
+func (g *Gateway) pick(bs []*backend, exclude *backend) *backend {
 	n := len(bs)
 	if n == 0 {
 		return nil

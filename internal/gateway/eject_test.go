@@ -32,7 +32,7 @@ func TestEjectionGrowsAndExpires(t *testing.T) {
 			t.Fatalf("ejection %d: not ejected after 3 failures", i+1)
 		}
 		for range 10 {
-			if b := g.pick(nil); b == a {
+			if b := g.pick(g.backends, nil); b == a {
 				t.Fatalf("ejection %d: picked ejected a while b is available", i+1)
 			}
 		}
@@ -79,7 +79,7 @@ func TestActiveHealthThresholds(t *testing.T) {
 	if g.Stats()["a"].Healthy {
 		t.Fatal("healthy after 2 failed checks")
 	}
-	if b := g.pick(nil); b != a {
+	if b := g.pick(g.backends, nil); b != a {
 		t.Fatal("panic mode: want the only backend even when unhealthy")
 	}
 	g.recordCheck(a, nil)

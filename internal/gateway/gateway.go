@@ -81,7 +81,8 @@ type Gateway struct {
 	m       *metrics
 
 	mu       sync.RWMutex
-	backends []*backend
+	backends []*backend // every backend, for health checks and stats
+	table    *table
 	rr       atomic.Uint64
 
 	stopHealth context.CancelFunc
@@ -194,44 +195,20 @@ func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }
 func rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL.Scheme = "http"
 	pr.Out.URL.Host = "backend.invalid"
-	pr.SetXForwarded()
-	pr.Out.Host = pr.In.Host // keep the client's Host, as an ALB does
+	pr.SetXForwarded() // X-Forwarded-Host: the client's host
+	pr.Out.Host = pr.In.Host
+	if st, ok := pr.In.Context().Value(stateKey{}).(*reqState); ok {
+		// As the gateway route rewrote them.
+		pr.Out.Host = st.host
+		if st.path != pr.Out.URL.Path {
+			pr.Out.URL.Path, pr.Out.URL.RawPath = st.path, ""
+		}
+	}
 }
 
 // Handler returns the gateway's HTTP handler (without the server's header
 // limit and h2c, which Serve adds).
 func (g *Gateway) Handler() http.Handler { return g.handler }
-
-// SetBackends replaces the backends. Backends that stay (same ID and
-// address) keep their connections, counters and health. Safe to call while
-// serving.
-func (g *Gateway) SetBackends(bs []Backend) {
-	g.mu.Lock()
-	old := make(map[string]*backend, len(g.backends))
-	for _, b := range g.backends {
-		old[b.id] = b
-	}
-	next := make([]*backend, 0, len(bs))
-	seen := make(map[string]bool, len(bs))
-	for _, b := range bs {
-		if b.ID == "" || b.Addr == "" || seen[b.ID] {
-			continue
-		}
-		seen[b.ID] = true
-		if ob, ok := old[b.ID]; ok && ob.addr == b.Addr {
-			next = append(next, ob)
-			delete(old, b.ID)
-			continue
-		}
-		next = append(next, newBackend(b))
-	}
-	g.backends = next
-	g.mu.Unlock()
-	for _, b := range old {
-		b.tr.CloseIdleConnections() // in-flight requests finish on their connections
-	}
-	g.log.Info("gateway backends", "count", len(next), "removed", len(old))
-}
 
 // Stats returns each backend's counters and state, by ID.
 func (g *Gateway) Stats() map[string]BackendStats {

@@ -22,7 +22,11 @@ type reqState struct {
 	mu      sync.Mutex
 	backend string // ID of the backend that answered (or failed last)
 	retried bool
-	body    *body // nil when the request has no body
+	body    *body  // nil when the request has no body
+	route   *route // where the request may go
+	// path and host are what the request goes on with, as its gateway
+	// route rewrote them.
+	path, host string
 }
 
 func (st *reqState) setBackend(id string) {
@@ -43,6 +47,7 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	start := g.clock.Now()
 	sw := &statusWriter{ResponseWriter: w}
 	st := &reqState{}
+	path := r.URL.Path
 	defer func() {
 		// ReverseProxy aborts with http.ErrAbortHandler when copying a
 		// response body fails; still log and count it.
@@ -51,7 +56,7 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		if p != nil && code == 0 {
 			code = http.StatusBadGateway
 		}
-		g.done(r, code, st.backendID(), g.clock.Now().Sub(start))
+		g.done(r, path, code, st.backendID(), g.clock.Now().Sub(start))
 		if p != nil {
 			panic(p)
 		}
@@ -65,6 +70,20 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		st.body = &body{rc: http.MaxBytesReader(sw, r.Body, g.cfg.MaxBodyBytes)}
 		r.Body = st.body
 	}
+	g.mu.RLock()
+	tbl := g.table
+	g.mu.RUnlock()
+	rt, outPath, outHost, err := tbl.resolve(r)
+	if err != nil {
+		var re *routeError
+		if errors.As(err, &re) {
+			http.Error(sw, re.msg, re.code)
+		} else {
+			http.Error(sw, "no healthy backend", http.StatusServiceUnavailable)
+		}
+		return
+	}
+	st.route, st.path, st.host = rt, outPath, outHost
 	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.RequestTimeout)
 	defer cancel()
 	ctx = context.WithValue(ctx, stateKey{}, st)
@@ -77,7 +96,7 @@ func tooLarge(w http.ResponseWriter) {
 }
 
 // done writes the access log line and the metrics of one request.
-func (g *Gateway) done(r *http.Request, code int, backend string, d time.Duration) {
+func (g *Gateway) done(r *http.Request, path string, code int, backend string, d time.Duration) {
 	if backend == "" {
 		backend = "none"
 	}
@@ -85,7 +104,7 @@ func (g *Gateway) done(r *http.Request, code int, backend string, d time.Duratio
 	g.m.duration.Observe(d.Seconds())
 	g.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
 		slog.String("method", r.Method),
-		slog.String("path", r.URL.Path),
+		slog.String("path", path),
 		slog.Int("status", code),
 		slog.String("backend", backend),
 		slog.Duration("duration", d),
@@ -129,8 +148,11 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	var tried *backend
 	var lastErr error
+	if st.route == nil {
+		return nil, errNoBackend
+	}
 	for attempt := 0; attempt < 2; attempt++ {
-		b := g.pick(tried)
+		b := g.pickRoute(st.route, tried)
 		if b == nil {
 			if lastErr != nil {
 				return nil, lastErr

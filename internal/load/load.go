@@ -52,6 +52,11 @@ type Config struct {
 	Timeout time.Duration
 	// AllowRemote allows targets that are not loopback addresses.
 	AllowRemote bool
+	// VersionHeader, when set, names the response header whose value is
+	// the reply's version (e.g. "Echo-Client-Version", to count the
+	// versions of the HTTP service behind a gateway); empty: the version is
+	// read from the body ("Version 1.0)").
+	VersionHeader string
 	// Every, if set, is called once per second of the run with that
 	// second's report, and once more at the end for a last partial second
 	// that saw any activity. Calls are sequential and all happen before Run
@@ -355,6 +360,13 @@ func (r *runner) fetch(ctx context.Context) (version, failure string, err error)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return "", fmt.Sprintf("http %d", resp.StatusCode), nil
+	}
+	if h := r.cfg.VersionHeader; h != "" {
+		v := resp.Header.Get(h)
+		if len(v) > maxVersionLen {
+			v = v[:maxVersionLen]
+		}
+		return v, "", nil
 	}
 	return parseVersion(body), "", nil
 }

@@ -65,6 +65,30 @@ func TestRunCountsVersions(t *testing.T) {
 	}
 }
 
+// TestRunCountsVersionsByHeader: with VersionHeader, the version is the
+// header's, whatever the body says.
+func TestRunCountsVersionsByHeader(t *testing.T) {
+	var n atomic.Int64
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		switch i := n.Add(1); {
+		case i > 30:
+		case i%3 == 0:
+			w.Header().Set("Echo-Client-Version", "0.2")
+		default:
+			w.Header().Set("Echo-Client-Version", "0.1")
+		}
+		reply(w, "0.9")
+	})
+	res, err := Run(testContext(t), Config{URL: s.URL, Concurrency: 1, MaxRequests: 33, Duration: 20 * time.Second, VersionHeader: "Echo-Client-Version"})
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	want := map[string]int64{"0.1": 20, "0.2": 10, "unknown": 3}
+	if diff := cmp.Diff(want, res.ByVersion); diff != "" {
+		t.Errorf("ByVersion mismatch (-want +got):\n%s", diff)
+	}
+}
+
 func TestRunFailureKinds(t *testing.T) {
 	unavailable := newServer(t, func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no healthy upstream", http.StatusServiceUnavailable)

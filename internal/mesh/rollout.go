@@ -1,5 +1,7 @@
 package mesh
 
+import "fmt"
+
 // RolloutSpec asks for a service to move to a new version progressively.
 // A Rollout resource is named after its service (one rollout per service at
 // a time) and lives in the service's mesh.
@@ -133,4 +135,115 @@ type RolloutEvent struct {
 	Time    string `json:"time"`
 	Phase   Phase  `json:"phase"`
 	Message string `json:"message"`
+}
+
+// Rollout control actions, as `gmesh rollout ACTION` and the dashboard's
+// buttons name them.
+const (
+	ActionPause   = "pause"
+	ActionResume  = "resume"
+	ActionPromote = "promote"
+	ActionAbort   = "abort"
+)
+
+// RolloutActions lists the control actions in the order they are shown.
+var RolloutActions = []string{ActionPause, ActionResume, ActionPromote, ActionAbort}
+
+// Pausable reports whether a rollout in phase p can hold its weight: before
+// the new version takes all traffic and while not rolling back.
+func (p Phase) Pausable() bool {
+	switch p {
+	case PhasePending, PhaseStartingTasks, PhaseWaitingHealthy, PhaseShifting, PhaseBaking:
+		return true
+	}
+	return false
+}
+
+// ActivePhase is the phase the rollout acts in: its phase, or for a paused
+// rollout the phase it resumes to.
+func (st *RolloutStatus) ActivePhase() Phase {
+	if st.Phase == PhasePaused && st.ResumePhase != "" {
+		return st.ResumePhase
+	}
+	return st.Phase
+}
+
+// CheckControl reports whether action may be applied now to the rollout of
+// service named name: nil, or an EConflict (EInvalid for an unknown action)
+// that says why not. The engine refuses what this refuses, and the dashboard
+// offers only what it allows.
+func (st *RolloutStatus) CheckControl(name, action string) error {
+	if st.Phase.Terminal() {
+		return Errorf(EConflict, "the rollout of %s has ended (%s); nothing to %s", name, st.Phase, action)
+	}
+	ph := st.ActivePhase()
+	rollingBack := ph == PhaseRollingBack || st.Abort
+	switch action {
+	case ActionPause:
+		// Pausing a paused rollout changes nothing and is not an error.
+		if !ph.Pausable() || st.Abort {
+			return Errorf(EConflict, "the rollout of %s cannot be paused while %s", name, describePhase(ph, st.Abort))
+		}
+	case ActionResume:
+		if !st.Paused {
+			return Errorf(EConflict, "the rollout of %s is not paused", name)
+		}
+	case ActionPromote:
+		switch {
+		case rollingBack:
+			return Errorf(EConflict, "the rollout of %s is rolling back; it cannot be promoted", name)
+		case ph == PhaseRetiring:
+			return Errorf(EConflict, "the rollout of %s needs no promotion: version %s already takes all traffic", name, st.NewVersion)
+		}
+	case ActionAbort:
+		switch {
+		case ph == PhaseRetiring:
+			return Errorf(EConflict, "too late to abort the rollout of %s: version %s already takes all traffic and version %s is being retired", name, st.NewVersion, st.OldVersion)
+		case rollingBack:
+			return Errorf(EConflict, "the rollout of %s is already rolling back", name)
+		}
+	default:
+		return Errorf(EInvalid, "unknown rollout action %q: want pause, resume, promote or abort", action)
+	}
+	return nil
+}
+
+func describePhase(ph Phase, abort bool) string {
+	if abort {
+		return string(PhaseRollingBack)
+	}
+	return string(ph)
+}
+
+// Controls returns, for every action in RolloutActions, whether it would
+// change the rollout now: CheckControl allows it, and it is not a pause of a
+// paused rollout.
+func (st *RolloutStatus) Controls() map[string]bool {
+	out := make(map[string]bool, len(RolloutActions))
+	for _, a := range RolloutActions {
+		out[a] = st.CheckControl("", a) == nil && !(a == ActionPause && st.Paused)
+	}
+	return out
+}
+
+// CheckSteps checks a rollout's steps: the new version's weights in
+// percent, ascending within 1..100 and ending at 100. The error names the
+// offending element under field ("spec.steps").
+func CheckSteps(field string, steps []int) error {
+	if len(steps) == 0 {
+		return FieldError(field, "required: ascending weights ending at 100, e.g. [10, 50, 100]")
+	}
+	for i, w := range steps {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		switch {
+		case w < 1 || w > 100:
+			return FieldError(f, "must be 1..100, got %d", w)
+		case i > 0 && w <= steps[i-1]:
+			return FieldError(f, "steps must be ascending, got %d after %d", w, steps[i-1])
+		}
+	}
+	if last := steps[len(steps)-1]; last != 100 {
+		return FieldError(fmt.Sprintf("%s[%d]", field, len(steps)-1), "the last step must be 100, got %d", last)
+	}
+	return nil
 }

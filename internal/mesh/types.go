@@ -364,37 +364,119 @@ type GatewayRouteSpec struct {
 	GRPCRoute          *GatewayGRPCRoute `json:"grpcRoute,omitempty"`
 }
 
-// GatewayHTTPRoute matches by path prefix.
+// GatewayHTTPRoute matches HTTP requests arriving at the gateway.
 type GatewayHTTPRoute struct {
-	Match  GatewayHTTPMatch   `json:"match"`
-	Action GatewayRouteAction `json:"action"`
+	Match  GatewayHTTPMatch       `json:"match"`
+	Action GatewayHTTPRouteAction `json:"action"`
 }
 
-// GatewayHTTPMatch is a gateway route's HTTP match.
+// GatewayHTTPMatch is a gateway route's HTTP match, App Mesh's fields:
+// exactly one of Prefix or Path, and optionally the method, the host name,
+// headers, query parameters and the listener port. Every field given must
+// match.
 type GatewayHTTPMatch struct {
-	Prefix string `json:"prefix,omitempty"`
+	Prefix          string                `json:"prefix,omitempty"`
+	Path            *HeaderMatch          `json:"path,omitempty"` // exact or regex
+	Method          string                `json:"method,omitempty"`
+	Hostname        *HostnameMatch        `json:"hostname,omitempty"`
+	Headers         []MetadataMatch       `json:"headers,omitempty"`
+	QueryParameters []QueryParameterMatch `json:"queryParameters,omitempty"`
+	Port            int                   `json:"port,omitempty"`
 }
 
-// GatewayGRPCRoute matches by gRPC service name.
+// HostnameMatch matches the request's host name (without its port), exactly
+// or by suffix.
+type HostnameMatch struct {
+	Exact  string `json:"exact,omitempty"`
+	Suffix string `json:"suffix,omitempty"`
+}
+
+// QueryParameterMatch matches one query parameter: present (Match nil) or
+// equal to Match.Exact.
+type QueryParameterMatch struct {
+	Name  string      `json:"name"`
+	Match *QueryMatch `json:"match,omitempty"`
+}
+
+// QueryMatch is a query parameter's exact value.
+type QueryMatch struct {
+	Exact string `json:"exact,omitempty"`
+}
+
+// GatewayGRPCRoute matches gRPC calls arriving at the gateway.
 type GatewayGRPCRoute struct {
-	Match  GatewayGRPCMatch   `json:"match"`
-	Action GatewayRouteAction `json:"action"`
+	Match  GatewayGRPCMatch       `json:"match"`
+	Action GatewayGRPCRouteAction `json:"action"`
 }
 
-// GatewayGRPCMatch is a gateway route's gRPC match.
+// GatewayGRPCMatch is a gateway route's gRPC match: the service name, the
+// host name, metadata and the listener port.
 type GatewayGRPCMatch struct {
-	ServiceName string `json:"serviceName,omitempty"`
+	ServiceName string          `json:"serviceName,omitempty"`
+	Hostname    *HostnameMatch  `json:"hostname,omitempty"`
+	Metadata    []MetadataMatch `json:"metadata,omitempty"`
+	Port        int             `json:"port,omitempty"`
 }
 
-// GatewayRouteAction targets a virtual service.
-type GatewayRouteAction struct {
-	Target GatewayTarget `json:"target"`
+// GatewayHTTPRouteAction targets a virtual service and says how the request
+// is rewritten on the way.
+type GatewayHTTPRouteAction struct {
+	Target  GatewayTarget       `json:"target"`
+	Rewrite *GatewayHTTPRewrite `json:"rewrite,omitempty"`
 }
 
-// GatewayTarget names the target virtual service.
+// GatewayGRPCRouteAction targets a virtual service; only the host name can be
+// rewritten.
+type GatewayGRPCRouteAction struct {
+	Target  GatewayTarget       `json:"target"`
+	Rewrite *GatewayGRPCRewrite `json:"rewrite,omitempty"`
+}
+
+// GatewayTarget names the target virtual service (and optionally the port of
+// its provider's listener).
 type GatewayTarget struct {
 	VirtualService VirtualServiceBackend `json:"virtualService"`
+	Port           int                   `json:"port,omitempty"`
 }
+
+// GatewayHTTPRewrite is App Mesh's request rewrite of an HTTP gateway route:
+// at most one of Prefix (for a prefix match) or Path (replace the whole
+// path), and the host name.
+type GatewayHTTPRewrite struct {
+	Prefix   *PrefixRewrite   `json:"prefix,omitempty"`
+	Path     *PathRewrite     `json:"path,omitempty"`
+	Hostname *HostnameRewrite `json:"hostname,omitempty"`
+}
+
+// GatewayGRPCRewrite is a gRPC gateway route's rewrite: the host name only.
+type GatewayGRPCRewrite struct {
+	Hostname *HostnameRewrite `json:"hostname,omitempty"`
+}
+
+// PrefixRewrite replaces the matched prefix: with Value when set, else, when
+// DefaultPrefix is ENABLED (the default), with "/".
+type PrefixRewrite struct {
+	DefaultPrefix string `json:"defaultPrefix,omitempty"` // ENABLED | DISABLED
+	Value         string `json:"value,omitempty"`
+}
+
+// PathRewrite replaces the whole path.
+type PathRewrite struct {
+	Exact string `json:"exact"`
+}
+
+// HostnameRewrite: DefaultTargetHostname ENABLED (the default) sends the
+// target virtual service's name as the request's host; DISABLED keeps the
+// client's.
+type HostnameRewrite struct {
+	DefaultTargetHostname string `json:"defaultTargetHostname,omitempty"` // ENABLED | DISABLED
+}
+
+// Rewrite switch values.
+const (
+	Enabled  = "ENABLED"
+	Disabled = "DISABLED"
+)
 
 // ---- gmesh runtime kinds ----
 

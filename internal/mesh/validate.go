@@ -1,12 +1,12 @@
 package mesh
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"reflect"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -522,18 +522,9 @@ func (v *validator) route(s *RouteSpec) {
 		if m.Prefix != "" && !strings.HasPrefix(m.Prefix, "/") {
 			v.fail(f+".match.prefix", "must start with /, got %q", m.Prefix)
 		}
-		if m.Path != nil {
-			if n := countSet(m.Path.Exact != "", m.Path.Regex != ""); n != 1 || m.Path.Prefix != "" || m.Path.Suffix != "" {
-				v.fail(f+".match.path", "exactly one of exact, regex is required")
-			}
-			if m.Path.Regex != "" {
-				if err := checkRegex(m.Path.Regex); err != nil {
-					v.fail(f+".match.path.regex", "invalid regular expression: %v", err)
-				}
-			}
-		}
+		v.pathMatch(f+".match.path", m.Path)
 		if m.Method != "" {
-			v.oneOf(f+".match.method", m.Method, "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
+			v.oneOf(f+".match.method", m.Method, httpMethods...)
 		}
 		v.headerMatches(f+".match.headers", m.Headers)
 		v.action(f+".action", h.Action)
@@ -696,13 +687,107 @@ func (v *validator) gatewayRoute(s *GatewayRouteSpec) {
 			continue
 		}
 		f := "spec." + name
-		if !strings.HasPrefix(h.Match.Prefix, "/") {
-			v.fail(f+".match.prefix", "must start with / (use / to match everything), got %q", h.Match.Prefix)
+		m := h.Match
+		switch n := countSet(m.Prefix != "", m.Path != nil); {
+		case n != 1:
+			v.fail(f+".match", "exactly one of prefix, path is required (use prefix: / to match everything), got %d", n)
+		case m.Prefix != "" && !strings.HasPrefix(m.Prefix, "/"):
+			v.fail(f+".match.prefix", "must start with / (use / to match everything), got %q", m.Prefix)
 		}
+		v.pathMatch(f+".match.path", m.Path)
+		if m.Method != "" {
+			v.oneOf(f+".match.method", m.Method, httpMethods...)
+		}
+		v.hostnameMatch(f+".match.hostname", m.Hostname)
+		v.headerMatches(f+".match.headers", m.Headers)
+		if len(m.QueryParameters) > 10 {
+			v.fail(f+".match.queryParameters", "at most 10 entries, got %d", len(m.QueryParameters))
+		}
+		for i, q := range m.QueryParameters {
+			if q.Name == "" {
+				v.fail(fmt.Sprintf("%s.match.queryParameters[%d].name", f, i), "required")
+			}
+		}
+		v.port(f+".match.port", m.Port, false)
 		v.ref(f+".action.target.virtualService.virtualServiceName", KindVirtualService, h.Action.Target.VirtualService.VirtualServiceName)
+		v.port(f+".action.target.port", h.Action.Target.Port, false)
+		if rw := h.Action.Rewrite; rw != nil {
+			rf := f + ".action.rewrite"
+			if rw.Prefix != nil && rw.Path != nil {
+				v.fail(rf, "at most one of prefix, path is allowed, got both")
+			}
+			if p := rw.Prefix; p != nil {
+				if m.Prefix == "" {
+					v.fail(rf+".prefix", "needs match.prefix: only a matched prefix can be rewritten")
+				}
+				if p.DefaultPrefix != "" {
+					v.oneOf(rf+".prefix.defaultPrefix", p.DefaultPrefix, Enabled, Disabled)
+				}
+				if n := countSet(p.DefaultPrefix != "", p.Value != ""); n != 1 {
+					v.fail(rf+".prefix", "exactly one of defaultPrefix, value is required, got %d", n)
+				}
+				if p.Value != "" && (!strings.HasPrefix(p.Value, "/") || !strings.HasSuffix(p.Value, "/")) {
+					v.fail(rf+".prefix.value", "must start and end with /, got %q", p.Value)
+				}
+			}
+			if p := rw.Path; p != nil && !strings.HasPrefix(p.Exact, "/") {
+				v.fail(rf+".path.exact", "must start with /, got %q", p.Exact)
+			}
+			v.hostnameRewrite(rf+".hostname", rw.Hostname)
+		}
 	}
 	if g := s.GRPCRoute; g != nil {
-		v.ref("spec.grpcRoute.action.target.virtualService.virtualServiceName", KindVirtualService, g.Action.Target.VirtualService.VirtualServiceName)
+		f := "spec.grpcRoute"
+		if strings.ContainsAny(g.Match.ServiceName, "/ ") {
+			v.fail(f+".match.serviceName", "must be a fully qualified service name like proto.echo.EchoService, got %q", g.Match.ServiceName)
+		}
+		v.hostnameMatch(f+".match.hostname", g.Match.Hostname)
+		v.headerMatches(f+".match.metadata", g.Match.Metadata)
+		v.port(f+".match.port", g.Match.Port, false)
+		v.ref(f+".action.target.virtualService.virtualServiceName", KindVirtualService, g.Action.Target.VirtualService.VirtualServiceName)
+		v.port(f+".action.target.port", g.Action.Target.Port, false)
+		if rw := g.Action.Rewrite; rw != nil {
+			v.hostnameRewrite(f+".action.rewrite.hostname", rw.Hostname)
+		}
+	}
+}
+
+var httpMethods = []string{"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+
+func (v *validator) pathMatch(field string, p *HeaderMatch) {
+	if p == nil {
+		return
+	}
+	if n := countSet(p.Exact != "", p.Regex != ""); n != 1 || p.Prefix != "" || p.Suffix != "" {
+		v.fail(field, "exactly one of exact, regex is required")
+	}
+	if p.Exact != "" && !strings.HasPrefix(p.Exact, "/") {
+		v.fail(field+".exact", "must start with /, got %q", p.Exact)
+	}
+	if p.Regex != "" {
+		if err := checkRegex(p.Regex); err != nil {
+			v.fail(field+".regex", "invalid regular expression: %v", err)
+		}
+	}
+}
+
+func (v *validator) hostnameMatch(field string, h *HostnameMatch) {
+	if h == nil {
+		return
+	}
+	if n := countSet(h.Exact != "", h.Suffix != ""); n != 1 {
+		v.fail(field, "exactly one of exact, suffix is required, got %d", n)
+	}
+	for _, x := range []struct{ f, v string }{{"exact", h.Exact}, {"suffix", h.Suffix}} {
+		if strings.ContainsAny(x.v, ":/ ") {
+			v.fail(field+"."+x.f, "must be a host name without port or scheme, got %q", x.v)
+		}
+	}
+}
+
+func (v *validator) hostnameRewrite(field string, h *HostnameRewrite) {
+	if h != nil && h.DefaultTargetHostname != "" {
+		v.oneOf(field+".defaultTargetHostname", h.DefaultTargetHostname, Enabled, Disabled)
 	}
 }
 
@@ -772,20 +857,10 @@ func (v *validator) rollout(s *RolloutSpec) {
 		v.ref("spec.route", KindRoute, s.Route)
 	}
 	v.taskSet("spec.target", &s.Target, false)
-	if len(s.Steps) == 0 {
-		v.fail("spec.steps", "required: ascending weights ending at 100, e.g. [10, 50, 100]")
-	}
-	for i, w := range s.Steps {
-		f := "spec.steps[" + strconv.Itoa(i) + "]"
-		switch {
-		case w < 1 || w > 100:
-			v.fail(f, "must be 1..100, got %d", w)
-		case i > 0 && w <= s.Steps[i-1]:
-			v.fail(f, "steps must be ascending, got %d after %d", w, s.Steps[i-1])
-		}
-	}
-	if n := len(s.Steps); n > 0 && s.Steps[n-1] != 100 {
-		v.fail(fmt.Sprintf("spec.steps[%d]", n-1), "the last step must be 100, got %d", s.Steps[n-1])
+	if err := CheckSteps("spec.steps", s.Steps); err != nil {
+		var e *Error
+		errors.As(err, &e)
+		v.fail(e.Field, "%s", e.Message)
 	}
 	if s.IntervalMillis < 0 {
 		v.fail("spec.intervalMillis", "must not be negative, got %d", s.IntervalMillis)

@@ -201,7 +201,7 @@ func TestStartRefusals(t *testing.T) {
 	}{
 		{"no service", func(r *mesh.Resource) { r.Rollout().Service = "ghost"; r.Metadata.Name = "ghost" }, "service ghost not found in mesh demo"},
 		{"name differs", func(r *mesh.Resource) { r.Metadata.Name = "other" }, "a rollout is named after its service"},
-		{"steps", func(r *mesh.Resource) { r.Rollout().Steps = []int{50, 40, 100} }, "weights must ascend"},
+		{"steps", func(r *mesh.Resource) { r.Rollout().Steps = []int{50, 40, 100} }, "steps must be ascending"},
 		{"last step", func(r *mesh.Resource) { r.Rollout().Steps = []int{50} }, "the last step must be 100"},
 		{"no command", func(r *mesh.Resource) { r.Rollout().Target.Command = nil }, "spec.target.command"},
 		{"no version", func(r *mesh.Resource) { r.Rollout().Target.Version = "" }, "spec.target.version"},

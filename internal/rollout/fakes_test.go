@@ -130,7 +130,7 @@ func (s *memStore) UpdateStatus(_ context.Context, ref mesh.Ref, status any, rv 
 // weights prints a route's targets: "echo-server-0-9=50,echo-server-1-0=50".
 func weights(r *mesh.Resource) string {
 	var out string
-	for i, t := range targets(r) {
+	for i, t := range r.Route().Targets() {
 		if i > 0 {
 			out += ","
 		}

@@ -4,38 +4,10 @@ import (
 	"github.com/gmesh-dev/gmesh/internal/mesh"
 )
 
-// action returns the route's weighted action (gRPC, HTTP or HTTP/2).
-func action(spec *mesh.RouteSpec) *mesh.RouteAction {
-	switch {
-	case spec == nil:
-		return nil
-	case spec.GRPCRoute != nil:
-		return &spec.GRPCRoute.Action
-	case spec.HTTPRoute != nil:
-		return &spec.HTTPRoute.Action
-	case spec.HTTP2Route != nil:
-		return &spec.HTTP2Route.Action
-	}
-	return nil
-}
+// action returns the route's weighted action (mesh.RouteSpec.Action).
+func action(spec *mesh.RouteSpec) *mesh.RouteAction { return spec.Action() }
 
-// targets returns the route's weighted targets.
-func targets(r *mesh.Resource) []mesh.WeightedTarget {
-	spec, _ := r.Spec.(*mesh.RouteSpec)
-	if a := action(spec); a != nil {
-		return a.WeightedTargets
-	}
-	return nil
-}
-
-func hasTarget(r *mesh.Resource, node string) bool {
-	for _, t := range targets(r) {
-		if t.VirtualNode == node {
-			return true
-		}
-	}
-	return false
-}
+func hasTarget(r *mesh.Resource, node string) bool { return r.Route().HasTarget(node) }
 
 // absent marks a node that must not be a target.
 const absent = -1

@@ -8,12 +8,12 @@ import (
 	"github.com/gmesh-dev/gmesh/internal/mesh"
 )
 
-// Control actions.
+// Control actions (mesh.RolloutActions).
 const (
-	ActionPause   = "pause"
-	ActionResume  = "resume"
-	ActionPromote = "promote"
-	ActionAbort   = "abort"
+	ActionPause   = mesh.ActionPause
+	ActionResume  = mesh.ActionResume
+	ActionPromote = mesh.ActionPromote
+	ActionAbort   = mesh.ActionAbort
 )
 
 // Start validates a Rollout and stores it with a Pending status; Run (or
@@ -167,13 +167,8 @@ func defaults(spec *mesh.RolloutSpec, svc *mesh.ServiceSpec, old *mesh.TaskSetSp
 	if len(spec.Steps) == 0 {
 		spec.Steps = append([]int(nil), mesh.DefaultRolloutSteps...)
 	}
-	for i, w := range spec.Steps {
-		if w < 1 || w > 100 || (i > 0 && w <= spec.Steps[i-1]) {
-			return mesh.FieldError(fmt.Sprintf("spec.steps[%d]", i), "weights must ascend within 1..100, got %v", spec.Steps)
-		}
-	}
-	if spec.Steps[len(spec.Steps)-1] != 100 {
-		return mesh.FieldError("spec.steps", "the last step must be 100, got %v", spec.Steps)
+	if err := mesh.CheckSteps("spec.steps", spec.Steps); err != nil {
+		return err
 	}
 	if spec.IntervalMillis == 0 {
 		spec.IntervalMillis = mesh.DefaultRolloutIntervalMillis
@@ -198,7 +193,7 @@ func defaults(spec *mesh.RolloutSpec, svc *mesh.ServiceSpec, old *mesh.TaskSetSp
 	if t.Version == "" {
 		return mesh.FieldError("spec.target.version", "required: the new version's label")
 	}
-	if dashed(t.Version) == "" {
+	if mesh.VersionSlug(t.Version) == "" {
 		return mesh.FieldError("spec.target.version", "%q has no letters or digits to name resources after", t.Version)
 	}
 	if len(t.Command) == 0 {
@@ -243,37 +238,19 @@ func (e *Engine) Control(ctx context.Context, ref mesh.Ref, action string) error
 			return fmt.Errorf("%s rollout %s: %w", action, ref, err)
 		}
 		st := StatusOf(r)
-		if st.Phase.Terminal() {
-			return mesh.Errorf(mesh.EConflict, "the rollout of %s has ended (%s); nothing to %s", ref.Name, st.Phase, action)
-		}
-		ph := st.Phase
-		if ph == mesh.PhasePaused {
-			ph = st.ResumePhase
+		if err := st.CheckControl(ref.Name, action); err != nil {
+			return err
 		}
 		var msg string
 		switch action {
 		case ActionPause:
-			if !pausable(ph) {
-				return mesh.Errorf(mesh.EConflict, "the rollout of %s cannot be paused while %s", ref.Name, ph)
-			}
 			st.Paused, msg = true, "Pause requested"
 		case ActionResume:
-			if !st.Paused {
-				return mesh.Errorf(mesh.EConflict, "the rollout of %s is not paused", ref.Name)
-			}
 			st.Paused, msg = false, "Resume requested"
 		case ActionPromote:
-			if ph == mesh.PhaseRollingBack || st.Abort {
-				return mesh.Errorf(mesh.EConflict, "the rollout of %s is rolling back; it cannot be promoted", ref.Name)
-			}
 			st.Promote, st.Paused, msg = true, false, "Promote requested"
 		case ActionAbort:
-			if ph == mesh.PhaseRetiring {
-				return mesh.Errorf(mesh.EConflict, "too late to abort the rollout of %s: version %s already takes all traffic and version %s is being retired", ref.Name, st.NewVersion, st.OldVersion)
-			}
 			st.Abort, msg = true, "Abort requested"
-		default:
-			return mesh.Errorf(mesh.EInvalid, "unknown rollout action %q: want pause, resume, promote or abort", action)
 		}
 		st.Events = append(st.Events, mesh.RolloutEvent{Time: e.stamp(), Phase: st.Phase, Message: msg})
 		if n := len(st.Events) - e.cfg.MaxEvents; n > 0 {

@@ -60,13 +60,7 @@ func (p *pass) step(ctx context.Context) (time.Duration, error) {
 	return 0, fmt.Errorf("rollout %s: unknown phase %q", p.ref, st.Phase)
 }
 
-func pausable(ph mesh.Phase) bool {
-	switch ph {
-	case mesh.PhasePending, mesh.PhaseStartingTasks, mesh.PhaseWaitingHealthy, mesh.PhaseShifting, mesh.PhaseBaking:
-		return true
-	}
-	return false
-}
+func pausable(ph mesh.Phase) bool { return ph.Pausable() }
 
 func abortable(ph mesh.Phase) bool {
 	return pausable(ph) || ph == mesh.PhasePaused
@@ -398,8 +392,8 @@ func copyEnv(m map[string]string) map[string]string {
 // take: "<service>-<version>" and, when that is taken by something else,
 // "<service>-<version>-r<revision>".
 func (p *pass) candidateNames() []string {
-	base := p.spec.Service + "-" + dashed(p.spec.Target.Version)
-	return []string{base, base + "-r" + itoa(p.spec.Target.Revision)}
+	t := p.spec.Target
+	return []string{mesh.VersionName(p.spec.Service, t.Version), mesh.RevisionName(p.spec.Service, t.Version, t.Revision)}
 }
 
 // pickName returns the first candidate name that is free or already ours
@@ -419,19 +413,6 @@ func (p *pass) pickName(ctx context.Context, kind mesh.Kind) (string, *mesh.Reso
 		}
 	}
 	return "", nil, fmt.Errorf("%s names %s are taken by other resources", kind, strings.Join(names, " and "))
-}
-
-// dashed turns a version into a name part: "1.0" -> "1-0".
-func dashed(v string) string {
-	var b strings.Builder
-	for _, c := range strings.ToLower(v) {
-		if (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') {
-			b.WriteRune(c)
-		} else {
-			b.WriteByte('-')
-		}
-	}
-	return strings.Trim(b.String(), "-")
 }
 
 // recordHistory makes s, the running revision, the last history entry.

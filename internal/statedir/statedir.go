@@ -49,6 +49,28 @@ func Open(path string) (Dir, error) {
 	return Dir{Path: abs}, nil
 }
 
+// Lookup returns the state directory at path without making anything: for
+// commands that only read. When it does not exist the error satisfies
+// errors.Is(err, fs.ErrNotExist) and the returned Dir still names it.
+func Lookup(path string) (Dir, error) {
+	if path == "" {
+		path = Default
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return Dir{}, fmt.Errorf("state directory %s: %w", path, err)
+	}
+	d := Dir{Path: abs}
+	st, err := os.Stat(abs)
+	if err != nil {
+		return d, fmt.Errorf("state directory %s: %w", abs, err)
+	}
+	if !st.IsDir() {
+		return d, fmt.Errorf("state directory %s is not a directory", abs)
+	}
+	return d, nil
+}
+
 // StorePath is the store file.
 func (d Dir) StorePath() string { return filepath.Join(d.Path, "state.db") }
 

@@ -11,11 +11,15 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/gmesh-dev/gmesh/internal/mesh"
+	"github.com/gmesh-dev/gmesh/internal/xds/bootstrap"
 )
 
-// locality is the one locality every endpoint is in. grpc-go NACKs an EDS
-// response with a locality that has no ID, so it names one.
-func locality() *corepb.Locality { return &corepb.Locality{Region: "gmesh", Zone: "local"} }
+// locality is the one locality every endpoint is in, the one clients'
+// bootstraps name too. grpc-go NACKs an EDS response with a locality that
+// has no ID, so it names one.
+func locality() *corepb.Locality {
+	return &corepb.Locality{Region: bootstrap.LocalRegion, Zone: bootstrap.LocalZone}
+}
 
 // loadAssignment selects the serving endpoints (RUNNING, HEALTHY, not
 // draining) of the node's mesh that its service discovery selects, in one
@@ -24,16 +28,7 @@ func locality() *corepb.Locality { return &corepb.Locality{Region: "gmesh", Zone
 // selects nothing gets an empty assignment, so its cluster still resolves.
 func (t *translator) loadAssignment(vn *mesh.Resource, spec *mesh.VirtualNodeSpec, name string) *endpointpb.ClusterLoadAssignment {
 	cla := &endpointpb.ClusterLoadAssignment{ClusterName: name}
-	sel := spec.ServiceDiscovery.Selector()
-	if sel == nil {
-		return cla
-	}
-	var eps []*mesh.Endpoint
-	for _, e := range t.endpoints {
-		if e != nil && e.Mesh == vn.Metadata.Mesh && e.Matches(sel) && e.Serving() && e.Port > 0 && e.Address != "" {
-			eps = append(eps, e)
-		}
-	}
+	eps := t.serving(vn)
 	if len(eps) == 0 {
 		return cla
 	}

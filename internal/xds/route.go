@@ -19,51 +19,39 @@ import (
 // providing router's routes in priority order, or a single catch-all route
 // to the providing node.
 func (t *translator) routeConfig(vs *mesh.Resource) (*routepb.RouteConfiguration, error) {
-	spec, ok := vs.Spec.(*mesh.VirtualServiceSpec)
-	if !ok || spec == nil {
-		return nil, fmt.Errorf("%s: spec is %T, want *mesh.VirtualServiceSpec", vs.Ref(), vs.Spec)
-	}
 	meshName := vs.Metadata.Mesh
 	vh := &routepb.VirtualHost{
 		Name:    vs.Metadata.Name,
 		Domains: []string{vs.Metadata.Name, "*"},
 	}
-	p := spec.Provider
-	switch {
-	case p != nil && p.VirtualRouter != nil:
-		routerRef := mesh.Ref{Kind: mesh.KindVirtualRouter, Mesh: meshName, Name: p.VirtualRouter.VirtualRouterName}
-		if _, ok := t.byRef[routerRef]; !ok {
-			return nil, fmt.Errorf("%s: spec.provider.virtualRouter: %s does not exist", vs.Ref(), routerRef)
+	sr, err := t.routing.Service(meshName, vs.Metadata.Name)
+	if err != nil {
+		return nil, err
+	}
+	if sr.Router == nil {
+		// A virtual node provides the service: one catch-all route to it.
+		node := sr.Rules[0].Targets[0].VirtualNode
+		nodeRef := mesh.Ref{Kind: mesh.KindVirtualNode, Mesh: meshName, Name: node}
+		rt := &routepb.Route{
+			Name:  node,
+			Match: &routepb.RouteMatch{PathSpecifier: &routepb.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &routepb.Route_Route{Route: &routepb.RouteAction{
+				ClusterSpecifier: &routepb.RouteAction_Cluster{Cluster: ClusterName(meshName, node)},
+			}},
 		}
-		routes := slices.Clone(t.routes[routerRef])
-		slices.SortFunc(routes, byPriority)
-		vh.Routes = append(vh.Routes, pinRoutes(meshName, routes)...)
-		for _, r := range routes {
-			rt, err := t.route(r)
+		if err := applyTimeout(rt.GetRoute(), nodeTimeout(t.byRef[nodeRef])); err != nil {
+			return nil, fmt.Errorf("%s: spec.listeners[0].timeout: %w", nodeRef, err)
+		}
+		vh.Routes = append(vh.Routes, rt)
+	} else {
+		vh.Routes = append(vh.Routes, pinRoutes(meshName, sr.Nodes())...)
+		for _, rule := range sr.Rules {
+			rt, err := t.route(rule)
 			if err != nil {
 				return nil, err
 			}
 			vh.Routes = append(vh.Routes, rt)
 		}
-	case p != nil && p.VirtualNode != nil:
-		nodeRef := mesh.Ref{Kind: mesh.KindVirtualNode, Mesh: meshName, Name: p.VirtualNode.VirtualNodeName}
-		vn, ok := t.byRef[nodeRef]
-		if !ok {
-			return nil, fmt.Errorf("%s: spec.provider.virtualNode: %s does not exist", vs.Ref(), nodeRef)
-		}
-		rt := &routepb.Route{
-			Name:  nodeRef.Name,
-			Match: &routepb.RouteMatch{PathSpecifier: &routepb.RouteMatch_Prefix{Prefix: "/"}},
-			Action: &routepb.Route_Route{Route: &routepb.RouteAction{
-				ClusterSpecifier: &routepb.RouteAction_Cluster{Cluster: ClusterName(meshName, nodeRef.Name)},
-			}},
-		}
-		if err := applyTimeout(rt.GetRoute(), nodeTimeout(vn)); err != nil {
-			return nil, fmt.Errorf("%s: spec.listeners[0].timeout: %w", nodeRef, err)
-		}
-		vh.Routes = append(vh.Routes, rt)
-	default:
-		return nil, fmt.Errorf("%s: spec.provider: names neither a virtual router nor a virtual node", vs.Ref())
 	}
 	return &routepb.RouteConfiguration{
 		Name:         RouteConfigName(meshName, vs.Metadata.Name),
@@ -84,30 +72,7 @@ const PinHeader = "x-gmesh-virtual-node"
 // makes grpc-go add the cluster while the new route is already picking it,
 // and calls fail with "unknown cluster selected for RPC" in between
 // (measured with grpc-go 1.85).
-func pinRoutes(meshName string, routes []*mesh.Resource) []*routepb.Route {
-	var nodes []string
-	for _, r := range routes {
-		spec, ok := r.Spec.(*mesh.RouteSpec)
-		if !ok || spec == nil {
-			continue
-		}
-		var action *mesh.RouteAction
-		switch {
-		case spec.GRPCRoute != nil:
-			action = &spec.GRPCRoute.Action
-		case spec.HTTP2Route != nil:
-			action = &spec.HTTP2Route.Action
-		case spec.HTTPRoute != nil:
-			action = &spec.HTTPRoute.Action
-		default:
-			continue
-		}
-		for _, wt := range action.WeightedTargets {
-			nodes = append(nodes, wt.VirtualNode)
-		}
-	}
-	slices.Sort(nodes)
-	nodes = slices.Compact(nodes)
+func pinRoutes(meshName string, nodes []string) []*routepb.Route {
 	out := make([]*routepb.Route, 0, len(nodes))
 	for _, n := range nodes {
 		out = append(out, &routepb.Route{
@@ -129,20 +94,6 @@ func pinRoutes(meshName string, routes []*mesh.Resource) []*routepb.Route {
 	return out
 }
 
-// byPriority orders routes as App Mesh does: lower priority first, routes
-// without a priority after all others, ties by name.
-func byPriority(a, b *mesh.Resource) int {
-	pa, pb := priority(a), priority(b)
-	return cmp.Or(cmp.Compare(pa, pb), cmp.Compare(a.Metadata.Name, b.Metadata.Name))
-}
-
-func priority(r *mesh.Resource) int {
-	if spec, ok := r.Spec.(*mesh.RouteSpec); ok && spec != nil && spec.Priority != nil {
-		return *spec.Priority
-	}
-	return 1 << 30
-}
-
 // nodeTimeout is the grpc (else http2, http) per-request timeout of the
 // node's first listener, used for a service the node provides directly.
 func nodeTimeout(vn *mesh.Resource) *mesh.RouteTimeout {
@@ -154,8 +105,9 @@ func nodeTimeout(vn *mesh.Resource) *mesh.RouteTimeout {
 	return cmp.Or(lt.GRPC, lt.HTTP2, lt.HTTP)
 }
 
-// route translates one Route resource.
-func (t *translator) route(r *mesh.Resource) (*routepb.Route, error) {
+// route translates one route of a virtual service.
+func (t *translator) route(rule *mesh.RouteRule) (*routepb.Route, error) {
+	r := rule.Route
 	spec, ok := r.Spec.(*mesh.RouteSpec)
 	if !ok || spec == nil {
 		return nil, fmt.Errorf("%s: spec is %T, want *mesh.RouteSpec", r.Ref(), r.Spec)
@@ -201,7 +153,7 @@ func (t *translator) route(r *mesh.Resource) (*routepb.Route, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %s.retryPolicy: %w", r.Ref(), field, err)
 	}
-	ra, err := t.routeAction(r.Metadata.Mesh, action)
+	ra, err := t.routeAction(r.Metadata.Mesh, action.WeightedTargets)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %s.action: %w", r.Ref(), field, err)
 	}
@@ -213,21 +165,13 @@ func (t *translator) route(r *mesh.Resource) (*routepb.Route, error) {
 	return rt, nil
 }
 
-// routeAction splits by weight. Weight-0 targets are left out: grpc-go does
-// not subscribe to a weight-0 cluster, and Envoy would never pick it. A
-// single remaining target becomes a plain cluster action.
-func (t *translator) routeAction(meshName string, a mesh.RouteAction) (*routepb.RouteAction, error) {
-	ra, err := t.weightedAction(meshName, a, t.hold)
-	if err == nil || len(t.hold) == 0 {
-		return ra, err
-	}
-	// The hold left no weight: serve the route as asked.
-	return t.weightedAction(meshName, a, nil)
-}
-
-func (t *translator) weightedAction(meshName string, a mesh.RouteAction, hold map[string]bool) (*routepb.RouteAction, error) {
-	var wcs []*routepb.WeightedCluster_ClusterWeight
-	for i, wt := range a.WeightedTargets {
+// routeAction splits by weight across the route's effective targets
+// (mesh.EffectiveTargets: weight above 0 and serving, unless none serves).
+// Weight-0 targets are left out: grpc-go does not subscribe to a weight-0
+// cluster (the pin routes keep it subscribed), and Envoy would never pick
+// it. A single remaining target becomes a plain cluster action.
+func (t *translator) routeAction(meshName string, targets []mesh.WeightedTarget) (*routepb.RouteAction, error) {
+	for i, wt := range targets {
 		ref := mesh.Ref{Kind: mesh.KindVirtualNode, Mesh: meshName, Name: wt.VirtualNode}
 		if _, ok := t.byRef[ref]; !ok {
 			return nil, fmt.Errorf("weightedTargets[%d].virtualNode: %s does not exist", i, ref)
@@ -235,6 +179,19 @@ func (t *translator) weightedAction(meshName string, a mesh.RouteAction, hold ma
 		if wt.Weight < 0 || wt.Weight > 100 {
 			return nil, fmt.Errorf("weightedTargets[%d].weight %d: must be 0..100", i, wt.Weight)
 		}
+	}
+	eff := mesh.EffectiveTargets(targets, t.serves(meshName))
+	ra, err := t.weightedAction(meshName, eff, t.hold)
+	if err == nil || len(t.hold) == 0 {
+		return ra, err
+	}
+	// The hold left no weight: serve the route as asked.
+	return t.weightedAction(meshName, eff, nil)
+}
+
+func (t *translator) weightedAction(meshName string, targets []mesh.WeightedTarget, hold map[string]bool) (*routepb.RouteAction, error) {
+	var wcs []*routepb.WeightedCluster_ClusterWeight
+	for _, wt := range targets {
 		if wt.Weight == 0 || hold[ClusterName(meshName, wt.VirtualNode)] {
 			continue
 		}

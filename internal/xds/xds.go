@@ -11,12 +11,15 @@
 //	ClusterLoadAssignment  <mesh>/<virtual node>    (the cluster's EDS service_name)
 //
 // Translation follows what grpc-go's proxyless xDS client honours and keeps
-// every resource valid for Envoy too. Two traps shape it: a weighted target of
-// weight 0 is left out of the route (grpc-go never subscribes to a weight-0
-// cluster, so a consistency check that waits for it would hang), and a
-// weighted cluster with no healthy endpoints stalls the calls that pick it
-// (grpc-go issue 8383): giving weight only to nodes with healthy endpoints is
-// the rollout engine's job, not this package's.
+// every resource valid for Envoy too. Which routes a virtual service has, in
+// which order, and which weighted nodes serve them is asked of the mesh
+// package's one resolver (mesh.Routing, mesh.EffectiveTargets), the same that
+// the gateway uses. Two traps shape the output: a weighted target of weight 0
+// is left out of the route (grpc-go never subscribes to a weight-0 cluster,
+// so pin routes keep it subscribed), and a weighted cluster with no healthy
+// endpoints stalls the calls that pick it (grpc-go issue 8383), so a node
+// without serving endpoints loses its share to the route's other targets
+// while it has none (when no target serves, the weights stay as written).
 package xds
 
 import (
@@ -274,39 +277,58 @@ type translator struct {
 	nodes     []*mesh.Resource // VirtualNodes, sorted by ref
 	services  []*mesh.Resource // VirtualServices, sorted by ref
 	byRef     map[mesh.Ref]*mesh.Resource
-	routes    map[mesh.Ref][]*mesh.Resource // routes by their router's ref
+	routing   *mesh.Routing
 	endpoints []*mesh.Endpoint
+	eps       map[mesh.Ref][]*mesh.Endpoint // serving endpoints by node, filled as asked
 	hold      map[string]bool
 }
 
 func newTranslator(in Input) *translator {
 	t := &translator{
 		byRef:     map[mesh.Ref]*mesh.Resource{},
-		routes:    map[mesh.Ref][]*mesh.Resource{},
 		endpoints: in.Endpoints,
+		eps:       map[mesh.Ref][]*mesh.Endpoint{},
 		hold:      in.Hold,
 	}
+	st := mesh.NewState()
 	for _, r := range in.Resources {
 		if r == nil {
 			continue
 		}
+		st.Put(r)
 		t.byRef[r.Ref()] = r
 		switch r.Kind {
 		case mesh.KindVirtualNode:
 			t.nodes = append(t.nodes, r)
 		case mesh.KindVirtualService:
 			t.services = append(t.services, r)
-		case mesh.KindRoute:
-			if spec, ok := r.Spec.(*mesh.RouteSpec); ok && spec != nil {
-				router := mesh.Ref{Kind: mesh.KindVirtualRouter, Mesh: r.Metadata.Mesh, Name: spec.VirtualRouterName}
-				t.routes[router] = append(t.routes[router], r)
-			}
 		}
 	}
+	t.routing = mesh.NewRouting(st)
 	byRef := func(a, b *mesh.Resource) int { return cmp.Compare(a.Ref().String(), b.Ref().String()) }
 	slices.SortFunc(t.nodes, byRef)
 	slices.SortFunc(t.services, byRef)
 	return t
+}
+
+// serving returns the node's serving endpoints (mesh.ServingEndpoints).
+func (t *translator) serving(vn *mesh.Resource) []*mesh.Endpoint {
+	ref := vn.Ref()
+	eps, ok := t.eps[ref]
+	if !ok {
+		eps = mesh.ServingEndpoints(vn, t.endpoints)
+		t.eps[ref] = eps
+	}
+	return eps
+}
+
+// serves reports whether the node of meshName can take a request: it has a
+// serving endpoint, or is discovered by DNS.
+func (t *translator) serves(meshName string) func(node string) bool {
+	return func(node string) bool {
+		vn := t.byRef[mesh.Ref{Kind: mesh.KindVirtualNode, Mesh: meshName, Name: node}]
+		return vn != nil && (mesh.DNSDiscovered(vn) || len(t.serving(vn)) > 0)
+	}
 }
 
 // RoutedClusters returns every cluster some route of r may send to, pin
@@ -334,34 +356,11 @@ func (r *Resources) RoutedClusters() map[string]bool {
 func WeightedTargets(in Input) map[string]bool {
 	out := map[string]bool{}
 	for _, r := range in.Resources {
-		spec, ok := r.Spec.(*mesh.RouteSpec)
-		if !ok || spec == nil {
-			continue
-		}
-		for _, a := range []*mesh.RouteAction{grpcAction(spec), httpAction(spec.HTTPRoute), httpAction(spec.HTTP2Route)} {
-			if a == nil {
-				continue
-			}
-			for _, wt := range a.WeightedTargets {
-				if wt.Weight > 0 {
-					out[ClusterName(r.Metadata.Mesh, wt.VirtualNode)] = true
-				}
+		for _, wt := range r.Route().Targets() {
+			if wt.Weight > 0 {
+				out[ClusterName(r.Metadata.Mesh, wt.VirtualNode)] = true
 			}
 		}
 	}
 	return out
-}
-
-func grpcAction(s *mesh.RouteSpec) *mesh.RouteAction {
-	if s.GRPCRoute == nil {
-		return nil
-	}
-	return &s.GRPCRoute.Action
-}
-
-func httpAction(h *mesh.HTTPRoute) *mesh.RouteAction {
-	if h == nil {
-		return nil
-	}
-	return &h.Action
 }

@@ -184,7 +184,7 @@ function renderTopology(s) {
       el("div", { class: "box gateway" },
         el("div", { class: "kind", text: "virtual gateway" }),
         el("div", { class: "name", text: gw.name }),
-        el("div", { class: "small muted", text: (gw.address || "127.0.0.1") + (gw.ports && gw.ports.length ? ":" + gw.ports.join(",") : "") })),
+        el("div", { class: "small muted gateway-listen", text: gw.listen || ((gw.address || "127.0.0.1") + (gw.ports && gw.ports.length ? ":" + gw.ports.join(",") : "")) })),
       el("span", { class: "arrow", text: "→" }),
       el("div", { class: "box" }, el("div", { class: "kind", text: "gateway routes" }), targets.length ? targets : el("div", { class: "muted small", text: "none" }))));
   }

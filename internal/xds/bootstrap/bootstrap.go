@@ -1,28 +1,86 @@
-// Package bootstrap writes the xDS bootstrap a proxyless grpc-go client
-// needs to reach gmesh's control plane.
+// Package bootstrap writes the xDS bootstrap a proxyless gRPC client needs
+// to reach gmesh's control plane. It is the one place that does: the tasks
+// `gmesh up` starts get theirs from it, and so does `gmesh bootstrap`, which
+// prints one for a client in any language.
 //
-// grpc-go reads GRPC_XDS_BOOTSTRAP_CONFIG (the JSON itself) or
-// GRPC_XDS_BOOTSTRAP (a file) when its xds package initialises, so the
-// variable must be in the process's environment when it starts: setting it
-// with os.Setenv inside main is too late. A test that needs several node ids
-// in one process passes JSON's output to
-// google.golang.org/grpc/xds.NewXDSResolverWithConfigForTesting and dials with
-// grpc.WithResolvers.
+// The bootstrap holds what every gRPC xDS implementation asks of it:
+//
+//   - xds_servers[0].server_uri: the control plane's host:port (it serves
+//     the admin API and ADS on one port).
+//   - xds_servers[0].channel_creds: [{"type": "insecure"}]; every
+//     implementation requires at least one type it supports, and the
+//     control plane speaks plaintext.
+//   - xds_servers[0].server_features: ["xds_v3"]. gmesh serves xDS v3 only;
+//     gRPC releases that spoke both v2 and v3 (C core 1.36-1.50, Java
+//     1.36-1.52, Go 1.36-1.53, grpc-js-xds 1.4-1.7) use v3 only when the
+//     server lists this feature. Newer releases ignore features they do not
+//     know.
+//   - node.id: what the control plane sees; required by all.
+//   - node.locality: grpc-js-xds refuses a bootstrap without it (its
+//     fields may be empty). gmesh puts every endpoint in one locality,
+//     region "gmesh" zone "local", and clients default to it too.
+//   - node.cluster and node.metadata: optional everywhere.
+//
+// grpc-go, grpc-java, grpc-js-xds and the C core (C++, Python, Ruby, PHP)
+// read GRPC_XDS_BOOTSTRAP (a file) or, when it is unset,
+// GRPC_XDS_BOOTSTRAP_CONFIG (the JSON itself), once, when their xDS client
+// is first created. grpc-go reads them when its xds package initialises, so
+// the variable must be in the process's environment when it starts: setting
+// it with os.Setenv inside main is too late. A test that needs several node
+// ids in one process passes JSON's output to
+// google.golang.org/grpc/xds.NewXDSResolverWithConfigForTesting and dials
+// with grpc.WithResolvers.
 package bootstrap
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
+	"strings"
 )
 
 // EnvConfig is the environment variable that carries the bootstrap JSON.
 const EnvConfig = "GRPC_XDS_BOOTSTRAP_CONFIG"
 
-// EnvFile is the environment variable that names a bootstrap file.
+// EnvFile is the environment variable that names a bootstrap file. Every
+// gRPC implementation prefers it to EnvConfig when both are set.
 const EnvFile = "GRPC_XDS_BOOTSTRAP"
 
-type config struct {
+// The locality of the machine gmesh runs tasks on: the control plane puts
+// every endpoint in it, and a client's node.locality defaults to it.
+const (
+	LocalRegion = "gmesh"
+	LocalZone   = "local"
+)
+
+// ServerFeatureV3 tells gRPC releases that also spoke xDS v2 to speak v3.
+const ServerFeatureV3 = "xds_v3"
+
+// Locality is where a client runs (node.locality).
+type Locality struct {
+	Region  string `json:"region,omitempty"`
+	Zone    string `json:"zone,omitempty"`
+	SubZone string `json:"sub_zone,omitempty"`
+}
+
+// Config is one client's bootstrap.
+type Config struct {
+	// ServerURI is the control plane's host:port.
+	ServerURI string
+	// NodeID is the client's node.id.
+	NodeID string
+	// Cluster is node.cluster ("" leaves it out).
+	Cluster string
+	// Locality is node.locality; the zero value means LocalRegion and
+	// LocalZone.
+	Locality Locality
+	// Metadata is node.metadata (nil leaves it out).
+	Metadata map[string]string
+}
+
+type file struct {
 	XDSServers []server `json:"xds_servers"`
 	Node       node     `json:"node"`
 }
@@ -39,31 +97,60 @@ type channelCred struct {
 
 type node struct {
 	ID       string            `json:"id"`
+	Cluster  string            `json:"cluster,omitempty"`
+	Locality Locality          `json:"locality"`
 	Metadata map[string]string `json:"metadata,omitempty"`
 }
 
-// JSON returns a grpc-go bootstrap that reaches the control plane at
-// serverURI (host:port) over plaintext and identifies the client as nodeID,
-// with meta as node metadata (may be nil).
-func JSON(serverURI, nodeID string, meta map[string]string) ([]byte, error) {
-	if serverURI == "" {
-		return nil, errors.New("bootstrap: empty server uri")
+// JSON returns the bootstrap, indented, without a trailing newline.
+func (c Config) JSON() ([]byte, error) {
+	if err := checkServerURI(c.ServerURI); err != nil {
+		return nil, err
 	}
-	if nodeID == "" {
+	if strings.TrimSpace(c.NodeID) == "" {
 		return nil, errors.New("bootstrap: empty node id")
 	}
-	b, err := json.MarshalIndent(config{
+	loc := c.Locality
+	if loc == (Locality{}) {
+		loc = Locality{Region: LocalRegion, Zone: LocalZone}
+	}
+	b, err := json.MarshalIndent(file{
 		XDSServers: []server{{
-			ServerURI:      serverURI,
+			ServerURI:      c.ServerURI,
 			ChannelCreds:   []channelCred{{Type: "insecure"}},
-			ServerFeatures: []string{},
+			ServerFeatures: []string{ServerFeatureV3},
 		}},
-		Node: node{ID: nodeID, Metadata: meta},
+		Node: node{ID: c.NodeID, Cluster: c.Cluster, Locality: loc, Metadata: c.Metadata},
 	}, "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("bootstrap: %w", err)
 	}
 	return b, nil
+}
+
+// checkServerURI accepts host:port with a port in 1..65535.
+func checkServerURI(uri string) error {
+	if uri == "" {
+		return errors.New("bootstrap: empty server uri")
+	}
+	host, port, err := net.SplitHostPort(uri)
+	if err != nil {
+		return fmt.Errorf("bootstrap: server uri %q: want host:port: %w", uri, err)
+	}
+	if host == "" {
+		return fmt.Errorf("bootstrap: server uri %q: empty host", uri)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("bootstrap: server uri %q: port %q is not in 1..65535", uri, port)
+	}
+	return nil
+}
+
+// JSON returns the bootstrap that reaches the control plane at serverURI
+// (host:port) over plaintext and identifies the client as nodeID in the
+// local locality, with meta as node metadata (may be nil).
+func JSON(serverURI, nodeID string, meta map[string]string) ([]byte, error) {
+	return Config{ServerURI: serverURI, NodeID: nodeID, Metadata: meta}.JSON()
 }
 
 // Env returns the environment entry ("GRPC_XDS_BOOTSTRAP_CONFIG=...") that

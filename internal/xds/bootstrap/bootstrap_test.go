@@ -1,6 +1,7 @@
 package bootstrap_test
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -24,11 +25,17 @@ func TestJSON(t *testing.T) {
           "type": "insecure"
         }
       ],
-      "server_features": []
+      "server_features": [
+        "xds_v3"
+      ]
     }
   ],
   "node": {
     "id": "echo-client-1",
+    "locality": {
+      "region": "gmesh",
+      "zone": "local"
+    },
     "metadata": {
       "service": "echo-client"
     }
@@ -43,10 +50,73 @@ func TestJSON(t *testing.T) {
 	}
 }
 
+// TestConfigJSON checks the fields other implementations read: node.locality
+// is always there (grpc-js-xds refuses a bootstrap without it), cluster and
+// metadata only when given.
+func TestConfigJSON(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  bootstrap.Config
+		want map[string]any // the node object
+	}{
+		{
+			name: "defaults",
+			cfg:  bootstrap.Config{ServerURI: "127.0.0.1:1", NodeID: "n"},
+			want: map[string]any{"id": "n", "locality": map[string]any{"region": "gmesh", "zone": "local"}},
+		},
+		{
+			name: "everything",
+			cfg: bootstrap.Config{ServerURI: "[::1]:15010", NodeID: "mesh/echo/virtualNode/billing/1", Cluster: "billing",
+				Locality: bootstrap.Locality{Region: "eu", Zone: "eu-1a", SubZone: "rack7"}, Metadata: map[string]string{"k": "v"}},
+			want: map[string]any{"id": "mesh/echo/virtualNode/billing/1", "cluster": "billing",
+				"locality": map[string]any{"region": "eu", "zone": "eu-1a", "sub_zone": "rack7"}, "metadata": map[string]any{"k": "v"}},
+		},
+		{
+			name: "zone only",
+			cfg:  bootstrap.Config{ServerURI: "localhost:15010", NodeID: "n", Locality: bootstrap.Locality{Zone: "z"}},
+			want: map[string]any{"id": "n", "locality": map[string]any{"zone": "z"}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := tt.cfg.JSON()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got struct {
+				XDSServers []map[string]any `json:"xds_servers"`
+				Node       map[string]any   `json:"node"`
+			}
+			if err := json.Unmarshal(b, &got); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, got.Node); diff != "" {
+				t.Errorf("node mismatch (-want +got):\n%s", diff)
+			}
+			wantServers := []map[string]any{{
+				"server_uri":      tt.cfg.ServerURI,
+				"channel_creds":   []any{map[string]any{"type": "insecure"}},
+				"server_features": []any{"xds_v3"},
+			}}
+			if diff := cmp.Diff(wantServers, got.XDSServers); diff != "" {
+				t.Errorf("xds_servers mismatch (-want +got):\n%s", diff)
+			}
+			if _, err := xds.NewXDSResolverWithConfigForTesting(b); err != nil {
+				t.Errorf("grpc-go rejects the bootstrap: %v", err)
+			}
+		})
+	}
+}
+
 func TestJSONErrors(t *testing.T) {
 	tests := []struct{ uri, node, want string }{
 		{"", "n", "empty server uri"},
 		{"127.0.0.1:1", "", "empty node id"},
+		{"127.0.0.1:1", "  ", "empty node id"},
+		{"127.0.0.1", "n", `server uri "127.0.0.1": want host:port`},
+		{":15010", "n", `server uri ":15010": empty host`},
+		{"127.0.0.1:0", "n", `port "0" is not in 1..65535`},
+		{"127.0.0.1:http", "n", `port "http" is not in 1..65535`},
 	}
 	for _, tt := range tests {
 		_, err := bootstrap.JSON(tt.uri, tt.node, nil)
