@@ -2,9 +2,12 @@
 GO ?= go
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+# controller-gen of the release built against k8s.io v0.34 (the cluster's 1.34).
+CONTROLLER_GEN_VERSION := v0.19.0
+CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
 BIN := $(CURDIR)/bin
 
-.PHONY: help build test race vet proto proto-tools check-generated bench
+.PHONY: help build test race vet proto proto-tools generate check-generated bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -29,8 +32,13 @@ proto: proto-tools ## regenerate the Go code of api/**/*.proto
 	PATH=$(BIN):$$PATH protoc -I . --go_out=paths=source_relative:. --go-grpc_out=paths=source_relative:. \
 		api/echo/v1/echo.proto api/mesh/v1/admin.proto
 
-check-generated: proto ## fail if the committed generated code is stale
-	git diff --exit-code -- api/
+generate: ## regenerate the App Mesh CRD types' deepcopy code and the CRDs under deploy/kubernetes/crds
+	$(CONTROLLER_GEN) object paths=./api/appmesh/...
+	$(CONTROLLER_GEN) crd paths=./api/appmesh/... output:crd:artifacts:config=deploy/kubernetes/crds
+
+check-generated: proto generate ## fail if the committed generated code is stale
+	git diff --exit-code -- api/ deploy/kubernetes/crds/
+	@test -z "$$(git status --porcelain -- api/ deploy/kubernetes/crds/)" || { git status --porcelain -- api/ deploy/kubernetes/crds/; echo 'untracked generated files'; exit 1; }
 
 bench: ## run the benchmark ladder and rewrite BENCHMARKS.md (about 7 minutes)
 	$(GO) run ./cmd/gmesh-bench -out BENCHMARKS.md

@@ -73,7 +73,7 @@ func TestScraperSample(t *testing.T) {
 		{ID: "old", Mesh: "m", Service: "echo", PID: 4, MetricsAddr: a.addr(), State: mesh.TaskRunning, Attributes: map[string]string{"taskSet": "echo-0-9"}},
 		{ID: "nom", Mesh: "m", Service: "echo", PID: 5, State: mesh.TaskRunning, Attributes: map[string]string{"taskSet": "echo-1-0"}},
 	}
-	s := NewScraper(eps, ScraperOptions{Timeout: 200 * time.Millisecond})
+	s := NewScraper(eps, ScraperOptions{Timeout: 2 * time.Second}) // a loaded machine answers well within it; the hanging task waits it out
 
 	before, err := s.Sample(ctx, "m", "echo", "echo-1-0")
 	if err != nil {

@@ -328,6 +328,7 @@ func newRolloutCmd(g *globals, stdio IO) *cobra.Command {
 }
 
 func printRollout(w io.Writer, r *mesh.Resource) {
+	r = r.Redacted() // nothing below prints env today; keep it so
 	st, _ := r.Status.(*mesh.RolloutStatus)
 	spec := r.Rollout()
 	if st == nil || spec == nil {

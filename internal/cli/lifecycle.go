@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -38,6 +39,12 @@ func upDetached(ctx context.Context, g *globals, o *upOptions, stdio IO) error {
 	}
 	if o.cpAddr != "" {
 		args = append(args, "--controlplane-addr", o.cpAddr)
+	}
+	if o.dashAddr != "" {
+		args = append(args, "--dashboard", o.dashAddr)
+	}
+	if len(o.dashHosts) > 0 {
+		args = append(args, "--dashboard-allowed-hosts", strings.Join(o.dashHosts, ","))
 	}
 	logPath := filepath.Join(dir.LogDir(), "up.log")
 	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)

@@ -151,6 +151,9 @@ func newGetCmd(g *globals, stdio IO) *cobra.Command {
 					return err
 				}
 			}
+			// Task sets' and rollouts' env values (deploy --env) are shown
+			// as "(set)".
+			rs = mesh.RedactedAll(rs)
 			switch output {
 			case "yaml":
 				b, err := mesh.EncodeYAML(rs)

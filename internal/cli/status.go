@@ -37,6 +37,7 @@ func newStatusCmd(g *globals, stdio IO) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			st = st.Redacted() // env values (deploy --env) shown as "(set)"
 			switch output {
 			case "json":
 				b, err := json.MarshalIndent(st, "", "  ")
@@ -128,7 +129,7 @@ func printStatus(w io.Writer, st *controlplane.Status) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.NodeID, c.ConnectedSince.Format(time.TimeOnly), strings.Join(acks, " "), nack)
 	}
 	if st.TranslateError != "" {
-		fmt.Fprintf(tw, "\nTRANSLATION ERROR (the previous config keeps serving): %s\n", st.TranslateError)
+		fmt.Fprintf(tw, "\nTRANSLATION ERROR (these resources are left out; the rest is served): %s\n", st.TranslateError)
 	}
 	return tw.Flush()
 }

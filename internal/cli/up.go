@@ -40,6 +40,8 @@ type upOptions struct {
 	workDir  string
 	readyFor time.Duration
 	dashAddr string
+	// dashHosts are the names the dashboard answers to besides loopback.
+	dashHosts []string
 }
 
 func newUpCmd(g *globals, stdio IO) *cobra.Command {
@@ -49,6 +51,9 @@ func newUpCmd(g *globals, stdio IO) *cobra.Command {
 		Short: "Run the whole mesh on this machine: control plane, tasks, gateway (default: the built-in echo stack)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := dashboard.CheckAllowedHosts(o.dashHosts); err != nil {
+				return fmt.Errorf("--dashboard-allowed-hosts: %w", err)
+			}
 			if o.detach {
 				return upDetached(cmd.Context(), g, o, stdio)
 			}
@@ -61,6 +66,7 @@ func newUpCmd(g *globals, stdio IO) *cobra.Command {
 	cmd.Flags().StringVar(&o.cpAddr, "controlplane-addr", "", "control plane address (default: as recorded in the state directory, else a free loopback port)")
 	cmd.Flags().StringVar(&o.ipBase, "task-ip-base", "127.0.0", "first three octets of the tasks' loopback addresses")
 	cmd.Flags().StringVar(&o.dashAddr, "dashboard", "127.0.0.1:0", "address of the live dashboard (\"off\": none)")
+	cmd.Flags().StringSliceVar(&o.dashHosts, "dashboard-allowed-hosts", nil, "host names the dashboard answers to besides localhost and its own address (NAME: any port, NAME:PORT: that port; comma-separated or repeated), e.g. a reverse proxy's or SSH tunnel's; requests by them need the token")
 	cmd.Flags().DurationVar(&o.readyFor, "ready-timeout", 2*time.Minute, "how long to wait for the first request to succeed through the gateway")
 	return cmd
 }
@@ -253,7 +259,7 @@ func runUp(ctx context.Context, g *globals, o *upOptions, stdio IO) error {
 	if gw != nil {
 		gwListen = map[string]string{gwRes.Metadata.Mesh + "/" + gwName: gwLn.Addr().String()}
 	}
-	dashURL, stopDash, err := startDashboard(runCtx, o.dashAddr, client, dir, gwListen, logger)
+	dashURL, stopDash, err := startDashboard(runCtx, o.dashAddr, o.dashHosts, client, dir, gwListen, logger)
 	if err != nil {
 		cancelRun()
 		wg.Wait()
@@ -265,6 +271,9 @@ func runUp(ctx context.Context, g *globals, o *upOptions, stdio IO) error {
 	}
 	if dashURL != "" {
 		fmt.Fprintf(stdio.Out, "Dashboard: %s\n", dashURL)
+		if !controlplane.IsLoopback(o.dashAddr) || len(o.dashHosts) > 0 {
+			fmt.Fprintf(stdio.Out, "  from another machine or an allowed host, open it once with ?token= and the token in %s\n", filepath.Join(dir.Path, "token"))
+		}
 	}
 	fmt.Fprintf(stdio.Out, "State: %s\nLogs: %s (gmesh logs SERVICE%s)\n", dir.Path, dir.LogDir(), g.stateDirFlag())
 	info := statedir.UpInfo{PID: os.Getpid(), Public: public, Dashboard: dashURL, ControlPlane: cpInfo.Addr}
@@ -490,22 +499,20 @@ func findModuleRoot(dir string) (string, bool) {
 }
 
 // startDashboard serves the live dashboard on addr ("off": none) and returns
-// its URL and a stop function.
-// On a non-loopback address its buttons need the admin API's bearer token
-// (the state directory's token file), as the admin API does.
-// gwListen is where each gateway really listens, by "mesh/name".
-func startDashboard(ctx context.Context, addr string, c *controlplane.Client, dir statedir.Dir, gwListen map[string]string, logger *slog.Logger) (string, func(context.Context), error) {
+// its URL and a stop function. It answers to loopback names and addresses
+// and to allowedHosts; every request that is not straight from loopback,
+// reads included, needs the admin API's bearer token (the state
+// directory's token file), as the admin API does. gwListen is where each
+// gateway really listens, by "mesh/name".
+func startDashboard(ctx context.Context, addr string, allowedHosts []string, c *controlplane.Client, dir statedir.Dir, gwListen map[string]string, logger *slog.Logger) (string, func(context.Context), error) {
 	if addr == "" || addr == "off" {
 		return "", func(context.Context) {}, nil
 	}
-	token := ""
-	if !controlplane.IsLoopback(addr) {
-		var err error
-		if token, err = dir.Token(); err != nil {
-			return "", nil, err
-		}
+	token, err := dir.Token()
+	if err != nil {
+		return "", nil, err
 	}
-	d, err := dashboard.New(dashboard.Config{Source: c, Token: token, GatewayListen: gwListen, Logger: logger.With("component", "dashboard")})
+	d, err := dashboard.New(dashboard.Config{Source: c, Token: token, AllowedHosts: allowedHosts, GatewayListen: gwListen, Logger: logger.With("component", "dashboard")})
 	if err != nil {
 		return "", nil, err
 	}

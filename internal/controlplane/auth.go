@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/subtle"
 	"net"
+	"net/netip"
 	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
 
@@ -29,16 +31,25 @@ func IsLoopback(addr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// authenticator checks the bearer token of admin API calls when required.
-// Tokens are compared in constant time and never logged.
+// authenticator checks the bearer token of admin API calls, reads
+// (Get, List, Status, Watch, ...) and writes alike: on every call when
+// required (the control plane listens off loopback), and otherwise on every
+// call whose peer is not on loopback (or unknown). Tokens are compared in
+// constant time and never logged.
 type authenticator struct {
 	required bool
 	token    []byte
 }
 
 func (a *authenticator) check(ctx context.Context, method string) error {
-	if !a.required || !strings.HasPrefix(method, adminPrefix) {
+	if !strings.HasPrefix(method, adminPrefix) {
 		return nil
+	}
+	if !a.required && peerOnLoopback(ctx) {
+		return nil
+	}
+	if len(a.token) == 0 {
+		return status.Error(codes.Unauthenticated, "the admin API has no token, so it answers only calls from loopback")
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	for _, v := range md.Get("authorization") {
@@ -47,7 +58,17 @@ func (a *authenticator) check(ctx context.Context, method string) error {
 			return nil
 		}
 	}
-	return status.Error(codes.Unauthenticated, "the admin API on a non-loopback address needs the bearer token from the state directory's token file")
+	return status.Error(codes.Unauthenticated, "the admin API off loopback needs the bearer token from the state directory's token file")
+}
+
+// peerOnLoopback reports whether the call's peer is a loopback address.
+func peerOnLoopback(ctx context.Context) bool {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(p.Addr.String())
+	return err == nil && ap.Addr().Unmap().IsLoopback()
 }
 
 func (a *authenticator) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {

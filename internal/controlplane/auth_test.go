@@ -2,6 +2,9 @@ package controlplane
 
 import (
 	"context"
+	"net"
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -9,7 +12,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+
+	meshv1 "github.com/gmesh-dev/gmesh/api/mesh/v1"
 )
 
 func TestAuthenticator(t *testing.T) {
@@ -22,12 +28,13 @@ func TestAuthenticator(t *testing.T) {
 		ads     = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
 		healthM = "/grpc.health.v1.Health/Check"
 	)
+	local := withPeer(ctx, "127.0.0.1:50000")
 	withAuth := func(v ...string) context.Context {
 		md := metadata.MD{}
 		for _, s := range v {
 			md.Append("authorization", s)
 		}
-		return metadata.NewIncomingContext(ctx, md)
+		return metadata.NewIncomingContext(local, md)
 	}
 	tests := []struct {
 		name     string
@@ -36,7 +43,7 @@ func TestAuthenticator(t *testing.T) {
 		method   string
 		want     codes.Code
 	}{
-		{"required, no metadata", true, ctx, apply, codes.Unauthenticated},
+		{"required, no metadata", true, local, apply, codes.Unauthenticated},
 		{"required, no token", true, withAuth(), apply, codes.Unauthenticated},
 		{"required, wrong token", true, withAuth("Bearer nope"), apply, codes.Unauthenticated},
 		{"required, token prefix only", true, withAuth("Bearer s3cret"), apply, codes.Unauthenticated},
@@ -45,10 +52,12 @@ func TestAuthenticator(t *testing.T) {
 		{"required, right token", true, withAuth("Bearer " + token), apply, codes.OK},
 		{"required, right token among others", true, withAuth("Bearer nope", "Bearer "+token), apply, codes.OK},
 		{"required, right token on a stream", true, withAuth("Bearer " + token), watch, codes.OK},
-		{"required, xDS needs no token", true, ctx, ads, codes.OK},
-		{"required, other services need no token", true, ctx, healthM, codes.OK},
-		{"not required, no token", false, ctx, apply, codes.OK},
+		{"required, xDS needs no token", true, local, ads, codes.OK},
+		{"required, other services need no token", true, local, healthM, codes.OK},
+		{"not required, no token", false, local, apply, codes.OK},
 		{"not required, wrong token", false, withAuth("Bearer nope"), apply, codes.OK},
+		{"not required, peer unknown", false, ctx, apply, codes.Unauthenticated},
+		{"not required, peer off loopback", false, withPeer(ctx, "203.0.113.7:50000"), watch, codes.Unauthenticated},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -78,6 +87,60 @@ func TestAuthenticator(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAdminReadsNeedToken checks every method of the admin API, reads
+// (Get, List, Status, Watch, WaitACK, ListEndpoints, WatchEndpoints)
+// included, refuses a call from off loopback without the token, whether
+// the control plane listens off loopback or not, and lets it in with the
+// token; an empty token never matches.
+func TestAdminReadsNeedToken(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	const token = "0123456789abcdef0123456789abcdef"
+	var methods []string
+	for _, m := range meshv1.MeshAdmin_ServiceDesc.Methods {
+		methods = append(methods, m.MethodName)
+	}
+	for _, s := range meshv1.MeshAdmin_ServiceDesc.Streams {
+		methods = append(methods, s.StreamName)
+	}
+	for _, want := range []string{"Get", "List", "Status", "Watch", "ListEndpoints", "WatchEndpoints", "Apply"} {
+		if !slices.Contains(methods, want) {
+			t.Fatalf("the admin API has no method %s; methods %v", want, methods)
+		}
+	}
+	remote := withPeer(ctx, "203.0.113.7:50000")
+	remote6 := withPeer(ctx, "[2001:db8::7]:50000")
+	auth := func(c context.Context, v string) context.Context {
+		return metadata.NewIncomingContext(c, metadata.Pairs("authorization", v))
+	}
+	for _, m := range methods {
+		full := adminPrefix + m
+		for _, tt := range []struct {
+			name     string
+			a        *authenticator
+			ctx      context.Context
+			wantCode codes.Code
+		}{
+			{"listening off loopback, no token", &authenticator{required: true, token: []byte(token)}, remote, codes.Unauthenticated},
+			{"listening on loopback, peer off loopback, no token", &authenticator{token: []byte(token)}, remote, codes.Unauthenticated},
+			{"IPv6 peer off loopback, no token", &authenticator{token: []byte(token)}, remote6, codes.Unauthenticated},
+			{"peer off loopback, wrong token", &authenticator{token: []byte(token)}, auth(remote, "Bearer "+token[1:]), codes.Unauthenticated},
+			{"peer off loopback, empty token configured", &authenticator{}, auth(remote, "Bearer "), codes.Unauthenticated},
+			{"peer off loopback, token", &authenticator{token: []byte(token)}, auth(remote, "Bearer "+token), codes.OK},
+			{"listening off loopback, token", &authenticator{required: true, token: []byte(token)}, auth(remote, "Bearer "+token), codes.OK},
+			{"peer on loopback, listening on loopback", &authenticator{}, withPeer(ctx, "[::1]:50000"), codes.OK},
+		} {
+			if got := status.Code(tt.a.check(tt.ctx, full)); got != tt.wantCode {
+				t.Errorf("%s, %s: got %v, want %v", m, tt.name, got, tt.wantCode)
+			}
+		}
+	}
+}
+
+func withPeer(ctx context.Context, addr string) context.Context {
+	return peer.NewContext(ctx, &peer.Peer{Addr: net.TCPAddrFromAddrPort(netip.MustParseAddrPort(addr))})
 }
 
 // TestAuthErrorDoesNotLeakToken checks the refusal never echoes a token.

@@ -220,6 +220,9 @@ func (cp *ControlPlane) publish(ctx context.Context) error {
 	}
 	mesh.SortResources(all)
 	in := xds.Input{Revision: st.Revision, Resources: all, Endpoints: eps}
+	// A resource that cannot be translated is left out and reported (in
+	// status), and the rest is published: one bad resource never freezes
+	// the mesh.
 	res, err := xds.Translate(in)
 	cp.mu.Lock()
 	if err != nil {
@@ -230,6 +233,9 @@ func (cp *ControlPlane) publish(ctx context.Context) error {
 	prev := cp.lastPublished
 	cp.mu.Unlock()
 	if err != nil {
+		cp.log.Warn("translation left resources out", "revision", st.Revision, "err", err)
+	}
+	if res == nil {
 		return fmt.Errorf("translate revision %d: %w", st.Revision, err)
 	}
 	cp.holdNewTargets(ctx, in, prev)
@@ -267,8 +273,8 @@ func (cp *ControlPlane) holdNewTargets(ctx context.Context, in xds.Input, prev *
 		return
 	}
 	in.Hold = hold
-	inter, err := xds.Translate(in)
-	if err != nil {
+	inter, _ := xds.Translate(in) // problems were reported by publish
+	if inter == nil {
 		return
 	}
 	if err := cp.xds.Publish(inter, in.Revision); err != nil {

@@ -17,8 +17,9 @@ type Status struct {
 	// published.
 	PublishedRevision uint64            `json:"publishedRevision"`
 	PublishedVersions map[string]string `json:"publishedVersions"`
-	// TranslateError is set while the stored mesh cannot be translated (the
-	// previous snapshot keeps serving).
+	// TranslateError is set while some of the stored mesh cannot be
+	// translated: it names each resource left out (and what needed it) and
+	// why; the rest is served.
 	TranslateError string `json:"translateError,omitempty"`
 	// Clients are the connected xDS clients with their ACKs and NACKs.
 	Clients   []xdsserver.ClientStatus `json:"clients"`
@@ -61,4 +62,17 @@ func (cp *ControlPlane) Status(ctx context.Context) (*Status, error) {
 		Routes:            st.List(mesh.KindRoute, ""),
 		Rollouts:          st.List(mesh.KindRollout, ""),
 	}, nil
+}
+
+// Redacted returns the status as it may be shown to a person: its task
+// sets and rollouts with their environment values redacted
+// (mesh.Resource.Redacted). st is not changed.
+func (st *Status) Redacted() *Status {
+	if st == nil {
+		return nil
+	}
+	c := *st
+	c.TaskSets = mesh.RedactedAll(st.TaskSets)
+	c.Rollouts = mesh.RedactedAll(st.Rollouts)
+	return &c
 }

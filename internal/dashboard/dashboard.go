@@ -52,9 +52,15 @@ type Config struct {
 	// Source is required.
 	Source Source
 	Logger *slog.Logger
-	// Token, when non-empty, is required as "Authorization: Bearer <token>"
-	// on every POST (rollout control), as the admin API requires it.
+	// Token is required from every request that does not come straight
+	// from loopback with a loopback Host (see guard.go), as
+	// "Authorization: Bearer <token>" or the cookie a first visit with
+	// ?token=<token> sets. Empty: such requests are refused.
 	Token string
+	// AllowedHosts are the host names (or addresses) besides loopback and
+	// the address a request arrived on that the dashboard answers to in Host
+	// and Origin: "name" on any port, "name:port" on that port only.
+	AllowedHosts []string
 	// Interval is the poll period (default 1s); History how much of it the
 	// chart keeps (default 5m).
 	Interval time.Duration
@@ -89,7 +95,8 @@ type Dashboard struct {
 	topoOK   bool
 	lastPoll time.Time
 
-	hub *hub
+	hub   *hub
+	guard *guard
 }
 
 // New checks cfg and returns a Dashboard; call Run to start polling.
@@ -124,8 +131,13 @@ func New(cfg Config) (*Dashboard, error) {
 	if cfg.Scrape == nil {
 		cfg.Scrape = httpScraper(&http.Client{})
 	}
+	g, err := newGuard(cfg.Token, cfg.AllowedHosts)
+	if err != nil {
+		return nil, fmt.Errorf("dashboard: %w", err)
+	}
 	points := int(cfg.History / cfg.Interval)
 	d := &Dashboard{
+		guard:   g,
 		cfg:     cfg,
 		log:     cfg.Logger,
 		traffic: newTraffic(),
@@ -159,6 +171,8 @@ func (d *Dashboard) poll(ctx context.Context) {
 	sctx, cancel := context.WithTimeout(ctx, max(d.cfg.Interval, 2*time.Second))
 	st, err := d.cfg.Source.Status(sctx)
 	cancel()
+	// Secret values (deploy --env) never reach a browser.
+	st = st.Redacted()
 	if err != nil {
 		if ctx.Err() != nil {
 			return

@@ -458,6 +458,7 @@ func TestControl(t *testing.T) {
 		path      string
 		token     string // dashboard's
 		auth      string // request's Authorization
+		proxied   bool   // sent with X-Forwarded-For, as a proxy on this machine would
 		noCSRF    bool
 		srcErr    error
 		wantCode  int
@@ -471,9 +472,10 @@ func TestControl(t *testing.T) {
 		{name: "bad action", method: "POST", path: "/api/rollouts/echo/echo-server/explode", wantCode: 400, wantError: "unknown rollout action"},
 		{name: "GET", method: "GET", path: "/api/rollouts/echo/echo-server/pause", wantCode: 405, wantError: "use POST"},
 		{name: "no CSRF header", method: "POST", path: "/api/rollouts/echo/echo-server/pause", noCSRF: true, wantCode: 403, wantError: "X-Gmesh"},
-		{name: "token missing", method: "POST", path: "/api/rollouts/echo/echo-server/pause", token: "s3cret", wantCode: 401, wantError: "token"},
-		{name: "token wrong", method: "POST", path: "/api/rollouts/echo/echo-server/pause", token: "s3cret", auth: "Bearer nope", wantCode: 401, wantError: "token"},
-		{name: "token right", method: "POST", path: "/api/rollouts/echo/echo-server/pause", token: "s3cret", auth: "Bearer s3cret", wantCode: 200, wantCall: "echo/echo-server/pause"},
+		{name: "token not needed straight from loopback", method: "POST", path: "/api/rollouts/echo/echo-server/pause", token: "s3cret", wantCode: 200, wantCall: "echo/echo-server/pause"},
+		{name: "token missing through a proxy", method: "POST", path: "/api/rollouts/echo/echo-server/pause", token: "s3cret", proxied: true, wantCode: 401, wantError: "token"},
+		{name: "token wrong through a proxy", method: "POST", path: "/api/rollouts/echo/echo-server/pause", token: "s3cret", proxied: true, auth: "Bearer nope", wantCode: 401, wantError: "token"},
+		{name: "token right through a proxy", method: "POST", path: "/api/rollouts/echo/echo-server/pause", token: "s3cret", proxied: true, auth: "Bearer s3cret", wantCode: 200, wantCall: "echo/echo-server/pause"},
 		{name: "conflict", method: "POST", path: "/api/rollouts/echo/echo-server/resume", srcErr: mesh.Errorf(mesh.EConflict, "the rollout of echo-server is not paused"),
 			wantCode: 409, wantCall: "echo/echo-server/resume", wantError: "not paused"},
 		{name: "not found", method: "POST", path: "/api/rollouts/echo/nope/pause", srcErr: mesh.Errorf(mesh.ENotFound, "no rollout of nope in mesh echo"),
@@ -497,6 +499,9 @@ func TestControl(t *testing.T) {
 			}
 			if tt.auth != "" {
 				req.Header.Set("Authorization", tt.auth)
+			}
+			if tt.proxied {
+				req.Header.Set("X-Forwarded-For", "203.0.113.7")
 			}
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {

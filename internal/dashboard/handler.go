@@ -2,14 +2,12 @@ package dashboard
 
 import (
 	"context"
-	"crypto/subtle"
 	"embed"
 	"encoding/json"
 	"errors"
 	"io/fs"
 	"net/http"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/gmesh-dev/gmesh/internal/mesh"
@@ -31,7 +29,8 @@ const CSRFHeader = "X-Gmesh"
 //	GET  /api/events                               server-sent events: "snapshot" first, then one "update" per poll
 //	POST /api/rollouts/{mesh}/{service}/{action}   pause, resume, promote or abort a rollout
 //
-// Errors are JSON {"error": "..."}.
+// Every request passes the guard first (guard.go: Host, Origin, and the
+// token for requests from off loopback). Errors are JSON {"error": "..."}.
 func (d *Dashboard) Handler() http.Handler {
 	sub, err := fs.Sub(staticFS, "static")
 	if err != nil {
@@ -50,7 +49,7 @@ func (d *Dashboard) Handler() http.Handler {
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such API: "+r.URL.Path)
 	})
-	return securityHeaders(mux)
+	return securityHeaders(d.guard.wrap(d, mux))
 }
 
 func securityHeaders(h http.Handler) http.Handler {
@@ -130,11 +129,6 @@ func (d *Dashboard) serveControl(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed; use POST")
 		return
 	}
-	if d.cfg.Token != "" && !d.authorized(r) {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="gmesh"`)
-		writeError(w, http.StatusUnauthorized, "missing or wrong bearer token (the admin API's token)")
-		return
-	}
 	if r.Header.Get(CSRFHeader) != "1" {
 		writeError(w, http.StatusForbidden, "missing header "+CSRFHeader+": 1")
 		return
@@ -160,17 +154,13 @@ func (d *Dashboard) serveControl(w http.ResponseWriter, r *http.Request) {
 		Rollout *RolloutView   `json:"rollout,omitempty"`
 		Raw     *mesh.Resource `json:"resource,omitempty"`
 	}{Action: action, Mesh: meshName, Service: service}
+	res = res.Redacted()
 	if res != nil && res.Kind == mesh.KindRollout {
 		out.Rollout = rolloutView(res)
 	} else {
 		out.Raw = res
 	}
 	writeJSON(w, http.StatusOK, out)
-}
-
-func (d *Dashboard) authorized(r *http.Request) bool {
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(d.cfg.Token)) == 1
 }
 
 // httpStatus converts a domain error to an HTTP status.

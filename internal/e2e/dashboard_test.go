@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"context"
+	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -47,7 +50,7 @@ func TestDashboardRollout(t *testing.T) {
 	lr := startLoad(u.public+"/?name=Yusuke", 100, 3*time.Minute)
 	defer lr.stop()
 	// A long bake, so the rollout is still baking when pause is pressed.
-	d := startDeploy(t, stateDir, "echo-server", "--binary", v10, "--interval", "60s", "--timeout", "2m")
+	d := startDeploy(t, stateDir, "echo-server", "--binary", v10, "--interval", "60s", "--timeout", "2m", "--env", "E2E_SECRET="+e2eSecret)
 
 	browsertest.WaitJS(t, b, "the 1.0 share rising in the chart's data", `(() => {
 		const s = window.__gmesh.series('echo/echo-server');
@@ -61,6 +64,15 @@ func TestDashboardRollout(t *testing.T) {
 		return document.getElementById('rollout-panel').dataset.service === 'echo/echo-server' || document.getElementById('rollout-panel').dataset.service === 'echo-server';
 	})()`, pageDump, 30*time.Second)
 	browsertest.WaitJS(t, b, "the rollout baking", `document.getElementById('rollout-phase').dataset.phase === 'Baking'`, pageDump, 30*time.Second)
+
+	// Issue 14: the DNS-rebinding request is refused and pauses nothing;
+	// no read shows the --env value.
+	checkRebindingRefused(t, dashURL)
+	browsertest.WaitJS(t, b, "the rollout still baking after the refused pause", `document.getElementById('rollout-phase').dataset.phase === 'Baking'`, pageDump, 5*time.Second)
+	if out, err := gmesh(t, stateDir, "rollout", "status", "echo-server"); err != nil || strings.Contains(out, "Paused") {
+		t.Errorf("rollout status after the rebinding request: err %v, output %q; want it not paused", err, out)
+	}
+	checkSecretNotShown(t, stateDir, dashURL)
 
 	if err := chromedp.Do(b, chromedp.Click(chromedp.ID("btn-pause"))); err != nil {
 		t.Fatalf("click pause: %v", err)
@@ -82,8 +94,76 @@ func TestDashboardRollout(t *testing.T) {
 		t.Fatalf("deploy after promote: %v\n%s", err, d.output())
 	}
 	saveScreenshot(t, b, "dashboard-rollout-done.png")
+	// Nor do the logs: gmesh up's and deploy's output, the control plane's
+	// log.
+	cpLog, _ := os.ReadFile(filepath.Join(stateDir, "logs", "controlplane.log"))
+	for what, out := range map[string]string{"gmesh up": u.output(), "gmesh deploy": d.output(), "controlplane.log": string(cpLog)} {
+		if strings.Contains(out, e2eSecret) {
+			t.Errorf("%s shows the --env value", what)
+		}
+	}
 	if res := lr.stop(); res.Failed != 0 {
 		t.Errorf("%d of %d requests failed during the rollout: %v", res.Failed, res.Sent, res.Failures)
+	}
+}
+
+// e2eSecret is the deploy's --env value no output may show.
+const e2eSecret = "e2e-hunter2-secret"
+
+// checkRebindingRefused sends issue 14's request: a page on evil.example,
+// whose name now points at 127.0.0.1, posts to pause the rollout.
+func checkRebindingRefused(t *testing.T, dashURL string) {
+	t.Helper()
+	u, err := url.Parse(dashURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evil := "evil.example:" + u.Port()
+	for _, tc := range []struct{ method, path string }{
+		{"POST", "/api/rollouts/echo/echo-server/pause"},
+		{"GET", "/api/state"},
+	} {
+		req, _ := http.NewRequest(tc.method, dashURL+tc.path, nil)
+		req.Host = evil
+		req.Header.Set("Origin", "http://"+evil)
+		req.Header.Set("X-Gmesh", "1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s with Host %s: %v", tc.method, tc.path, evil, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "refused Host header") {
+			t.Errorf("%s %s with Host %s: got %d %s, want 403 naming the Host header", tc.method, tc.path, evil, resp.StatusCode, body)
+		}
+	}
+}
+
+// checkSecretNotShown reads the dashboard's state and the CLI's views of
+// the rollout: the --env key is there, its value is not.
+func checkSecretNotShown(t *testing.T, stateDir, dashURL string) {
+	t.Helper()
+	resp, err := http.Get(dashURL + "/api/state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	outputs := map[string]string{"/api/state": string(body)}
+	for _, args := range [][]string{{"get", "rollout", "echo-server", "-o", "yaml"}, {"rollout", "status", "echo-server"}, {"status", "-o", "json"}, {"get", "tasksets", "-o", "json"}} {
+		out, err := gmesh(t, stateDir, args...)
+		if err != nil {
+			t.Errorf("gmesh %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		outputs["gmesh "+strings.Join(args, " ")] = out
+	}
+	for what, out := range outputs {
+		if strings.Contains(out, e2eSecret) {
+			t.Errorf("%s shows the --env value:\n%s", what, out)
+		}
+	}
+	if !strings.Contains(outputs["/api/state"], "E2E_SECRET") {
+		t.Errorf("/api/state does not name the --env key E2E_SECRET:\n%s", outputs["/api/state"])
 	}
 }
 

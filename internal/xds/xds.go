@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	clusterpb "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointpb "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -217,19 +218,63 @@ func (r *Resources) consistent() error {
 	return errors.Join(errs...)
 }
 
+// Problem is one resource a translation left out, and why.
+type Problem struct {
+	Ref mesh.Ref
+	Err error
+}
+
+// PartialError lists the resources a translation left out; everything else
+// was translated and is consistent without them.
+type PartialError struct {
+	Revision uint64
+	Problems []Problem
+}
+
+func (e *PartialError) Error() string {
+	msgs := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		msgs[i] = p.Err.Error()
+	}
+	return fmt.Sprintf("translate revision %d: left out %d resource(s): %s", e.Revision, len(e.Problems), strings.Join(msgs, "; "))
+}
+
+// Unwrap returns the problems' errors.
+func (e *PartialError) Unwrap() []error {
+	out := make([]error, len(e.Problems))
+	for i, p := range e.Problems {
+		out[i] = p.Err
+	}
+	return out
+}
+
 // Translate turns the mesh resources and endpoints of in into one consistent
-// set of xDS resources. It fails, changing nothing for the caller to publish,
-// when the mesh cannot be served as a whole (a route naming a missing virtual
-// node, a route whose targets all have weight 0, two meshes claiming the same
-// virtual service name).
+// set of xDS resources. A resource that cannot be translated is left out and
+// reported, and so is everything that needs it (a virtual service whose
+// route names a node whose cluster was left out), while the rest is
+// translated: one bad resource never stops the mesh from being served. The
+// error is then a *PartialError, and the returned resources are still
+// consistent and publishable. Translate returns no resources only when the
+// whole set fails its final validation, which would be a bug here.
 func Translate(in Input) (*Resources, error) {
 	t := newTranslator(in)
 	out := &Resources{Revision: in.Revision}
-	var errs []error
+	var problems []Problem
+	leftOut := map[string]bool{} // cluster names
 	for _, vn := range t.nodes {
 		c, cla, err := t.cluster(vn)
+		if err == nil {
+			err = c.Validate()
+			if err == nil && cla != nil {
+				err = cla.Validate()
+			}
+			if err != nil {
+				err = fmt.Errorf("%s: cluster: %w", vn.Ref(), err)
+			}
+		}
 		if err != nil {
-			errs = append(errs, err)
+			problems = append(problems, Problem{Ref: vn.Ref(), Err: err})
+			leftOut[ClusterName(vn.Metadata.Mesh, vn.Metadata.Name)] = true
 			continue
 		}
 		out.Clusters = append(out.Clusters, c)
@@ -239,26 +284,14 @@ func Translate(in Input) (*Resources, error) {
 	}
 	listeners := map[string]mesh.Ref{}
 	for _, vs := range t.services {
-		if prev, ok := listeners[vs.Metadata.Name]; ok {
-			errs = append(errs, fmt.Errorf("%s: listener %q is also claimed by %s", vs.Ref(), vs.Metadata.Name, prev))
+		l, rc, err := t.service(vs, listeners, leftOut)
+		if err != nil {
+			problems = append(problems, Problem{Ref: vs.Ref(), Err: err})
 			continue
 		}
 		listeners[vs.Metadata.Name] = vs.Ref()
-		rc, err := t.routeConfig(vs)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		l, err := listener(vs.Metadata.Name, rc.GetName())
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", vs.Ref(), err))
-			continue
-		}
 		out.Listeners = append(out.Listeners, l)
 		out.Routes = append(out.Routes, rc)
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, fmt.Errorf("translate revision %d: %w", in.Revision, err)
 	}
 	slices.SortFunc(out.Listeners, func(a, b *listenerpb.Listener) int { return cmp.Compare(a.GetName(), b.GetName()) })
 	slices.SortFunc(out.Routes, func(a, b *routepb.RouteConfiguration) int { return cmp.Compare(a.GetName(), b.GetName()) })
@@ -269,7 +302,42 @@ func Translate(in Input) (*Resources, error) {
 	if err := out.Validate(); err != nil {
 		return nil, fmt.Errorf("translate revision %d: %w", in.Revision, err)
 	}
+	if len(problems) > 0 {
+		return out, &PartialError{Revision: in.Revision, Problems: problems}
+	}
 	return out, nil
+}
+
+// service translates one virtual service into its listener and route
+// configuration, checked on their own and against what was left out.
+func (t *translator) service(vs *mesh.Resource, listeners map[string]mesh.Ref, leftOut map[string]bool) (*listenerpb.Listener, *routepb.RouteConfiguration, error) {
+	if prev, ok := listeners[vs.Metadata.Name]; ok {
+		return nil, nil, fmt.Errorf("%s: listener %q is also claimed by %s", vs.Ref(), vs.Metadata.Name, prev)
+	}
+	rc, err := t.routeConfig(vs)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := rc.Validate(); err != nil {
+		return nil, nil, fmt.Errorf("%s: route configuration: %w", vs.Ref(), err)
+	}
+	for _, vh := range rc.GetVirtualHosts() {
+		for _, rt := range vh.GetRoutes() {
+			for _, c := range routeClusters(rt) {
+				if leftOut[c] {
+					return nil, nil, fmt.Errorf("%s: route %q needs cluster %s, which was left out", vs.Ref(), rt.GetName(), c)
+				}
+			}
+		}
+	}
+	l, err := listener(vs.Metadata.Name, rc.GetName())
+	if err == nil {
+		err = l.Validate()
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: listener: %w", vs.Ref(), err)
+	}
+	return l, rc, nil
 }
 
 // translator indexes one Input.

@@ -3,6 +3,7 @@ package xds_test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"flag"
 	"os"
 	"path/filepath"
@@ -127,42 +128,59 @@ func TestTranslateErrors(t *testing.T) {
 		name    string
 		mutate  func([]*mesh.Resource) []*mesh.Resource
 		wantErr string
+		// stillServed is a listener the problem must not take down.
+		stillServed string
 	}{
-		{"all weights 0", func(rs []*mesh.Resource) []*mesh.Resource { return echoTopology(0, 0) }, "no target has a weight above 0"},
+		{"all weights 0", func(rs []*mesh.Resource) []*mesh.Resource { return echoTopology(0, 0) }, "no target has a weight above 0", "echo-client.echo.local"},
 		{"missing node", func(rs []*mesh.Resource) []*mesh.Resource {
 			route(rs).GRPCRoute.Action.WeightedTargets[1].VirtualNode = "nope"
 			return rs
-		}, "VirtualNode/echo/nope does not exist"},
+		}, "VirtualNode/echo/nope does not exist", "echo-client.echo.local"},
 		{"no provider", func(rs []*mesh.Resource) []*mesh.Resource {
 			byName(rs, "echo-server.echo.local").Spec.(*mesh.VirtualServiceSpec).Provider = nil
 			return rs
-		}, "spec.provider"},
+		}, "spec.provider", "echo-client.echo.local"},
 		{"missing router", func(rs []*mesh.Resource) []*mesh.Resource {
 			byName(rs, "echo-server.echo.local").Spec.(*mesh.VirtualServiceSpec).Provider.VirtualRouter.VirtualRouterName = "gone"
 			return rs
-		}, "VirtualRouter/echo/gone does not exist"},
+		}, "VirtualRouter/echo/gone does not exist", "echo-client.echo.local"},
 		{"bad duration unit", func(rs []*mesh.Resource) []*mesh.Resource {
 			route(rs).GRPCRoute.RetryPolicy.PerRetryTimeout.Unit = "h"
 			return rs
-		}, `perRetryTimeout: unit "h"`},
+		}, `perRetryTimeout: unit "h"`, "echo-client.echo.local"},
 		{"same service name in two meshes", func(rs []*mesh.Resource) []*mesh.Resource {
 			dup := *byName(rs, "echo-client.echo.local")
 			dup.Metadata.Mesh = "other"
 			other := *byName(rs, "echo-client")
 			other.Metadata.Mesh = "other"
 			return append(rs, &dup, &other)
-		}, `listener "echo-client.echo.local" is also claimed`},
+		}, `listener "echo-client.echo.local" is also claimed`, "echo-server.echo.local"},
 		{"wrong spec type", func(rs []*mesh.Resource) []*mesh.Resource {
 			byName(rs, "echo-client").Spec = &mesh.RouteSpec{}
 			return rs
-		}, "want *mesh.VirtualNodeSpec"},
+		}, "want *mesh.VirtualNodeSpec", "echo-server.echo.local"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rs := tt.mutate(echoTopology(50, 50))
-			_, err := xds.Translate(xds.Input{Revision: 1, Resources: rs, Endpoints: echoEndpoints()})
+			res, err := xds.Translate(xds.Input{Revision: 1, Resources: rs, Endpoints: echoEndpoints()})
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("Translate error = %v, want one containing %q", err, tt.wantErr)
+			}
+			// The bad resource is left out, the rest still served.
+			var pe *xds.PartialError
+			if !errors.As(err, &pe) || res == nil {
+				t.Fatalf("Translate = %v, %v; want the rest of the mesh and a *PartialError", res, err)
+			}
+			if err := res.Validate(); err != nil {
+				t.Errorf("what was translated is not consistent: %v", err)
+			}
+			served := map[string]bool{}
+			for _, l := range res.Listeners {
+				served[l.GetName()] = true
+			}
+			if want := tt.stillServed; !served[want] {
+				t.Errorf("listener %s left out too; served %v", want, served)
 			}
 		})
 	}

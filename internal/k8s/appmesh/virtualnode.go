@@ -1,0 +1,255 @@
+package appmesh
+
+import (
+	"fmt"
+	"net/netip"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/gmesh-dev/gmesh/api/appmesh/v1beta2"
+	"github.com/gmesh-dev/gmesh/internal/mesh"
+)
+
+// Reasons of the fields gmesh accepts but does not act on; one place so
+// that the docs and the status say the same.
+const (
+	whyEnvoyOnly       = "an Envoy setting: proxyless gRPC clients have no proxy to apply it to"
+	whyLogging         = "access logs were Envoy's: proxyless clients and servers log through the application (gmesh's gateway logs with its own format)"
+	whyCloudMap        = "on Kubernetes a node's endpoints are the Ready pods its podSelector selects; Cloud Map is not queried and its attributes are not matched"
+	whyDNS             = "on Kubernetes a node's endpoints are the Ready pods its podSelector selects; the DNS name is not resolved"
+	whyHealthCheck     = "on Kubernetes a pod is an endpoint while it is Ready: give the pod a readinessProbe (grpc, httpGet or tcpSocket) with these settings; gmesh keeps the policy in its model"
+	whyTLSPermissive   = "gmesh has no TLS between workloads yet: PERMISSIVE lets plain text through, which is what is served"
+	whyTLSNotEnforced  = "gmesh has no TLS between workloads yet: the policy is not enforced, so plain text is used"
+	whyMeshOwner       = "a mesh shared across AWS accounts has no meaning in a cluster"
+	whyIPPreference    = "clients dial the pod IPs Kubernetes assigns, of whichever family they are"
+	whyDropAll         = "gmesh serves only the mesh's virtual services over xDS, but an application can still dial other addresses directly: enforce egress with a NetworkPolicy"
+	whyBackendGroups   = "gmesh does not limit which virtual services a node may call (backends are checked as references only): the group's services stay reachable, list them under spec.backends to have them checked"
+	whyLaterListeners  = "gmesh serves a virtual node on its first listener: endpoints carry that port, and outlier detection and timeouts come from it"
+	whyTCPTimeout      = "proxyless gRPC clients have no TCP listeners"
+	whyMeshRefUID      = "the UID belongs to another cluster's Mesh: gmesh matches meshRef by name"
+	whyDNSResponseType = "an Envoy DNS setting: gmesh hands DNS names to the client's resolver"
+)
+
+func (c *converter) virtualNode(vn *v1beta2.VirtualNode) *Result {
+	r, e := c.start(Object{Kind: mesh.KindVirtualNode, Namespace: vn.Namespace, Name: vn.Name}, vn.Finalizers)
+	c.checkMeshRefUID(r, e, vn.Spec.MeshRef)
+	spec := &mesh.VirtualNodeSpec{}
+	for i, l := range vn.Spec.Listeners {
+		f := fmt.Sprintf("spec.listeners[%d]", i)
+		ml := mesh.Listener{PortMapping: portMapping(l.PortMapping)}
+		if l.HealthCheck != nil {
+			ml.HealthCheck = healthCheck(l.HealthCheck.Protocol, l.HealthCheck.Path, l.HealthCheck.Port,
+				l.HealthCheck.IntervalMillis, l.HealthCheck.TimeoutMillis, l.HealthCheck.HealthyThreshold, l.HealthCheck.UnhealthyThreshold)
+			r.report(f+".healthCheck", "%s", whyHealthCheck)
+		}
+		if od := l.OutlierDetection; od != nil {
+			ml.OutlierDetection = &mesh.OutlierDetection{
+				MaxServerErrors:      int(od.MaxServerErrors),
+				Interval:             duration(od.Interval),
+				BaseEjectionDuration: duration(od.BaseEjectionDuration),
+				MaxEjectionPercent:   int(od.MaxEjectionPercent),
+			}
+		}
+		if t := l.Timeout; t != nil {
+			mt := &mesh.ListenerTimeout{HTTP: httpTimeout(t.HTTP), HTTP2: httpTimeout(t.HTTP2)}
+			if t.GRPC != nil {
+				mt.GRPC = grpcTimeout(t.GRPC)
+			}
+			if t.TCP != nil {
+				r.report(f+".timeout.tcp", "%s", whyTCPTimeout)
+			}
+			if mt.GRPC != nil || mt.HTTP != nil || mt.HTTP2 != nil {
+				ml.Timeout = mt
+			}
+		}
+		if l.ConnectionPool != nil {
+			r.report(f+".connectionPool", "%s", whyEnvoyOnly)
+		}
+		if tls := l.TLS; tls != nil {
+			listenerTLS(r, f+".tls", string(tls.Mode))
+		}
+		if i > 0 {
+			r.report(f, "%s", whyLaterListeners)
+		}
+		spec.Listeners = append(spec.Listeners, ml)
+	}
+
+	// Endpoints: the Ready pods the podSelector selects.
+	sd := vn.Spec.ServiceDiscovery
+	if vn.Spec.PodSelector != nil {
+		if _, err := metav1.LabelSelectorAsSelector(vn.Spec.PodSelector); err != nil {
+			r.fail("spec.podSelector", v1beta2.ReasonInvalidValue, "%v", err)
+		}
+		spec.ServiceDiscovery = &mesh.ServiceDiscovery{Registry: &mesh.RegistryDiscovery{ServiceName: r.Name}}
+		if sd != nil && sd.AWSCloudMap != nil {
+			r.report("spec.serviceDiscovery.awsCloudMap", "%s", whyCloudMap)
+		}
+		if sd != nil && sd.DNS != nil {
+			r.report("spec.serviceDiscovery.dns", "%s", whyDNS)
+		}
+		if len(spec.Listeners) > 0 && r.Name != "" && r.Mesh != "" {
+			port := spec.Listeners[0].PortMapping.Port
+			ips := c.in.ReadyPodIPs[types.NamespacedName{Namespace: vn.Namespace, Name: vn.Name}]
+			for _, ip := range ips {
+				a, err := netip.ParseAddr(ip)
+				if err != nil {
+					r.fail("spec.podSelector", v1beta2.ReasonInvalidValue, "a selected pod's IP %q is not an IP address", ip)
+					continue
+				}
+				r.Endpoints = append(r.Endpoints, &mesh.Endpoint{
+					ID:      fmt.Sprintf("%s/%s/%s", vn.Namespace, vn.Name, a),
+					Mesh:    r.Mesh,
+					Service: r.Name,
+					Address: a.String(),
+					Port:    port,
+					State:   mesh.TaskRunning,
+					Health:  mesh.HealthHealthy,
+				})
+			}
+		}
+	} else if sd != nil {
+		switch {
+		case sd.DNS != nil:
+			spec.ServiceDiscovery = &mesh.ServiceDiscovery{DNS: &mesh.DNSDiscovery{Hostname: sd.DNS.Hostname}}
+		case sd.AWSCloudMap != nil:
+			cm := &mesh.RegistryDiscovery{NamespaceName: sd.AWSCloudMap.NamespaceName, ServiceName: sd.AWSCloudMap.ServiceName}
+			for _, a := range sd.AWSCloudMap.Attributes {
+				cm.Attributes = append(cm.Attributes, mesh.Attribute{Key: a.Key, Value: a.Value})
+			}
+			spec.ServiceDiscovery = &mesh.ServiceDiscovery{AWSCloudMap: cm}
+			r.report("spec.serviceDiscovery.awsCloudMap", "nothing registers Cloud Map instances on Kubernetes: give the node a podSelector; until then it selects endpoints registered with gmesh under this service name and attributes")
+		}
+	} else if len(spec.Listeners) > 0 {
+		r.report("spec.podSelector", "absent: the node selects no pods, so it has no endpoints")
+	}
+	if sd != nil && sd.DNS != nil && sd.DNS.ResponseType != nil {
+		r.report("spec.serviceDiscovery.dns.responseType", "%s", whyDNSResponseType)
+	}
+
+	for i, b := range vn.Spec.Backends {
+		f := fmt.Sprintf("spec.backends[%d].virtualService", i)
+		var name string
+		switch vs := b.VirtualService; {
+		case vs.VirtualServiceRef != nil:
+			name = c.resolveRef(r, f+".virtualServiceRef", mesh.KindVirtualService, e, vs.VirtualServiceRef.Namespace, vs.VirtualServiceRef.Name)
+		case vs.VirtualServiceARN != nil:
+			name = c.resolveARN(r, f+".virtualServiceARN", mesh.KindVirtualService, e, *vs.VirtualServiceARN)
+		default:
+			r.fail(f, v1beta2.ReasonInvalidValue, "one of virtualServiceRef, virtualServiceARN is required")
+		}
+		if cp := b.VirtualService.ClientPolicy; cp != nil && cp.TLS != nil {
+			clientTLS(r, f+".clientPolicy.tls", cp.TLS.Enforce)
+		}
+		if name == "" {
+			continue
+		}
+		if dup := slicesIndexBackend(spec.Backends, name); dup >= 0 {
+			r.fail(f, v1beta2.ReasonInvalidValue, "duplicate backend: virtual service %q is already spec.backends[%d]", name, dup)
+			continue
+		}
+		spec.Backends = append(spec.Backends, mesh.Backend{VirtualService: &mesh.VirtualServiceBackend{VirtualServiceName: name}})
+	}
+	if len(vn.Spec.BackendGroups) > 0 {
+		r.report("spec.backendGroups", "%s", whyBackendGroups)
+	}
+	if bd := vn.Spec.BackendDefaults; bd != nil && bd.ClientPolicy != nil && bd.ClientPolicy.TLS != nil {
+		clientTLS(r, "spec.backendDefaults.clientPolicy.tls", bd.ClientPolicy.TLS.Enforce)
+	}
+	if vn.Spec.Logging != nil {
+		r.report("spec.logging", "%s", whyLogging)
+	}
+	if len(r.Errors) == 0 {
+		res := newResource(mesh.KindVirtualNode, r.Mesh, r.Name, spec)
+		if r.validate(res) {
+			r.Resources = append(r.Resources, res)
+		}
+	}
+	return r.Result
+}
+
+func slicesIndexBackend(bs []mesh.Backend, name string) int {
+	for i, b := range bs {
+		if b.VirtualService != nil && b.VirtualService.VirtualServiceName == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// checkMeshRefUID reports a meshRef whose UID is not its Mesh's: a
+// manifest exported from another cluster.
+func (c *converter) checkMeshRefUID(r result, e *entry, ref *v1beta2.MeshReference) {
+	if ref != nil && ref.UID != "" && e.meshObj != nil && e.meshObj.UID != ref.UID {
+		r.report("spec.meshRef.uid", "%s", whyMeshRefUID)
+	}
+}
+
+// listenerTLS refuses a STRICT listener (gmesh would serve it in plain
+// text) and reports a PERMISSIVE one.
+func listenerTLS(r result, field, mode string) {
+	switch mode {
+	case string(v1beta2.ListenerTLSModeStrict):
+		r.fail(field+".mode", v1beta2.ReasonUnsupported, "STRICT: gmesh has no TLS between workloads yet and would serve this listener in plain text; set mode PERMISSIVE or DISABLED, or remove tls")
+	case string(v1beta2.ListenerTLSModePermissive):
+		r.report(field, "%s", whyTLSPermissive)
+	}
+}
+
+// clientTLS refuses an enforced client TLS policy (App Mesh's default) and
+// reports one that is not enforced.
+func clientTLS(r result, field string, enforce *bool) {
+	if enforce == nil || *enforce {
+		r.fail(field+".enforce", v1beta2.ReasonUnsupported, "TLS is enforced (App Mesh's default when enforce is absent), but gmesh has no TLS between workloads yet and would call in plain text; set enforce: false or remove tls")
+		return
+	}
+	r.report(field, "%s", whyTLSNotEnforced)
+}
+
+func portMapping(pm v1beta2.PortMapping) mesh.PortMapping {
+	return mesh.PortMapping{Port: int(pm.Port), Protocol: string(pm.Protocol)}
+}
+
+func healthCheck[P ~string](protocol P, path *string, port *v1beta2.PortNumber, interval, timeout, healthy, unhealthy int64) *mesh.HealthCheck {
+	hc := &mesh.HealthCheck{
+		Protocol:           string(protocol),
+		Path:               deref(path, ""),
+		IntervalMillis:     interval,
+		TimeoutMillis:      timeout,
+		HealthyThreshold:   int(healthy),
+		UnhealthyThreshold: int(unhealthy),
+	}
+	if port != nil {
+		hc.Port = int(*port)
+	}
+	if hc.Protocol != mesh.ProtocolHTTP && hc.Protocol != mesh.ProtocolHTTP2 {
+		hc.Path = "" // App Mesh ignored it for other protocols
+	}
+	return hc
+}
+
+func duration(d v1beta2.Duration) mesh.Duration {
+	return mesh.Duration{Value: d.Value, Unit: string(d.Unit)}
+}
+
+func optDuration(d *v1beta2.Duration) *mesh.Duration {
+	if d == nil {
+		return nil
+	}
+	md := duration(*d)
+	return &md
+}
+
+func httpTimeout(t *v1beta2.HTTPTimeout) *mesh.RouteTimeout {
+	if t == nil {
+		return nil
+	}
+	return &mesh.RouteTimeout{PerRequest: optDuration(t.PerRequest), Idle: optDuration(t.Idle)}
+}
+
+func grpcTimeout(t *v1beta2.GRPCTimeout) *mesh.RouteTimeout {
+	if t == nil {
+		return nil
+	}
+	return &mesh.RouteTimeout{PerRequest: optDuration(t.PerRequest), Idle: optDuration(t.Idle)}
+}
