@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gmesh-dev/gmesh/internal/mesh"
+	"github.com/gmesh-dev/gmesh/internal/xds"
 	"github.com/gmesh-dev/gmesh/internal/xds/bootstrap"
 )
 
@@ -422,6 +423,20 @@ spec:
 		if !strings.Contains(d.output(), "Version 0.9 retired") {
 			t.Errorf("deploy output does not say 0.9 was retired:\n%s", d.output())
 		}
+		// It ACKs the route configuration the control plane publishes last.
+		poll(t, 30*time.Second, "the JS client ACKing the last published routes", func() error {
+			st := status(t, stateDir)
+			want := st.PublishedVersions[xds.RouteType]
+			for _, cl := range st.Clients {
+				if cl.NodeID == nodeID {
+					if got := cl.Types[xds.RouteType].ACKedVersion; got != want {
+						return fmt.Errorf("ACKed routes %q, published %q", got, want)
+					}
+					return nil
+				}
+			}
+			return fmt.Errorf("not among the xDS clients")
+		})
 		during := c.report()
 		// The calls after the deploy: only 1.1 answers them.
 		after := c.waitCalls(t, during.Calls+200, time.Minute)
