@@ -80,10 +80,8 @@ func pinRoutes(meshName string, nodes []string) []*routepb.Route {
 			Match: &routepb.RouteMatch{
 				PathSpecifier: &routepb.RouteMatch_Prefix{Prefix: "/"},
 				Headers: []*routepb.HeaderMatcher{{
-					Name: PinHeader,
-					HeaderMatchSpecifier: &routepb.HeaderMatcher_StringMatch{StringMatch: &matcherpb.StringMatcher{
-						MatchPattern: &matcherpb.StringMatcher_Exact{Exact: n},
-					}},
+					Name:                 PinHeader,
+					HeaderMatchSpecifier: exactHeader(n),
 				}},
 			},
 			Action: &routepb.Route_Route{Route: &routepb.RouteAction{
@@ -263,10 +261,8 @@ func httpMatch(m mesh.HTTPRouteMatch) (*routepb.RouteMatch, error) {
 	}
 	if m.Method != "" {
 		rm.Headers = append(rm.Headers, &routepb.HeaderMatcher{
-			Name: ":method",
-			HeaderMatchSpecifier: &routepb.HeaderMatcher_StringMatch{StringMatch: &matcherpb.StringMatcher{
-				MatchPattern: &matcherpb.StringMatcher_Exact{Exact: strings.ToUpper(m.Method)},
-			}},
+			Name:                 ":method",
+			HeaderMatchSpecifier: exactHeader(strings.ToUpper(m.Method)),
 		})
 	}
 	hs, err := headerMatchers("headers", m.Headers)
@@ -277,6 +273,18 @@ func httpMatch(m mesh.HTTPRouteMatch) (*routepb.RouteMatch, error) {
 	return rm, nil
 }
 
+// Header matchers use HeaderMatcher's older value fields (exact_match,
+// prefix_match, suffix_match, safe_regex_match), which every gRPC release
+// with xDS reads, rather than string_match, which releases before grpc-go
+// and C core 1.56, grpc-java 1.53 and grpc-js-xds 1.9 do not: they NACK the
+// whole route configuration for it (seen with Debian 12's python3-grpcio
+// 1.51), fail every call and hold every rollout. Envoy reads both.
+
+// exactHeader matches a header's exact value.
+func exactHeader(v string) *routepb.HeaderMatcher_ExactMatch {
+	return &routepb.HeaderMatcher_ExactMatch{ExactMatch: v}
+}
+
 func headerMatchers(field string, ms []mesh.MetadataMatch) ([]*routepb.HeaderMatcher, error) {
 	var out []*routepb.HeaderMatcher
 	for i, m := range ms {
@@ -284,23 +292,19 @@ func headerMatchers(field string, ms []mesh.MetadataMatch) ([]*routepb.HeaderMat
 			return nil, fmt.Errorf("%s[%d].name: required", field, i)
 		}
 		hm := &routepb.HeaderMatcher{Name: strings.ToLower(m.Name), InvertMatch: m.Invert}
-		var sm *matcherpb.StringMatcher
 		switch hmt := m.Match; {
 		case hmt == nil:
 			hm.HeaderMatchSpecifier = &routepb.HeaderMatcher_PresentMatch{PresentMatch: true}
 		case hmt.Exact != "":
-			sm = &matcherpb.StringMatcher{MatchPattern: &matcherpb.StringMatcher_Exact{Exact: hmt.Exact}}
+			hm.HeaderMatchSpecifier = exactHeader(hmt.Exact)
 		case hmt.Prefix != "":
-			sm = &matcherpb.StringMatcher{MatchPattern: &matcherpb.StringMatcher_Prefix{Prefix: hmt.Prefix}}
+			hm.HeaderMatchSpecifier = &routepb.HeaderMatcher_PrefixMatch{PrefixMatch: hmt.Prefix}
 		case hmt.Suffix != "":
-			sm = &matcherpb.StringMatcher{MatchPattern: &matcherpb.StringMatcher_Suffix{Suffix: hmt.Suffix}}
+			hm.HeaderMatchSpecifier = &routepb.HeaderMatcher_SuffixMatch{SuffixMatch: hmt.Suffix}
 		case hmt.Regex != "":
-			sm = &matcherpb.StringMatcher{MatchPattern: &matcherpb.StringMatcher_SafeRegex{SafeRegex: &matcherpb.RegexMatcher{Regex: hmt.Regex}}}
+			hm.HeaderMatchSpecifier = &routepb.HeaderMatcher_SafeRegexMatch{SafeRegexMatch: &matcherpb.RegexMatcher{Regex: hmt.Regex}}
 		default:
 			return nil, fmt.Errorf("%s[%d].match: needs exact, prefix, suffix or regex", field, i)
-		}
-		if sm != nil {
-			hm.HeaderMatchSpecifier = &routepb.HeaderMatcher_StringMatch{StringMatch: sm}
 		}
 		out = append(out, hm)
 	}

@@ -121,17 +121,18 @@ func routeMatches(t *testing.T, m *routepb.RouteMatch, req mesh.Request) bool {
 			return false
 		}
 		v := strings.Join(vs, ",")
-		sm := h.GetStringMatch()
 		var ok bool
-		switch p := sm.GetMatchPattern().(type) {
-		case *matcherpb.StringMatcher_Exact:
-			ok = v == p.Exact
-		case *matcherpb.StringMatcher_Prefix:
-			ok = strings.HasPrefix(v, p.Prefix)
-		case *matcherpb.StringMatcher_Suffix:
-			ok = strings.HasSuffix(v, p.Suffix)
-		case *matcherpb.StringMatcher_SafeRegex:
-			ok = regexp.MustCompile("^(?:" + p.SafeRegex.GetRegex() + ")$").MatchString(v)
+		switch p := h.GetHeaderMatchSpecifier().(type) {
+		case *routepb.HeaderMatcher_ExactMatch:
+			ok = v == p.ExactMatch
+		case *routepb.HeaderMatcher_PrefixMatch:
+			ok = strings.HasPrefix(v, p.PrefixMatch)
+		case *routepb.HeaderMatcher_SuffixMatch:
+			ok = strings.HasSuffix(v, p.SuffixMatch)
+		case *routepb.HeaderMatcher_SafeRegexMatch:
+			ok = regexp.MustCompile("^(?:" + p.SafeRegexMatch.GetRegex() + ")$").MatchString(v)
+		case *routepb.HeaderMatcher_StringMatch:
+			ok = stringMatches(t, p.StringMatch, v)
 		default:
 			t.Fatalf("header matcher %v: not evaluated by this test", h)
 		}
@@ -140,4 +141,19 @@ func routeMatches(t *testing.T, m *routepb.RouteMatch, req mesh.Request) bool {
 		}
 	}
 	return true
+}
+
+func stringMatches(t *testing.T, sm *matcherpb.StringMatcher, v string) bool {
+	switch p := sm.GetMatchPattern().(type) {
+	case *matcherpb.StringMatcher_Exact:
+		return v == p.Exact
+	case *matcherpb.StringMatcher_Prefix:
+		return strings.HasPrefix(v, p.Prefix)
+	case *matcherpb.StringMatcher_Suffix:
+		return strings.HasSuffix(v, p.Suffix)
+	case *matcherpb.StringMatcher_SafeRegex:
+		return regexp.MustCompile("^(?:" + p.SafeRegex.GetRegex() + ")$").MatchString(v)
+	}
+	t.Fatalf("string matcher %v: not evaluated by this test", sm)
+	return false
 }
