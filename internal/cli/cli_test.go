@@ -124,11 +124,11 @@ func TestOfflineErrors(t *testing.T) {
 		},
 		{
 			name: "deploy steps not ascending", args: []string{"deploy", "echo-server", "--steps", "50,40", "--state-dir", state}, wantCode: 1,
-			wantErr: `^gmesh: --steps "50,40": want ascending percentages in 1\.\.100$`,
+			wantErr: `^gmesh: --steps "50,40": steps must be ascending, got 40 after 50$`,
 		},
 		{
 			name: "deploy steps not ending at 100", args: []string{"deploy", "echo-server", "--steps", "10,50", "--state-dir", state}, wantCode: 1,
-			wantErr: `^gmesh: --steps "10,50": the last step must be 100$`,
+			wantErr: `^gmesh: --steps "10,50": the last step must be 100, got 50$`,
 		},
 		{
 			name: "deploy steps not numbers", args: []string{"deploy", "echo-server", "--steps", "10,half,100", "--state-dir", state}, wantCode: 1,
@@ -136,11 +136,11 @@ func TestOfflineErrors(t *testing.T) {
 		},
 		{
 			name: "deploy step over 100", args: []string{"deploy", "echo-server", "--steps", "50,150", "--state-dir", state}, wantCode: 1,
-			wantErr: `want ascending percentages in 1\.\.100`,
+			wantErr: `^gmesh: --steps "50,150": weights must be 1\.\.100, got 150$`,
 		},
 		{
 			name: "deploy step zero", args: []string{"deploy", "echo-server", "--steps", "0,100", "--state-dir", state}, wantCode: 1,
-			wantErr: `want ascending percentages in 1\.\.100`,
+			wantErr: `^gmesh: --steps "0,100": weights must be 1\.\.100, got 0$`,
 		},
 		{
 			name: "no control plane recorded", args: []string{"get", "routes", "--state-dir", state}, wantCode: 1,

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -57,13 +58,14 @@ func parseSteps(s string) ([]int, error) {
 		}
 		steps = append(steps, n)
 	}
-	for i, n := range steps {
-		if n < 1 || n > 100 || (i > 0 && n <= steps[i-1]) {
-			return nil, fmt.Errorf("--steps %q: want ascending percentages in 1..100", s)
+	// The rule is the rollout's own (mesh.CheckSteps), said in the flag's
+	// terms.
+	if err := mesh.CheckSteps("steps", steps); err != nil {
+		var e *mesh.Error
+		if errors.As(err, &e) {
+			return nil, fmt.Errorf("--steps %q: %s", s, e.Message)
 		}
-	}
-	if len(steps) == 0 || steps[len(steps)-1] != 100 {
-		return nil, fmt.Errorf("--steps %q: the last step must be 100", s)
+		return nil, fmt.Errorf("--steps %q: %w", s, err)
 	}
 	return steps, nil
 }

@@ -260,7 +260,7 @@ func CheckSteps(field string, steps []int) error {
 		f := fmt.Sprintf("%s[%d]", field, i)
 		switch {
 		case w < 1 || w > 100:
-			return FieldError(f, "must be 1..100, got %d", w)
+			return FieldError(f, "weights must be 1..100, got %d", w)
 		case i > 0 && w <= steps[i-1]:
 			return FieldError(f, "steps must be ascending, got %d after %d", w, steps[i-1])
 		}
