@@ -27,9 +27,11 @@ import (
 // as written (`go run ./cmd/gmesh ...`, the real sed), with two changes
 // only: `up` gets a free loopback port and its own task addresses (--listen
 // 127.0.0.1:0 --task-ip-base), and the README's 127.0.0.1:8080 becomes the
-// port up printed. Steps: up --detach, curl, the load loop, the sed edit,
-// deploy echo-server (the reply turns to Version 1.0, the load loop sees no
-// failure), down.
+// port up printed. Steps: up --detach, curl (the reply the README shows),
+// the load loop, the sed edit, deploy echo-server (the reply turns to
+// Version 1.0, the load loop sees no failure), rollback (0.9 again), the bad
+// version rolled back by itself (to the version the README shows, exit 1),
+// down.
 func TestREADMEDemo(t *testing.T) {
 	demo := readmeDemo(t)
 	repo := copyRepo(t)
@@ -73,10 +75,10 @@ func TestREADMEDemo(t *testing.T) {
 	if len(curl.args) != 2 {
 		t.Fatalf("README: %q: want curl URL", curl.line)
 	}
-	want := curl.expect
-	if want == "" {
+	if len(curl.shown) == 0 {
 		t.Fatalf("README: no reply shown under %q", curl.line)
 	}
+	want := curl.shown[0]
 	wantRe := regexp.MustCompile("^" + strings.ReplaceAll(regexp.QuoteMeta(want), `Said 127\.0\.0\.3`, `Said 127\.\d+\.\d+\.\d+`) + "$")
 	url := localize(curl.args[1])
 	code, body, err := get(url)
@@ -127,11 +129,7 @@ func TestREADMEDemo(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%s: %v", deploy.line, err)
 	}
-	for _, want := range []string{"Deploying echo-server version 1.0", "Routing 100% of traffic to the new version", "Version 0.9 retired"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("%s printed no %q", deploy.line, want)
-		}
-	}
+	checkShown(t, deploy, out)
 	// Every reply is now 1.0's.
 	for i := range 20 {
 		code, body, err := get(url)
@@ -141,6 +139,7 @@ func TestREADMEDemo(t *testing.T) {
 	}
 	// The load loop saw the switch and no failure.
 	lout := loadProc.stop(t)
+	checkShown(t, ld, lout)
 	tr.logf("$ %s  (stopped after the deploy)\n%s\n", localize(ld.line), lout)
 	sm := regexp.MustCompile(`(?m)^Requests\s+sent (\d+)\s+ok (\d+)\s+failed (\d+)`).FindStringSubmatch(lout)
 	if sm == nil {
@@ -152,6 +151,47 @@ func TestREADMEDemo(t *testing.T) {
 	if !strings.Contains(lout, "1.0: ") || !strings.Contains(lout, "0.9: ") {
 		t.Errorf("the load loop's replies were not split by version 0.9 then 1.0:\n%s", lout)
 	}
+
+	// 5. Roll back, through the same progressive flow (with a load loop
+	// again, as the analysis judges real requests): 0.9 answers again.
+	loadProc = startBackground(t, repo, largs...)
+	loadProc.waitLine(t, regexp.MustCompile(`^\s*\d+s\s+sent \d+`), 3*time.Minute)
+	rb := demo.find(t, "go run ./cmd/gmesh rollback ")
+	if _, err := tr.run(repo, 8*time.Minute, rb.args...); err != nil {
+		t.Fatalf("%s: %v", rb.line, err)
+	}
+	for i := range 20 {
+		code, body, err := get(url)
+		if err != nil || code != 200 || !strings.Contains(body, "Version 0.9)") {
+			t.Fatalf("reply %d after the rollback: %d %q (%v), want Version 0.9", i, code, body, err)
+		}
+	}
+	// A bad version is rolled back by itself, to the version the README
+	// shows, and the deploy exits 1.
+	bad := demo.find(t, "go run ./cmd/gmesh deploy echo-server --force ")
+	out, err = tr.run(repo, 8*time.Minute, bad.args...)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("%s: got %v, want exit status 1", bad.line, err)
+	}
+	rolledRe := regexp.MustCompile(`Rolled back to version (\S+): `)
+	var wantBack string
+	for _, l := range bad.shown {
+		if m := rolledRe.FindStringSubmatch(l); m != nil {
+			wantBack = m[1]
+		}
+	}
+	if m := rolledRe.FindStringSubmatch(out); wantBack == "" || m == nil || m[1] != wantBack {
+		t.Errorf("%s: got %q, want the README's \"Rolled back to version %s\"", bad.line, m, wantBack)
+	}
+	checkShown(t, bad, out)
+	for i := range 20 {
+		code, body, err := get(url)
+		if err != nil || code != 200 || !strings.Contains(body, "Version "+wantBack+")") {
+			t.Fatalf("reply %d after the bad version's rollback: %d %q (%v), want Version %s", i, code, body, err, wantBack)
+		}
+	}
+	tr.logf("$ %s  (stopped)\n%s\n", localize(ld.line), loadProc.stop(t))
 
 	// Last: down.
 	down := demo.findExact(t, "go run ./cmd/gmesh down")
@@ -191,11 +231,63 @@ func controlPlaneRestarts(t *testing.T, stateDir string) {
 	})
 }
 
+var (
+	numberRe   = regexp.MustCompile(`\d+(\.\d+)?(ns|µs|us|ms|s|m|h)?`)
+	progressRe = regexp.MustCompile(`\(\d+/\d+\)\.\.\.$`)
+)
+
+// checkShown checks that each output line the README shows under c is a
+// line of out, numbers and their units aside (counts, rates, latencies
+// vary). Not checked:
+// "..." (elided), "(exit status N)" (checked by the caller), and progress
+// lines such as "Tasks are starting (1/2)..." that a fast machine skips.
+func checkShown(t *testing.T, c demoCmd, out string) {
+	t.Helper()
+	for _, want := range missingShown(c, out) {
+		t.Errorf("README shows %q under %q; the command printed no such line", want, c.line)
+	}
+}
+
+// missingShown returns the lines shown under c that out lacks.
+func missingShown(c demoCmd, out string) []string {
+	var missing []string
+	lines := strings.Split(out, "\n")
+	for _, want := range c.shown {
+		want = strings.TrimSpace(want)
+		if want == "..." || strings.HasPrefix(want, "(exit status") || progressRe.MatchString(want) {
+			continue
+		}
+		var re strings.Builder
+		re.WriteString("^")
+		last := 0
+		for _, m := range numberRe.FindAllStringIndex(want, -1) {
+			re.WriteString(regexp.QuoteMeta(want[last:m[0]]))
+			re.WriteString(`\d+(\.\d+)?(ns|µs|us|ms|s|m|h)?`)
+			last = m[1]
+		}
+		re.WriteString(regexp.QuoteMeta(want[last:]))
+		re.WriteString("$")
+		// Runs of spaces are columns: any run matches.
+		wantRe := regexp.MustCompile(regexp.MustCompile(`( |\\ )+`).ReplaceAllString(re.String(), `\s+`))
+		found := false
+		for _, l := range lines {
+			if wantRe.MatchString(strings.TrimSpace(l)) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			missing = append(missing, want)
+		}
+	}
+	return missing
+}
+
 // demoCmd is one command of the README's demo.
 type demoCmd struct {
-	line   string   // as written, without its trailing comment
-	args   []string // split as a shell would
-	expect string   // the first "# " comment line under it (its shown output)
+	line  string   // as written, without its trailing comment
+	args  []string // split as a shell would
+	shown []string // the "# " comment lines right under it: its output
 }
 
 type demoScript []demoCmd
@@ -248,15 +340,18 @@ func readmeDemo(t *testing.T) demoScript {
 		t.Fatal("README.md's demo block does not end")
 	}
 	var d demoScript
+	under := false // in the comment lines right under a command
 	for _, line := range strings.Split(block, "\n") {
 		line = strings.TrimSpace(line)
 		switch {
 		case line == "":
+			under = false
 		case strings.HasPrefix(line, "#"):
-			if n := len(d); n > 0 && d[n-1].expect == "" && strings.HasPrefix(line, "# ") {
-				d[n-1].expect = strings.TrimPrefix(line, "# ")
+			if n := len(d); n > 0 && under && strings.HasPrefix(line, "# ") {
+				d[n-1].shown = append(d[n-1].shown, strings.TrimPrefix(line, "# "))
 			}
 		default:
+			under = true
 			args, comment, err := shellSplit(line)
 			if err != nil {
 				t.Fatalf("README demo line %q: %v", line, err)
@@ -532,4 +627,21 @@ func (p *bgProc) stop(t *testing.T) string {
 		t.Errorf("%s did not stop within 30s of SIGINT", strings.Join(p.cmd.Args, " "))
 	}
 	return p.output()
+}
+
+func TestCheckShown(t *testing.T) {
+	c := demoCmd{line: "x", shown: []string{
+		"  1s  sent 100  ok 100  0.9: 100  failed 0  p50 1.1ms  p99 2.9ms",
+		"Tasks are starting (1/2)...",
+		"...",
+		"Rolled back to version 0.9: success rate 80.3% < 99.0% over 41 requests",
+		"(exit status 1)",
+	}}
+	out := "  3s  sent 98  ok 98  0.9: 98  failed 0  p50 850µs  p99 12.1ms\nRolled back to version 0.9: success rate 75.7% < 99.0% over 33 requests\n"
+	if m := missingShown(c, out); len(m) != 0 {
+		t.Errorf("missingShown on matching output: %q, want none", m)
+	}
+	if m := missingShown(demoCmd{shown: []string{"Version 0.9 retired", "Stopped."}}, "Version 1.0 retired\nStopping."); len(m) != 1 || m[0] != "Stopped." {
+		t.Errorf("missingShown = %q, want [Stopped.]", m)
+	}
 }
