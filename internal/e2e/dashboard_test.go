@@ -2,9 +2,14 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +17,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/gmesh-dev/gmesh/internal/browsertest"
+	"github.com/gmesh-dev/gmesh/internal/dashboard"
 )
 
 var dashboardRe = regexp.MustCompile(`Dashboard: (\S+)`)
@@ -46,6 +52,28 @@ func TestDashboardRollout(t *testing.T) {
 
 	lr := startLoad(u.public+"/?name=Yusuke", 100, 3*time.Minute)
 	defer lr.stop()
+
+	// The gateway as it really listens (up --listen 127.0.0.1:0, not the
+	// spec's 8080), and echo-client, an HTTP service carrying all the
+	// traffic, with its request rate.
+	listen := strings.TrimPrefix(u.public, "http://")
+	browsertest.WaitJS(t, b, "the gateway's real listen address",
+		`document.querySelector('[data-gateway="echo-gateway"] .gateway-listen')?.textContent === `+strconv.Quote(listen), pageDump, 30*time.Second)
+	poll(t, 30*time.Second, "echo-client's request rate on the dashboard", func() error {
+		var st dashboard.State
+		if err := getJSON(dashURL+"/api/state", &st); err != nil {
+			return err
+		}
+		for _, sv := range st.Services {
+			if sv.Key == "echo/echo-client" {
+				if sv.RPS < 50 {
+					return fmt.Errorf("echo-client at %.1f rps under a 100 rps load", sv.RPS)
+				}
+				return nil
+			}
+		}
+		return errors.New("no echo/echo-client service")
+	})
 	// A long bake, so the rollout is still baking when pause is pressed.
 	d := startDeploy(t, stateDir, "echo-server", "--binary", v10, "--interval", "60s", "--timeout", "2m")
 
@@ -85,6 +113,19 @@ func TestDashboardRollout(t *testing.T) {
 	if res := lr.stop(); res.Failed != 0 {
 		t.Errorf("%d of %d requests failed during the rollout: %v", res.Failed, res.Sent, res.Failures)
 	}
+}
+
+// getJSON GETs url and decodes its JSON body into v.
+func getJSON(url string, v any) error {
+	resp, err := httpClient.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: status %d", url, resp.StatusCode)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
 }
 
 func saveScreenshot(t *testing.T, b context.Context, name string) {
