@@ -408,7 +408,11 @@ func newRollbackCmd(g *globals, stdio IO) *cobra.Command {
 			}
 			spec.AckTimeoutMillis = min(o.ackTimeout, time.Duration(spec.TimeoutMillis)*time.Millisecond).Milliseconds()
 			spec.OnStalledClient = o.onStalled
-			fmt.Fprintf(stdio.Out, "Rolling %s back to version %s (revision %d)\n", args[0], spec.Target.Version, spec.Target.Revision)
+			if spec.Target.Revision > 0 {
+				fmt.Fprintf(stdio.Out, "Rolling %s back to version %s (revision %d)\n", args[0], spec.Target.Version, spec.Target.Revision)
+			} else { // the engine numbers it; its first line says which
+				fmt.Fprintf(stdio.Out, "Rolling %s back to version %s\n", args[0], spec.Target.Version)
+			}
 			r := mesh.New(mesh.KindRollout, meshName, args[0], spec)
 			if _, err := c.StartRollout(ctx, r); err != nil {
 				return err

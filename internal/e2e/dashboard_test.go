@@ -2,12 +2,16 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +19,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/gmesh-dev/gmesh/internal/browsertest"
+	"github.com/gmesh-dev/gmesh/internal/dashboard"
 )
 
 var dashboardRe = regexp.MustCompile(`Dashboard: (\S+)`)
@@ -49,6 +54,28 @@ func TestDashboardRollout(t *testing.T) {
 
 	lr := startLoad(u.public+"/?name=Yusuke", 100, 3*time.Minute)
 	defer lr.stop()
+
+	// The gateway as it really listens (up --listen 127.0.0.1:0, not the
+	// spec's 8080), and echo-client, an HTTP service carrying all the
+	// traffic, with its request rate.
+	listen := strings.TrimPrefix(u.public, "http://")
+	browsertest.WaitJS(t, b, "the gateway's real listen address",
+		`document.querySelector('[data-gateway="echo-gateway"] .gateway-listen')?.textContent === `+strconv.Quote(listen), pageDump, 30*time.Second)
+	poll(t, 30*time.Second, "echo-client's request rate on the dashboard", func() error {
+		var st dashboard.State
+		if err := getJSON(dashURL+"/api/state", &st); err != nil {
+			return err
+		}
+		for _, sv := range st.Services {
+			if sv.Key == "echo/echo-client" {
+				if sv.RPS < 50 {
+					return fmt.Errorf("echo-client at %.1f rps under a 100 rps load", sv.RPS)
+				}
+				return nil
+			}
+		}
+		return errors.New("no echo/echo-client service")
+	})
 	// A long bake, so the rollout is still baking when pause is pressed.
 	d := startDeploy(t, stateDir, "echo-server", "--binary", v10, "--interval", "60s", "--timeout", "2m", "--env", "E2E_SECRET="+e2eSecret)
 
@@ -165,6 +192,19 @@ func checkSecretNotShown(t *testing.T, stateDir, dashURL string) {
 	if !strings.Contains(outputs["/api/state"], "E2E_SECRET") {
 		t.Errorf("/api/state does not name the --env key E2E_SECRET:\n%s", outputs["/api/state"])
 	}
+}
+
+// getJSON GETs url and decodes its JSON body into v.
+func getJSON(url string, v any) error {
+	resp, err := httpClient.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: status %d", url, resp.StatusCode)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
 }
 
 func saveScreenshot(t *testing.T, b context.Context, name string) {
