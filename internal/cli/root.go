@@ -98,6 +98,8 @@ func New(stdio IO) *cobra.Command {
 		Short:         "gmesh: a gRPC service mesh with zero-downtime progressive delivery",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// Runs for every subcommand as long as none defines its own
+		// PersistentPreRun (cobra runs only the nearest one).
 		PersistentPreRun: func(cmd *cobra.Command, _ []string) {
 			g.stateDirSet = cmd.Flags().Changed("state-dir")
 		},
