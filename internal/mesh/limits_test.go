@@ -32,7 +32,10 @@ func TestHostileInputsAreCheap(t *testing.T) {
 			if n := len(err.(Errors)); n > MaxReportedErrors+1 {
 				t.Errorf("got %d errors, want at most %d", n, MaxReportedErrors+1)
 			}
-			if d := time.Since(start); d > 20*time.Second {
+			// A hang guard, not a speed goal (a few seconds idle; 28 s was
+			// seen under -race on a 2-core machine at load 20): an input
+			// built to be slow must not run away.
+			if d := time.Since(start); d > 2*time.Minute {
 				t.Errorf("took %v", d)
 			}
 		})
