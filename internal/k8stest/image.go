@@ -19,7 +19,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // ImageSpec describes a one-binary image.
@@ -31,9 +30,9 @@ type ImageSpec struct {
 	Env    []string // KEY=VALUE
 }
 
-// BuildImage writes an image tarball (OCI manifest and media types, in the
-// tarball layout that `ctr images import`, `docker load` and kind read)
-// holding one layer with the binary. Pure Go: no Docker, no registry.
+// BuildImage writes an image tarball (the `docker save` layout, which `ctr
+// images import`, `docker load`, kind and ko's --tarball use) holding one
+// layer with the binary. Pure Go: no Docker, no registry.
 func BuildImage(spec ImageSpec, out string) error {
 	tag, err := name.NewTag(spec.Ref)
 	if err != nil {
@@ -49,13 +48,11 @@ func BuildImage(spec ImageSpec, out string) error {
 	}
 	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(layerTar)), nil
-	}, tarball.WithMediaType(types.OCILayer))
+	})
 	if err != nil {
 		return fmt.Errorf("make the image layer: %w", err)
 	}
-	base := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
-	base = mutate.ConfigMediaType(base, types.OCIConfigJSON)
-	img, err := mutate.AppendLayers(base, layer)
+	img, err := mutate.AppendLayers(empty.Image, layer)
 	if err != nil {
 		return fmt.Errorf("add the image layer: %w", err)
 	}
