@@ -29,15 +29,18 @@ func TestEchoOnRealCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: no real cluster")
 	}
+	// The image first: a build on a busy machine can take minutes.
+	const ref = "gmesh.local/echo-server:0.9"
+	tarball := filepath.Join(t.TempDir(), "echo-server.tar")
+	bctx, bcancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer bcancel()
+	if err := k8stest.BuildGoImage(bctx, "", "github.com/gmesh-dev/gmesh/cmd/echo-server", "", k8stest.ImageSpec{Ref: ref}, tarball); err != nil {
+		t.Fatal(err)
+	}
+
 	c := k8stest.StartForTest(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-
-	const ref = "gmesh.local/echo-server:0.9"
-	tarball := filepath.Join(t.TempDir(), "echo-server.tar")
-	if err := k8stest.BuildGoImage(ctx, "", "github.com/gmesh-dev/gmesh/cmd/echo-server", "", k8stest.ImageSpec{Ref: ref}, tarball); err != nil {
-		t.Fatal(err)
-	}
 	if err := c.LoadImage(ctx, tarball); err != nil {
 		t.Fatal(err)
 	}

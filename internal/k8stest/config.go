@@ -128,8 +128,6 @@ enableServer: true
 maxPods: 60
 podPidsLimit: -1
 syncFrequency: 10s
-fileCheckFrequency: 0s
-httpCheckFrequency: 0s
 nodeStatusUpdateFrequency: 2s
 nodeStatusReportFrequency: 10s
 shutdownGracePeriod: 0s
