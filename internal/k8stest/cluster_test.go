@@ -179,9 +179,11 @@ func TestCleanupAfterKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = cmd.Wait()
-	if left := k8stest.Leftovers(st); len(left) == 0 {
+	left := k8stest.Leftovers(st)
+	if len(left) == 0 {
 		t.Fatal("the killed child's cluster left nothing: the test proves nothing")
 	}
+	t.Logf("the killed child left %d things: %s", len(left), strings.Join(left, "; "))
 	if err := k8stest.CleanupRoot(ctx, discard(), ""); err != nil {
 		t.Errorf("cleanup: %v", err)
 	}
@@ -190,12 +192,33 @@ func TestCleanupAfterKill(t *testing.T) {
 	}
 }
 
-// runChild starts a cluster, says so, and waits to be killed.
+// runChild starts a cluster with a running pod (so there are shims, a
+// network namespace, overlay and shm mounts and pod cgroups to clean up),
+// says so, and waits to be killed.
 func runChild() {
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
 	c, err := k8stest.Start(ctx, k8stest.Options{InstallPackages: true})
 	if err != nil {
 		fmt.Println("start:", err)
+		os.Exit(1)
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "sleeper", Namespace: "default"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{
+			Name: "pause", Image: k8stest.PauseImage, ImagePullPolicy: corev1.PullNever,
+		}}},
+	}
+	if _, err := c.Client().CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		fmt.Println("create pod:", err)
+		os.Exit(1)
+	}
+	err = poll(ctx, func() (bool, error) {
+		p, err := c.Client().CoreV1().Pods("default").Get(ctx, "sleeper", metav1.GetOptions{})
+		return err == nil && podReady(p), nil
+	})
+	if err != nil {
+		fmt.Println("wait for the pod:", err)
 		os.Exit(1)
 	}
 	fmt.Println("CLUSTER-UP", c.Kubeconfig())
