@@ -107,11 +107,15 @@ func binaryLayer(p string, bin []byte) ([]byte, error) {
 // `go env GOMOD` from the working directory).
 func BuildGoImage(ctx context.Context, moduleDir, pkg string, ldflags string, spec ImageSpec, out string) error {
 	if moduleDir == "" {
-		gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-		if err != nil || strings.TrimSpace(string(gomod)) == "" || strings.TrimSpace(string(gomod)) == os.DevNull {
-			return fmt.Errorf("find the module root for %s: %v", pkg, err)
+		out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+		if err != nil {
+			return fmt.Errorf("find the module root for %s: go env GOMOD: %w", pkg, err)
 		}
-		moduleDir = filepath.Dir(strings.TrimSpace(string(gomod)))
+		gomod := strings.TrimSpace(string(out))
+		if gomod == "" || gomod == os.DevNull {
+			return fmt.Errorf("build %s: the working directory is not inside a Go module (run this from the gmesh repository)", pkg)
+		}
+		moduleDir = filepath.Dir(gomod)
 	}
 	tmp, err := os.MkdirTemp("", "gmesh-image-")
 	if err != nil {
