@@ -29,6 +29,7 @@ func TestEchoOnRealCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: no real cluster")
 	}
+	k8stest.RequireHost(t)
 	// The image first: a build on a busy machine can take minutes.
 	const ref = "gmesh.local/echo-server:0.9"
 	tarball := filepath.Join(t.TempDir(), "echo-server.tar")
@@ -132,12 +133,7 @@ func TestCleanupAfterKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: no real cluster")
 	}
-	if os.Getenv(k8stest.EnvSwitch) == "off" {
-		t.Skipf("%s=off: the real-cluster tests are skipped on purpose", k8stest.EnvSwitch)
-	}
-	if err := k8stest.Preflight(context.Background(), discard(), true); err != nil {
-		t.Fatalf("the real Kubernetes cluster tests cannot run here: %v (set %s=off to skip them on purpose)", err, k8stest.EnvSwitch)
-	}
+	k8stest.RequireHost(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestCleanupAfterKill$", "-test.v")

@@ -42,15 +42,10 @@ func StartForTest(t testing.TB) *Cluster {
 	if os.Getenv(EnvSwitch) == "off" {
 		t.Skipf("%s=off: the real-cluster tests are skipped on purpose", EnvSwitch)
 	}
+	RequireHost(t)
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute) // a cold build is ~7 minutes
 	defer cancel()
-	if err := Preflight(ctx, log, true); err != nil {
-		if errors.Is(err, ErrUnsupported) {
-			t.Fatalf("the real Kubernetes cluster tests cannot run here: %v (set %s=off to skip them on purpose)", err, EnvSwitch)
-		}
-		t.Fatalf("prepare the host for the cluster: %v", err)
-	}
 	c, err := Start(ctx, Options{Log: log, InstallPackages: true})
 	if err != nil {
 		t.Fatalf("start the cluster: %v", err)
@@ -75,6 +70,24 @@ func StartForTest(t testing.TB) *Cluster {
 		}
 	})
 	return c
+}
+
+// RequireHost fails t, saying what is missing, unless this machine can run
+// the cluster (root, cgroup v1, the host packages, which it installs when
+// missing); GMESH_K8S=off skips t instead. Call it before any expensive setup.
+func RequireHost(t testing.TB) {
+	t.Helper()
+	if os.Getenv(EnvSwitch) == "off" {
+		t.Skipf("%s=off: the real-cluster tests are skipped on purpose", EnvSwitch)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	if err := Preflight(ctx, slog.New(slog.DiscardHandler), true); err != nil {
+		if errors.Is(err, ErrUnsupported) {
+			t.Fatalf("the real Kubernetes cluster tests cannot run here: %v (set %s=off to skip them on purpose)", err, EnvSwitch)
+		}
+		t.Fatalf("prepare the host for the cluster: %v", err)
+	}
 }
 
 // testWriter sends slog output to t.Log.
