@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sort"
 	"syscall"
 	"time"
@@ -94,6 +95,9 @@ func up(ctx context.Context, log *slog.Logger, args []string, stdout, stderr io.
 	kc := c.Kubeconfig()
 	if *out != "" {
 		b, err := os.ReadFile(kc)
+		if err == nil {
+			err = os.MkdirAll(filepath.Dir(*out), 0o755)
+		}
 		if err == nil {
 			err = os.WriteFile(*out, b, 0o600)
 		}

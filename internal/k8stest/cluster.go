@@ -54,7 +54,8 @@ type Options struct {
 	Root string
 	// InstallPackages lets Start apt-get install missing host packages.
 	InstallPackages bool
-	// Timeout bounds the start once the binaries are built; 2 minutes when 0.
+	// Timeout bounds the start once the binaries are built; 4 minutes when 0
+	// (about 5 s on a quiet machine, 30 s seen under heavy load).
 	Timeout time.Duration
 }
 
@@ -119,7 +120,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	}
 	timeout := opts.Timeout
 	if timeout == 0 {
-		timeout = 2 * time.Minute
+		timeout = 4 * time.Minute
 	}
 	sctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
