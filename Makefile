@@ -7,7 +7,7 @@ CONTROLLER_GEN_VERSION := v0.19.0
 CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
 BIN := $(CURDIR)/bin
 
-.PHONY: help build test race vet proto proto-tools generate check-generated bench
+.PHONY: help build test race vet proto proto-tools generate check-generated bench test-k8s k8s-binaries k8s-up k8s-cleanup images
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -15,8 +15,25 @@ help: ## list the targets
 build: ## build gmesh and the echo services into ./bin
 	$(GO) build -o $(BIN)/ ./cmd/...
 
-test: ## run the tests (the README's test command)
+test: ## run the tests (the README's test command); the real-cluster tests in internal/k8stest need root and cgroup v1 (GMESH_K8S=off skips them on purpose)
 	$(GO) test -race -count=1 -timeout 30m ./...
+
+test-k8s: ## only the real-cluster tests (root, cgroup v1; builds the cluster binaries if missing, ~7 min cold)
+	$(GO) test -count=1 -timeout 30m -v ./internal/k8stest/
+
+k8s-binaries: ## build and cache the cluster's binaries (etcd, kube-*, kubectl) under ~/.cache/gmesh-k8s
+	$(GO) run ./cmd/gmesh-k8stest build
+
+k8s-up: ## start a cluster for hand testing; Ctrl-C tears it down (tests reuse it with GMESH_K8S_KUBECONFIG)
+	$(GO) run ./cmd/gmesh-k8stest up -kubeconfig $(CURDIR)/_output/kubeconfig
+
+k8s-cleanup: ## undo a cluster run that was killed (processes, mounts, cgroups, chains, bridge, sysctls, paths)
+	$(GO) run ./cmd/gmesh-k8stest cleanup
+
+images: ## OCI image tarballs of gmesh, echo-server and echo-client under _output/images/ (no Docker)
+	$(GO) run ./cmd/gmesh-k8stest image -pkg ./cmd/gmesh -ref gmesh.local/gmesh:dev -out _output/images/gmesh.tar
+	$(GO) run ./cmd/gmesh-k8stest image -pkg ./cmd/echo-server -ref gmesh.local/echo-server:0.9 -out _output/images/echo-server.tar
+	$(GO) run ./cmd/gmesh-k8stest image -pkg ./cmd/echo-client -ref gmesh.local/echo-client:dev -out _output/images/echo-client.tar
 
 race: ## run the tests with the race detector
 	$(GO) test -race ./...
