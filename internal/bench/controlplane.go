@@ -253,11 +253,12 @@ func BigMesh(services, perNode int) ([]*mesh.Resource, []*mesh.Endpoint) {
 func TranslatePublishCost(rs []*mesh.Resource, eps []*mesh.Endpoint, n int) (translate []time.Duration, cost *ChangeCost, err error) {
 	srv := xdsserver.New(nil, xdsserver.Options{})
 	defer srv.Close()
+	// The route to shift: echo-server's in the echo stack (which also has
+	// echo-client's), else the first route.
 	var route *mesh.Resource
 	for _, r := range rs {
-		if r.Kind == mesh.KindRoute && r.Metadata.Name == "echo-server-route" {
+		if r.Kind == mesh.KindRoute && (route == nil || r.Metadata.Name == "echo-server-route") {
 			route = r
-			break
 		}
 	}
 	if route == nil {
