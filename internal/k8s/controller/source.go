@@ -321,8 +321,8 @@ func (s *Source) Run(ctx context.Context) error {
 	s.dynFactory.Start(ctx.Done())
 	s.kubeFactory.Start(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), s.synced...) {
-		if err := context.Cause(ctx); err != nil && ctx.Err() != nil {
-			return nil
+		if ctx.Err() != nil {
+			return nil // stopped before the caches synced
 		}
 		return errors.New("kubernetes source: informers did not sync")
 	}

@@ -8,6 +8,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
@@ -168,4 +169,75 @@ func TestBadObjectReportedRestServed(t *testing.T) {
 	if after := cp.Status().Writes(); after != before {
 		t.Fatalf("got %d status writes on an unchanged snapshot, want 0", after-before)
 	}
+}
+
+// TestOnlyLeaderWritesStatus: of two replicas on one cluster, only the
+// Lease holder writes status; when it stops, the other takes the Lease and
+// reports the next change.
+func TestOnlyLeaderWritesStatus(t *testing.T) {
+	ctx := testContext(t, 60*time.Second)
+	c := newFakeCluster(t, echoManifests(50051)+"\n---\n"+brokenManifests, echoNamespace())
+	replica := func(id string) *running {
+		return startCP(t, c, controller.Config{Status: &controller.StatusConfig{
+			Namespace: "gmesh-system", Identity: id,
+			LeaseDuration: time.Second, RenewDeadline: 500 * time.Millisecond, RetryPeriod: 50 * time.Millisecond,
+		}})
+	}
+	replicas := map[string]*running{"replica-0": replica("replica-0"), "replica-1": replica("replica-1")}
+	holder := func() string {
+		lease, err := c.kube.CoordinationV1().Leases("gmesh-system").Get(ctx, "gmesh-controlplane", metav1.GetOptions{})
+		if err != nil || lease.Spec.HolderIdentity == nil {
+			return ""
+		}
+		return *lease.Spec.HolderIdentity
+	}
+	pollUntil(ctx, t, "status written", func() (bool, error) {
+		st := statusOf(ctx, t, c, controller.GVRVirtualRouters, "echo", "broken")
+		return len(st.Conditions) == 2 && holder() != "", nil
+	})
+	leader := holder()
+	var other string
+	for id, r := range replicas {
+		if id == leader {
+			continue
+		}
+		other = id
+		if n := r.Status().Writes(); n != 0 {
+			t.Fatalf("%s does not hold the Lease but wrote status %d times", id, n)
+		}
+	}
+	if replicas[leader].Status().Writes() == 0 {
+		t.Fatalf("the leader %s wrote no status", leader)
+	}
+
+	// The leader stops (and releases the Lease); the other takes over.
+	if err := replicas[leader].stop(); err != nil {
+		t.Fatal(err)
+	}
+	pollUntil(ctx, t, other+" holds the Lease", func() (bool, error) { return holder() == other, nil })
+	c.waitWatches(ctx, t, 2*watchesPerSource)
+	// The router is fixed: a new generation with a listener.
+	vr, err := c.dyn.Resource(controller.GVRVirtualRouters).Namespace("echo").Get(ctx, "broken", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vr.SetGeneration(4)
+	if err := unstructuredSet(vr.Object, []any{map[string]any{"portMapping": map[string]any{"port": int64(8080), "protocol": "grpc"}}}, "spec", "listeners"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.dyn.Resource(controller.GVRVirtualRouters).Namespace("echo").Update(ctx, vr, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pollUntil(ctx, t, "the new leader reports generation 4", func() (bool, error) {
+		st := statusOf(ctx, t, c, controller.GVRVirtualRouters, "echo", "broken")
+		acc := meta.FindStatusCondition(st.Conditions, v1beta2.ConditionAccepted)
+		return st.ObservedGeneration != nil && *st.ObservedGeneration == 4 && acc != nil && acc.Status == metav1.ConditionTrue, nil
+	})
+	if replicas[other].Status().Writes() == 0 {
+		t.Fatalf("the new leader %s wrote no status", other)
+	}
+}
+
+func unstructuredSet(obj map[string]any, value any, fields ...string) error {
+	return unstructured.SetNestedField(obj, value, fields...)
 }
