@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,9 +17,11 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	k8stesting "k8s.io/client-go/testing"
 
+	echov1 "github.com/gmesh-dev/gmesh/api/echo/v1"
 	"github.com/gmesh-dev/gmesh/internal/k8s/controller"
 	"github.com/gmesh-dev/gmesh/internal/xds"
 )
@@ -289,5 +292,99 @@ func TestReadyz(t *testing.T) {
 	pollUntil(ctx, t, "/readyz 200", func() (bool, error) { return get("/readyz") == http.StatusOK, nil })
 	if snap := cp.Source().Last(); snap == nil || snap.Generation != 1 {
 		t.Fatalf("got snapshot %+v, want generation 1 published", snap)
+	}
+}
+
+// TestRouteEditUnderTraffic: a router edited (as by kubectl apply) from
+// one node to 50/50 over it and a new node moves traffic to both with no
+// failed call: the new node's cluster is published pinned at weight 0
+// first, so clients subscribe before any call picks it.
+func TestRouteEditUnderTraffic(t *testing.T) {
+	ctx := testContext(t, 60*time.Second)
+	e09 := startEcho(t, "127.0.0.61", 0, "0.9")
+	e10 := startEcho(t, "127.0.0.62", e09.port, "1.0")
+	labels10 := map[string]string{"app": "echo-server", "version": "1.0"}
+	node10 := fmt.Sprintf(`
+apiVersion: appmesh.k8s.aws/v1beta2
+kind: VirtualNode
+metadata: {name: echo-server-1-0, namespace: echo, generation: 1}
+spec:
+  podSelector: {matchLabels: {app: echo-server, version: "1.0"}}
+  listeners:
+    - portMapping: {port: %d, protocol: grpc}
+`, e09.port)
+	c := newFakeCluster(t, echoManifests(e09.port)+"\n---\n"+node10,
+		echoNamespace(),
+		pod("echo", "echo-09", e09.ip, true, echoLabels),
+		pod("echo", "echo-10", e10.ip, true, labels10),
+	)
+	cp := startCP(t, c, controller.Config{})
+	pollUntil(ctx, t, "ready", func() (bool, error) { return cp.Ready(), nil })
+	c.waitWatches(ctx, t, watchesPerSource)
+	client := dialXDS(t, cp.XDSAddr(), "echo/client-0", echoTarget)
+	if ip, err := said(ctx, client); err != nil || ip != e09.ip {
+		t.Fatalf("got a reply from %q (err %v), want %s", ip, err, e09.ip)
+	}
+
+	// Traffic: calls one after another, none waiting for readiness, until
+	// both versions answered after the edit (or 5,000 calls).
+	type outcome struct {
+		seen   map[string]int
+		failed []error
+	}
+	edited := make(chan struct{})
+	done := make(chan outcome, 1)
+	go func() {
+		o := outcome{seen: map[string]int{}}
+		after := map[string]bool{}
+		for i := 0; i < 5000 && len(after) < 2; i++ {
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			resp, err := client.Echo(cctx, &echov1.EchoRequest{Name: "Yusuke"})
+			cancel()
+			if err != nil {
+				o.failed = append(o.failed, err)
+				continue
+			}
+			ip := e09.ip
+			if strings.Contains(resp.GetMessage(), e10.ip) {
+				ip = e10.ip
+			}
+			o.seen[ip]++
+			select {
+			case <-edited:
+				after[ip] = true
+			default:
+			}
+		}
+		done <- o
+	}()
+
+	vr, err := c.dyn.Resource(controller.GVRVirtualRouters).Namespace("echo").Get(ctx, "echo-server", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vr.SetGeneration(2)
+	targets := []any{
+		map[string]any{"virtualNodeRef": map[string]any{"name": "echo-server-0-9"}, "weight": int64(50)},
+		map[string]any{"virtualNodeRef": map[string]any{"name": "echo-server-1-0"}, "weight": int64(50)},
+	}
+	routes, _, _ := unstructured.NestedSlice(vr.Object, "spec", "routes")
+	route := routes[0].(map[string]any)
+	if err := unstructured.SetNestedSlice(route, targets, "grpcRoute", "action", "weightedTargets"); err != nil {
+		t.Fatal(err)
+	}
+	if err := unstructured.SetNestedSlice(vr.Object, routes, "spec", "routes"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.dyn.Resource(controller.GVRVirtualRouters).Namespace("echo").Update(ctx, vr, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	close(edited)
+	o := <-done
+	if len(o.failed) > 0 {
+		t.Fatalf("got %d failed calls, want 0; first: %v", len(o.failed), o.failed[0])
+	}
+	if o.seen[e10.ip] == 0 {
+		t.Fatalf("got replies %v, want some from the new node %s", o.seen, e10.ip)
 	}
 }
