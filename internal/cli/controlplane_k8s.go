@@ -9,6 +9,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 
 	"github.com/gmesh-dev/gmesh/internal/k8s/controller"
 )
@@ -29,6 +30,8 @@ const defaultK8sXDSAddr = ":18000"
 // usual client-go rules find: --kubeconfig, else $KUBECONFIG, else
 // ~/.kube/config, else the in-cluster service account.
 func runKubernetesControlPlane(ctx context.Context, stdio IO, logger *slog.Logger, xdsAddr string, f k8sFlags) error {
+	// client-go logs through klog: send it to the same slog handler.
+	klog.SetSlogLogger(logger.With("component", "client-go"))
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	rules.ExplicitPath = f.kubeconfig
 	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{})
