@@ -157,8 +157,8 @@ func TestServesClusterOverXDS(t *testing.T) {
 	}
 }
 
-// TestPodLeavesEDSAtOnce: a pod that turns NotReady, then one that gets a
-// deletionTimestamp, leaves EDS without waiting for the debounce (an hour
+// TestPodLeavesEDSAtOnce: a pod that turns NotReady, one relabelled out of
+// the node's selector, then one that gets a deletionTimestamp, leaves EDS without waiting for the debounce (an hour
 // here), and calls stop reaching it.
 func TestPodLeavesEDSAtOnce(t *testing.T) {
 	ctx := testContext(t, 60*time.Second)
@@ -168,6 +168,7 @@ func TestPodLeavesEDSAtOnce(t *testing.T) {
 		echoNamespace(),
 		pod("echo", "echo-a", e1.ip, true, echoLabels),
 		pod("echo", "echo-b", e2.ip, true, echoLabels),
+		pod("echo", "echo-c", "127.0.0.33", true, echoLabels),
 	)
 	cp := startCP(t, c, controller.Config{Source: controller.Options{Debounce: time.Hour, MaxDelay: time.Hour}})
 	pollUntil(ctx, t, "ready", func() (bool, error) { return cp.Ready(), nil })
@@ -187,6 +188,19 @@ func TestPodLeavesEDSAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitPublished(ctx, t, cp, "echo-b leaves EDS", func(s *controller.Snapshot) bool {
+		return slices.Equal(edsAddrs(s.Resources, echoCluster), []string{e1.ip, "127.0.0.33"})
+	})
+
+	// echo-c is relabelled out of the node's selector.
+	p, err = c.kube.CoreV1().Pods("echo").Get(ctx, "echo-c", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Labels = map[string]string{"app": "debugging"}
+	if _, err := c.kube.CoreV1().Pods("echo").Update(ctx, p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitPublished(ctx, t, cp, "echo-c leaves EDS", func(s *controller.Snapshot) bool {
 		return slices.Equal(edsAddrs(s.Resources, echoCluster), []string{e1.ip})
 	})
 	for i := range 50 {

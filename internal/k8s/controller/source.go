@@ -224,17 +224,45 @@ func NewSource(kube kubernetes.Interface, dyn dynamic.Interface, pub Publisher, 
 				return
 			}
 			switch {
-			case Serving(o) && !Serving(n):
+			case Serving(o) && !Serving(n),
+				// Still serving, but maybe no longer selected, or elsewhere.
+				Serving(o) && (o.Status.PodIP != n.Status.PodIP || !maps(o.Labels, n.Labels)):
 				s.signal(s.urgent)
-			case Serving(o) != Serving(n), Serving(n) && (o.Status.PodIP != n.Status.PodIP || !maps(o.Labels, n.Labels)):
+			case !Serving(o) && Serving(n):
 				s.signal(s.kick)
 			}
 		},
-		DeleteFunc: func(any) { s.signal(s.urgent) },
+		DeleteFunc: func(obj any) {
+			if p, ok := obj.(*corev1.Pod); ok && p.Status.PodIP == "" {
+				return // never an endpoint
+			}
+			s.signal(s.urgent) // a pod with an IP, or a tombstone
+		},
 	})
+	// Only what Serving and the selectors read is kept: the cache holds
+	// every pod of the cluster.
+	if err := pods.Informer().SetTransform(slimPod); err != nil {
+		panic(fmt.Sprintf("kubernetes source: pod transform: %v", err)) // only fails once started
+	}
 	s.pods = pods.Lister()
 	s.synced = append(s.synced, ns.Informer().HasSynced, pods.Informer().HasSynced)
 	return s
+}
+
+// slimPod keeps of a pod what the source reads: its identity, labels,
+// deletion timestamp, IP, phase and conditions.
+func slimPod(obj any) (any, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil // a tombstone
+	}
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion,
+			Labels: p.Labels, DeletionTimestamp: p.DeletionTimestamp,
+		},
+		Status: corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP, Conditions: p.Status.Conditions},
+	}, nil
 }
 
 // statusOnly reports whether an update changed neither the spec (the
