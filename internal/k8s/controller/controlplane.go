@@ -74,7 +74,7 @@ func New(cfg Config) (*ControlPlane, error) {
 	}
 	cp.source = NewSource(cfg.Kube, cfg.Dynamic, cp.xds, opts)
 	if cfg.Status != nil {
-		sw, err := NewStatusWriter(cfg.Kube, cfg.Dynamic, cp.source, *cfg.Status, cfg.Logger.With("component", "status"))
+		sw, err := NewStatusWriter(cfg.Kube, cfg.Dynamic, cp.source, cp.xds, *cfg.Status, cfg.Logger.With("component", "status"))
 		if err != nil {
 			return nil, err
 		}

@@ -24,6 +24,8 @@ import (
 	"github.com/gmesh-dev/gmesh/api/appmesh/v1beta2"
 	"github.com/gmesh-dev/gmesh/internal/k8s/appmesh"
 	"github.com/gmesh-dev/gmesh/internal/mesh"
+	"github.com/gmesh-dev/gmesh/internal/xds"
+	xdsserver "github.com/gmesh-dev/gmesh/internal/xds/server"
 )
 
 // StatusConfig configures the leader-elected status writer.
@@ -38,24 +40,39 @@ type StatusConfig struct {
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 }
 
-// StatusWriter writes each App Mesh object's status (conditions Accepted
-// and Translated, with observedGeneration; the gmesh mesh and name; the
-// fields accepted but not honoured) while this replica holds the Lease.
-// It writes an object only when its status changed.
+// Clients is what the status writer asks the xDS server about its
+// clients; *xdsserver.Server is one.
+type Clients interface {
+	Usage(typeURL string, names []string, rev uint64) xdsserver.Usage
+	Changed() <-chan struct{}
+}
+
+var _ Clients = (*xdsserver.Server)(nil)
+
+// ackBatch is how long the status writer gathers ACKs before it writes:
+// they come in bursts (every client, every type).
+const ackBatch = 500 * time.Millisecond
+
+// StatusWriter writes each App Mesh object's status (conditions Accepted,
+// Translated and ACKed, with observedGeneration; the xDS clients that use
+// it; the gmesh mesh and name; the fields accepted but not honoured) while
+// this replica holds the Lease. It writes an object only when its status
+// changed.
 type StatusWriter struct {
-	log    *slog.Logger
-	dyn    dynamic.Interface
-	source *Source
-	cfg    StatusConfig
-	lock   resourcelock.Interface
-	now    func() time.Time
+	log     *slog.Logger
+	dyn     dynamic.Interface
+	source  *Source
+	clients Clients // nil: no ACKed condition
+	cfg     StatusConfig
+	lock    resourcelock.Interface
+	now     func() time.Time
 
 	writes atomic.Int64 // status updates sent
 }
 
 // NewStatusWriter returns a writer of source's results; Run elects and
 // writes.
-func NewStatusWriter(kube kubernetes.Interface, dyn dynamic.Interface, source *Source, cfg StatusConfig, logger *slog.Logger) (*StatusWriter, error) {
+func NewStatusWriter(kube kubernetes.Interface, dyn dynamic.Interface, source *Source, clients Clients, cfg StatusConfig, logger *slog.Logger) (*StatusWriter, error) {
 	if cfg.Namespace == "" {
 		return nil, errors.New("status writer: the lease namespace is required")
 	}
@@ -86,7 +103,7 @@ func NewStatusWriter(kube kubernetes.Interface, dyn dynamic.Interface, source *S
 	if err != nil {
 		return nil, fmt.Errorf("status writer: lease %s/%s: %w", cfg.Namespace, cfg.LeaseName, err)
 	}
-	return &StatusWriter{log: logger, dyn: dyn, source: source, cfg: cfg, lock: lock, now: time.Now}, nil
+	return &StatusWriter{log: logger, dyn: dyn, source: source, clients: clients, cfg: cfg, lock: lock, now: time.Now}, nil
 }
 
 // Run takes part in the leader election until ctx ends; while it leads, it
@@ -123,6 +140,10 @@ func (w *StatusWriter) Run(ctx context.Context) error {
 func (w *StatusWriter) lead(ctx context.Context) {
 	for {
 		changed := w.source.Changed()
+		var acks <-chan struct{}
+		if w.clients != nil {
+			acks = w.clients.Changed()
+		}
 		if snap := w.source.Last(); snap != nil {
 			w.WriteAll(ctx, snap)
 		}
@@ -130,6 +151,12 @@ func (w *StatusWriter) lead(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-changed:
+		case <-acks:
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(ackBatch):
+			}
 		}
 	}
 }
@@ -160,7 +187,7 @@ func (w *StatusWriter) write(ctx context.Context, snap *Snapshot, r *appmesh.Res
 	if cached.GetUID() != om.UID || cached.GetGeneration() != om.Generation {
 		return nil // changed since the snapshot: the next rebuild covers it
 	}
-	want := DesiredStatus(snap, r, om.Generation)
+	want := DesiredStatus(snap, r, om.Generation, w.clients)
 	obj := cached.DeepCopy()
 	old, _, _ := unstructured.NestedMap(obj.Object, "status")
 	if old == nil {
@@ -182,6 +209,12 @@ func (w *StatusWriter) write(ctx context.Context, snap *Snapshot, r *appmesh.Res
 		}
 	}
 	want.Conditions = conds
+	// Counts that did not change keep the generation they were first
+	// seen at: every rebuild would otherwise rewrite every object.
+	if hc, wc := have.Clients, want.Clients; hc != nil && wc != nil && hc.Total == wc.Total && hc.ACKed == wc.ACKed &&
+		equality.Semantic.DeepEqual(hc.LastNACK, wc.LastNACK) {
+		wc.PublishGeneration = hc.PublishGeneration
+	}
 	wantMap, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&want)
 	if err != nil {
 		return fmt.Errorf("encode status: %w", err)
@@ -214,7 +247,7 @@ func (w *StatusWriter) write(ctx context.Context, snap *Snapshot, r *appmesh.Res
 
 // DesiredStatus is the status gmesh reports for one object of snap, with
 // conditions that carry no LastTransitionTime yet.
-func DesiredStatus(snap *Snapshot, r *appmesh.Result, generation int64) v1beta2.GmeshStatus {
+func DesiredStatus(snap *Snapshot, r *appmesh.Result, generation int64, clients Clients) v1beta2.GmeshStatus {
 	gen := generation
 	st := v1beta2.GmeshStatus{ObservedGeneration: &gen, Mesh: r.Mesh, GmeshName: r.Name, UnhonouredFields: r.Unhonoured}
 	accepted := metav1.Condition{Type: v1beta2.ConditionAccepted, ObservedGeneration: generation}
@@ -254,7 +287,54 @@ func DesiredStatus(snap *Snapshot, r *appmesh.Result, generation int64) v1beta2.
 		translated.Status, translated.Reason, translated.Message = metav1.ConditionTrue, v1beta2.ReasonPublished, "translated and published to xDS"
 	}
 	st.Conditions = []metav1.Condition{accepted, translated}
+	typeURL, names := xdsNames(snap, r)
+	if clients == nil || translated.Status != metav1.ConditionTrue || len(names) == 0 {
+		return st
+	}
+	u := clients.Usage(typeURL, names, snap.Generation)
+	st.Clients = &v1beta2.ClientsStatus{PublishGeneration: int64(snap.Generation), Total: int32(u.Total), ACKed: int32(u.ACKed)}
+	acked := metav1.Condition{Type: v1beta2.ConditionACKed, ObservedGeneration: generation}
+	switch {
+	case u.LastNACK != nil:
+		st.Clients.LastNACK = &v1beta2.NACK{Client: u.NACKNode, Version: u.LastNACK.Version, TypeURL: u.LastNACK.TypeURL,
+			Reason: u.LastNACK.Detail, Time: metav1.NewTime(u.LastNACK.At)}
+		acked.Status, acked.Reason = metav1.ConditionFalse, v1beta2.ReasonNACKed
+		acked.Message = fmt.Sprintf("client %s rejected version %s: %s", u.NACKNode, u.LastNACK.Version, u.LastNACK.Detail)
+	case u.ACKed < u.Total:
+		acked.Status, acked.Reason = metav1.ConditionUnknown, v1beta2.ReasonWaitingACKs
+		acked.Message = fmt.Sprintf("%d of %d xDS clients ACKed", u.ACKed, u.Total)
+	default:
+		acked.Status, acked.Reason = metav1.ConditionTrue, v1beta2.ReasonAllACKed
+		acked.Message = fmt.Sprintf("%d of %d xDS clients ACKed", u.ACKed, u.Total)
+	}
+	st.Conditions = append(st.Conditions, acked)
 	return st
+}
+
+// xdsNames are the xDS resources through which clients use an object: a
+// virtual node's cluster, a virtual service's route configuration, the
+// route configurations of the virtual services a router provides. Other
+// kinds have none.
+func xdsNames(snap *Snapshot, r *appmesh.Result) (typeURL string, names []string) {
+	for _, res := range r.Resources {
+		switch res.Kind {
+		case mesh.KindVirtualNode:
+			return xds.ClusterType, []string{xds.ClusterName(res.Metadata.Mesh, res.Metadata.Name)}
+		case mesh.KindVirtualService:
+			return xds.RouteType, []string{xds.RouteConfigName(res.Metadata.Mesh, res.Metadata.Name)}
+		case mesh.KindVirtualRouter:
+			for _, vs := range snap.Results.Resources() {
+				spec := vs.VirtualService()
+				if vs.Kind != mesh.KindVirtualService || vs.Metadata.Mesh != res.Metadata.Mesh || spec == nil ||
+					spec.Provider == nil || spec.Provider.VirtualRouter == nil || spec.Provider.VirtualRouter.VirtualRouterName != res.Metadata.Name {
+					continue
+				}
+				names = append(names, xds.RouteConfigName(vs.Metadata.Mesh, vs.Metadata.Name))
+			}
+			return xds.RouteType, names
+		}
+	}
+	return "", nil
 }
 
 func describe(r *appmesh.Result) string {

@@ -115,7 +115,7 @@ func TestBadObjectReportedRestServed(t *testing.T) {
 			var st v1beta2.GmeshStatus
 			pollUntil(ctx, t, "status written", func() (bool, error) {
 				st = statusOf(ctx, t, c, w.gvr, "echo", w.name)
-				return len(st.Conditions) == 2, nil
+				return len(st.Conditions) >= 2, nil
 			})
 			if st.ObservedGeneration == nil || *st.ObservedGeneration != w.generation {
 				t.Errorf("got observedGeneration %v, want %d", st.ObservedGeneration, w.generation)
@@ -152,6 +152,22 @@ func TestBadObjectReportedRestServed(t *testing.T) {
 	}
 	if st.GmeshName != "echo-server-0-9.echo" || st.Mesh != "echo" {
 		t.Errorf("got gmesh name %q in mesh %q, want echo-server-0-9.echo in echo", st.GmeshName, st.Mesh)
+	}
+
+	// The client that made the call is counted as having ACKed the node's
+	// cluster, the service's and the router's route configuration.
+	for _, o := range []struct {
+		gvr  schema.GroupVersionResource
+		name string
+	}{{controller.GVRVirtualNodes, "echo-server-0-9"}, {controller.GVRVirtualServices, "echo-server"}, {controller.GVRVirtualRouters, "echo-server"}} {
+		pollUntil(ctx, t, o.gvr.Resource+" "+o.name+" ACKed by the client", func() (bool, error) {
+			st := statusOf(ctx, t, c, o.gvr, "echo", o.name)
+			acked := meta.FindStatusCondition(st.Conditions, v1beta2.ConditionACKed)
+			return acked != nil && acked.Status == metav1.ConditionTrue && st.Clients != nil && st.Clients.Total == 1 && st.Clients.ACKed == 1, nil
+		})
+	}
+	if st := statusOf(ctx, t, c, controller.GVRVirtualRouters, "echo", "broken"); meta.FindStatusCondition(st.Conditions, v1beta2.ConditionACKed) != nil || st.Clients != nil {
+		t.Errorf("a refused router reports clients: %+v", st)
 	}
 
 	// The leader holds the Lease.
