@@ -128,15 +128,15 @@ func TestBadObjectReportedRestServed(t *testing.T) {
 			if acc.Status != w.accepted || tr.Status != w.translated {
 				t.Errorf("got Accepted %s, Translated %s, want %s, %s", acc.Status, tr.Status, w.accepted, w.translated)
 			}
-			c := acc
+			cond := acc
 			if w.accepted == metav1.ConditionTrue {
-				c = tr
+				cond = tr
 			}
-			if c.Reason != w.reason || !strings.Contains(c.Message, w.inMessage) {
-				t.Errorf("got %s reason %q message %q, want reason %q and a message naming %q", c.Type, c.Reason, c.Message, w.reason, w.inMessage)
+			if cond.Reason != w.reason || !strings.Contains(cond.Message, w.inMessage) {
+				t.Errorf("got %s reason %q message %q, want reason %q and a message naming %q", cond.Type, cond.Reason, cond.Message, w.reason, w.inMessage)
 			}
-			if c.ObservedGeneration != w.generation {
-				t.Errorf("got condition observedGeneration %d, want %d", c.ObservedGeneration, w.generation)
+			if cond.ObservedGeneration != w.generation {
+				t.Errorf("got condition observedGeneration %d, want %d", cond.ObservedGeneration, w.generation)
 			}
 		})
 	}
