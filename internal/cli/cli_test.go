@@ -123,6 +123,10 @@ func TestOfflineErrors(t *testing.T) {
 			wantErr: `controlplane.log`,
 		},
 		{
+			name: "controlplane on kubernetes with a missing kubeconfig", args: []string{"controlplane", "--kubernetes", "--kubeconfig", filepath.Join(state, "nosuch-kubeconfig"), "--state-dir", state}, wantCode: 1,
+			wantErr: `^gmesh: kubernetes client config: .*nosuch-kubeconfig`,
+		},
+		{
 			name: "deploy steps not ascending", args: []string{"deploy", "echo-server", "--steps", "50,40", "--state-dir", state}, wantCode: 1,
 			wantErr: `^gmesh: --steps "50,40": steps must be ascending, got 40 after 50$`,
 		},

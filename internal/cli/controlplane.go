@@ -15,12 +15,29 @@ import (
 
 func newControlPlaneCmd(g *globals, stdio IO) *cobra.Command {
 	var addr string
-	var verbose bool
+	var verbose, onKubernetes bool
+	var k8s k8sFlags
 	cmd := &cobra.Command{
 		Use:   "controlplane",
 		Short: "Run the control plane (store, registry, health checks, xDS, rollouts, admin API)",
-		Args:  cobra.NoArgs,
+		Long: `Run the control plane (store, registry, health checks, xDS, rollouts, admin API).
+
+With --kubernetes it runs against a cluster instead: it watches App Mesh's
+appmesh.k8s.aws/v1beta2 objects, namespaces and pods, serves their mesh over
+xDS on --addr (default :18000), answers /healthz and /readyz on
+--health-addr, and, while it holds the Lease, writes each object's status.
+The cluster comes from --kubeconfig, else $KUBECONFIG, else ~/.kube/config,
+else the in-cluster service account.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if onKubernetes {
+				level := slog.LevelInfo
+				if verbose {
+					level = slog.LevelDebug
+				}
+				logger := slog.New(slog.NewTextHandler(stdio.Err, &slog.HandlerOptions{Level: level}))
+				return runKubernetesControlPlane(cmd.Context(), stdio, logger, addr, k8s)
+			}
 			dir, err := statedir.Open(g.stateDir)
 			if err != nil {
 				return err
@@ -58,7 +75,13 @@ func newControlPlaneCmd(g *globals, stdio IO) *cobra.Command {
 			return cp.Run(cmd.Context())
 		},
 	}
-	cmd.Flags().StringVar(&addr, "addr", "", "listen address of the admin API and xDS (default: the address recorded in the state directory, else 127.0.0.1 on a free port); a non-loopback address requires the token")
+	cmd.Flags().StringVar(&addr, "addr", "", "listen address of the admin API and xDS (default: the address recorded in the state directory, else 127.0.0.1 on a free port); a non-loopback address requires the token. With --kubernetes: the xDS address (default :18000)")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "debug logging")
+	cmd.Flags().BoolVar(&onKubernetes, "kubernetes", false, "run against a Kubernetes cluster: App Mesh objects and pods in, xDS out (no state directory, no admin API)")
+	cmd.Flags().StringVar(&k8s.kubeconfig, "kubeconfig", "", "with --kubernetes: the kubeconfig file (default: $KUBECONFIG, ~/.kube/config, else in-cluster)")
+	cmd.Flags().StringVar(&k8s.healthAddr, "health-addr", ":8081", "with --kubernetes: listen address of /healthz and /readyz (empty: none)")
+	cmd.Flags().BoolVar(&k8s.leaderElect, "leader-elect", true, "with --kubernetes: stand for the Lease and write status while leading")
+	cmd.Flags().StringVar(&k8s.leaseNamespace, "lease-namespace", "", "with --kubernetes: namespace of the Lease (default: the kubeconfig's or the pod's namespace)")
+	cmd.Flags().StringVar(&k8s.identity, "identity", "", "with --kubernetes: this replica's name in the Lease (default: $POD_NAME, else the host name)")
 	return cmd
 }

@@ -238,7 +238,7 @@ func (cp *ControlPlane) publish(ctx context.Context) error {
 	if res == nil {
 		return fmt.Errorf("translate revision %d: %w", st.Revision, err)
 	}
-	cp.holdNewTargets(ctx, in, prev)
+	cp.xds.PublishSubscribeFirst(ctx, in, prev, holdWait)
 	if err := cp.xds.Publish(res, st.Revision); err != nil {
 		return err
 	}
@@ -251,53 +251,6 @@ func (cp *ControlPlane) publish(ctx context.Context) error {
 // holdWait bounds how long a publish waits for clients to subscribe to a
 // new target before giving it weight.
 const holdWait = 3 * time.Second
-
-// holdNewTargets publishes first, when a change gives weight to a target
-// clients are not subscribed to yet (a route edited to 50/50 over a node it
-// did not list), the same config with those targets at weight 0 but pinned,
-// and waits for the ACKs: grpc-go fails calls that pick a cluster it has not
-// subscribed to ("unknown cluster selected"). Rollouts never need it (they
-// add a target at weight 0 first); a plain `gmesh apply` does.
-func (cp *ControlPlane) holdNewTargets(ctx context.Context, in xds.Input, prev *xds.Resources) {
-	if prev == nil {
-		return
-	}
-	routed := prev.RoutedClusters()
-	hold := map[string]bool{}
-	for c := range xds.WeightedTargets(in) {
-		if !routed[c] {
-			hold[c] = true
-		}
-	}
-	if len(hold) == 0 {
-		return
-	}
-	in.Hold = hold
-	inter, _ := xds.Translate(in) // problems were reported by publish
-	if inter == nil {
-		return
-	}
-	if err := cp.xds.Publish(inter, in.Revision); err != nil {
-		cp.log.Warn("publish of the subscribe-first step failed", "err", err)
-		return
-	}
-	wctx, cancel := context.WithTimeout(ctx, holdWait)
-	defer cancel()
-	if err := cp.xds.WaitConverged(wctx, routeTypeURL, in.Revision); err != nil {
-		cp.log.Warn("clients did not ACK the subscribe-first step in time; giving the new targets weight anyway", "revision", in.Revision, "err", err)
-		return
-	}
-	// The ACK comes as grpc-go parses the routes; its ACK of the new
-	// clusters' endpoints shows it has applied them and fetched their
-	// endpoints (EDS resource names are the cluster names).
-	names := make([]string, 0, len(hold))
-	for c := range hold {
-		names = append(names, c)
-	}
-	if err := cp.xds.WaitSubscribed(wctx, xds.EndpointType, names); err != nil {
-		cp.log.Warn("clients did not subscribe to the new targets in time; giving them weight anyway", "revision", in.Revision, "err", err)
-	}
-}
 
 func (cp *ControlPlane) kickRollouts() { cp.rollouts.Notify() }
 

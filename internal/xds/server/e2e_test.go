@@ -206,6 +206,19 @@ func TestNACKKeepsOldConfig(t *testing.T) {
 	if n.TypeURL != xds.ClusterType || n.Version != versions[xds.ClusterType] || !strings.Contains(n.Detail, "MAGLEV") {
 		t.Errorf("LastNACK = %+v, want type %s version %s detail about MAGLEV", n, xds.ClusterType, versions[xds.ClusterType])
 	}
+	var clusters []string
+	for _, c := range good.Clusters {
+		clusters = append(clusters, c.GetName())
+	}
+	if u := cp.Usage(xds.ClusterType, clusters, 2); u.Total != 1 || u.ACKed != 0 || u.LastNACK == nil || u.NACKNode != "client-1" {
+		t.Errorf("Usage at revision 2 = %+v, want 1 client, none ACKed, client-1's NACK", u)
+	}
+	if u := cp.Usage(xds.ClusterType, clusters, 1); u.Total != 1 || u.ACKed != 1 || u.LastNACK != nil {
+		t.Errorf("Usage at revision 1 = %+v, want 1 client that ACKed, no NACK", u)
+	}
+	if u := cp.Usage(xds.ClusterType, []string{"nosuch/cluster"}, 1); u.Total != 0 {
+		t.Errorf("Usage of an unused cluster = %+v, want no client", u)
+	}
 	if done, pending := cp.Converged(xds.ClusterType, 2); done || len(pending) != 1 || !strings.HasPrefix(pending[0], "client-1@") {
 		t.Errorf("Converged = %v, %v, want false, [client-1@<old version>]", done, pending)
 	}
@@ -222,6 +235,9 @@ func TestNACKKeepsOldConfig(t *testing.T) {
 	publish(t, cp, 3, 100, 0, eps...)
 	if err := cp.WaitConverged(ctx, xds.ClusterType, 3); err != nil {
 		t.Fatalf("WaitConverged after the fix: %v", err)
+	}
+	if u := cp.Usage(xds.ClusterType, clusters, 3); u.Total != 1 || u.ACKed != 1 || u.LastNACK != nil {
+		t.Errorf("Usage after the fix = %+v, want 1 client that ACKed, no NACK", u)
 	}
 }
 

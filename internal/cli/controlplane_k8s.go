@@ -1,0 +1,74 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"github.com/gmesh-dev/gmesh/internal/k8s/controller"
+)
+
+// k8sFlags are `gmesh controlplane --kubernetes`'s flags.
+type k8sFlags struct {
+	kubeconfig     string
+	healthAddr     string
+	leaderElect    bool
+	leaseNamespace string
+	identity       string
+}
+
+// defaultK8sXDSAddr is where the control plane serves xDS in a cluster.
+const defaultK8sXDSAddr = ":18000"
+
+// runKubernetesControlPlane runs the control plane against the cluster the
+// usual client-go rules find: --kubeconfig, else $KUBECONFIG, else
+// ~/.kube/config, else the in-cluster service account.
+func runKubernetesControlPlane(ctx context.Context, stdio IO, logger *slog.Logger, xdsAddr string, f k8sFlags) error {
+	// client-go logs through klog: send it to the same slog handler.
+	klog.SetSlogLogger(logger.With("component", "client-go"))
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = f.kubeconfig
+	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{})
+	rc, err := cc.ClientConfig()
+	if err != nil {
+		return fmt.Errorf("kubernetes client config: %w", err)
+	}
+	rc.UserAgent = "gmesh-controlplane"
+	kube, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return fmt.Errorf("kubernetes dynamic client: %w", err)
+	}
+	if xdsAddr == "" {
+		xdsAddr = defaultK8sXDSAddr
+	}
+	cfg := controller.Config{Kube: kube, Dynamic: dyn, XDSAddr: xdsAddr, HealthAddr: f.healthAddr, Logger: logger}
+	if f.leaderElect {
+		ns := f.leaseNamespace
+		if ns == "" {
+			if ns, _, err = cc.Namespace(); err != nil {
+				return fmt.Errorf("kubernetes namespace for the lease: %w", err)
+			}
+		}
+		id := f.identity
+		if id == "" {
+			id = os.Getenv("POD_NAME")
+		}
+		cfg.Status = &controller.StatusConfig{Namespace: ns, Identity: id}
+	}
+	cp, err := controller.New(cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdio.Out, "Control plane on Kubernetes (%s): xDS on %s, health checks on %s\n", rc.Host, cp.XDSAddr(), cp.HealthAddr())
+	return cp.Run(ctx)
+}

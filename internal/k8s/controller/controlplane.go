@@ -1,0 +1,211 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/gmesh-dev/gmesh/internal/xds"
+	xdsserver "github.com/gmesh-dev/gmesh/internal/xds/server"
+)
+
+// subscribeFirstWait bounds how long a publish waits for clients to
+// subscribe to a new weighted target before giving it weight.
+const subscribeFirstWait = 3 * time.Second
+
+// Config configures a ControlPlane.
+type Config struct {
+	Kube    kubernetes.Interface
+	Dynamic dynamic.Interface
+	// XDSAddr is where xDS is served; default 127.0.0.1:0.
+	XDSAddr string
+	// HealthAddr serves /healthz and /readyz over HTTP; "" serves none.
+	HealthAddr string
+	// Source tunes the debounce; its Logger and BeforePublish are set by
+	// the control plane.
+	Source Options
+	// Status, when set, runs the leader-elected status writer.
+	Status *StatusConfig
+	Logger *slog.Logger
+}
+
+// ControlPlane is gmesh's control plane on Kubernetes: the source, the xDS
+// server it publishes to, the health endpoints and, on the leader, the
+// status writer.
+type ControlPlane struct {
+	cfg      Config
+	log      *slog.Logger
+	xds      *xdsserver.Server
+	source   *Source
+	status   *StatusWriter
+	grpc     *grpc.Server
+	ln       net.Listener
+	healthLn net.Listener
+	http     *http.Server
+}
+
+// New binds the listeners; Run serves.
+func New(cfg Config) (*ControlPlane, error) {
+	if cfg.Kube == nil || cfg.Dynamic == nil {
+		return nil, errors.New("kubernetes control plane: kubernetes and dynamic clients are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.XDSAddr == "" {
+		cfg.XDSAddr = "127.0.0.1:0"
+	}
+	cp := &ControlPlane{cfg: cfg, log: cfg.Logger}
+	cp.xds = xdsserver.New(cfg.Logger.With("component", "xds"), xdsserver.Options{})
+	opts := cfg.Source
+	opts.Logger = cfg.Logger.With("component", "source")
+	opts.BeforePublish = func(ctx context.Context, in xds.Input, prev *xds.Resources) {
+		cp.xds.PublishSubscribeFirst(ctx, in, prev, subscribeFirstWait)
+	}
+	cp.source = NewSource(cfg.Kube, cfg.Dynamic, cp.xds, opts)
+	if cfg.Status != nil {
+		sw, err := NewStatusWriter(cfg.Kube, cfg.Dynamic, cp.source, cp.xds, *cfg.Status, cfg.Logger.With("component", "status"))
+		if err != nil {
+			return nil, err
+		}
+		cp.status = sw
+	}
+	ln, err := net.Listen("tcp", cfg.XDSAddr)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes control plane: listen for xds on %s: %w", cfg.XDSAddr, err)
+	}
+	cp.ln = ln
+	if cfg.HealthAddr != "" {
+		hl, err := net.Listen("tcp", cfg.HealthAddr)
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("kubernetes control plane: listen for health checks on %s: %w", cfg.HealthAddr, err)
+		}
+		cp.healthLn = hl
+		mux := http.NewServeMux()
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+			fmt.Fprintln(w, "ok")
+		})
+		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+			if !cp.source.Ready() {
+				http.Error(w, "not ready: informers not synced or no snapshot published yet", http.StatusServiceUnavailable)
+				return
+			}
+			fmt.Fprintln(w, "ok")
+		})
+		cp.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	}
+	cp.grpc = grpc.NewServer(
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	)
+	cp.xds.Register(cp.grpc)
+	return cp, nil
+}
+
+// XDSAddr is the address xDS is served on.
+func (cp *ControlPlane) XDSAddr() string { return cp.ln.Addr().String() }
+
+// HealthAddr is the address of /healthz and /readyz, "" when none.
+func (cp *ControlPlane) HealthAddr() string {
+	if cp.healthLn == nil {
+		return ""
+	}
+	return cp.healthLn.Addr().String()
+}
+
+// XDS is the xDS server.
+func (cp *ControlPlane) XDS() *xdsserver.Server { return cp.xds }
+
+// Status is the status writer, nil when not configured.
+func (cp *ControlPlane) Status() *StatusWriter { return cp.status }
+
+// Source is the cluster source.
+func (cp *ControlPlane) Source() *Source { return cp.source }
+
+// Ready reports whether the informers synced and the first snapshot was
+// published.
+func (cp *ControlPlane) Ready() bool { return cp.source.Ready() }
+
+// Run serves xDS (clients that connect before the first publish wait for
+// it), runs the source and, if configured, the status writer, until ctx
+// ends; then it stops gracefully and returns once every goroutine it
+// started has ended.
+func (cp *ControlPlane) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, 4)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := cp.source.Run(ctx); err != nil {
+			errs <- err
+		}
+	}()
+	if cp.status != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := cp.status.Run(ctx); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		if err := cp.grpc.Serve(cp.ln); err != nil {
+			errs <- fmt.Errorf("serve xds: %w", err)
+		}
+	}()
+	httpDone := make(chan struct{})
+	if cp.http != nil {
+		go func() {
+			defer close(httpDone)
+			if err := cp.http.Serve(cp.healthLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errs <- fmt.Errorf("serve health checks: %w", err)
+			}
+		}()
+	} else {
+		close(httpDone)
+	}
+	cp.log.Info("kubernetes control plane serving", "xds", cp.XDSAddr(), "health", cp.HealthAddr())
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errs:
+	}
+	cancel()
+	if cp.http != nil {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if serr := cp.http.Shutdown(sctx); serr != nil {
+			cp.http.Close()
+		}
+		scancel()
+	}
+	stopped := make(chan struct{})
+	go func() { cp.grpc.GracefulStop(); close(stopped) }()
+	// ADS streams never end by themselves: end them, or every stop with a
+	// connected client waits out the timeout below.
+	cp.xds.Close()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		cp.grpc.Stop()
+		<-stopped
+	}
+	<-served
+	<-httpDone
+	wg.Wait()
+	return err
+}

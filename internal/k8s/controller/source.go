@@ -1,0 +1,602 @@
+// Package controller is gmesh's control plane on Kubernetes: it watches
+// the cluster with client-go informers (the six App Mesh kinds of
+// appmesh.k8s.aws/v1beta2, Namespaces for their labels, Pods for their
+// readiness and IPs), and on every change rebuilds the whole mesh from the
+// informers' caches, converts it (internal/k8s/appmesh), translates it
+// (internal/xds) and publishes it to the xDS server (internal/xds/server)
+// with a publish generation of its own: the API server versions each object
+// alone, so no store revision exists to key ACKs to.
+//
+// Every replica watches and serves xDS; only the leader (a
+// coordination.k8s.io Lease) writes status back (see StatusWriter).
+//
+// Changes are debounced: a burst of events becomes one publish. The queue
+// between the informers and the rebuild holds one pending signal, so an
+// event handler never blocks. A pod that stops being Ready or starts
+// terminating skips the debounce: it leaves EDS on the next rebuild.
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	listerscorev1 "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/gmesh-dev/gmesh/api/appmesh/v1beta2"
+	"github.com/gmesh-dev/gmesh/internal/clock"
+	"github.com/gmesh-dev/gmesh/internal/k8s/appmesh"
+	"github.com/gmesh-dev/gmesh/internal/mesh"
+	"github.com/gmesh-dev/gmesh/internal/xds"
+	xdsserver "github.com/gmesh-dev/gmesh/internal/xds/server"
+)
+
+// The App Mesh resources the source watches.
+var (
+	GVRMeshes          = v1beta2.SchemeGroupVersion.WithResource("meshes")
+	GVRVirtualNodes    = v1beta2.SchemeGroupVersion.WithResource("virtualnodes")
+	GVRVirtualRouters  = v1beta2.SchemeGroupVersion.WithResource("virtualrouters")
+	GVRVirtualServices = v1beta2.SchemeGroupVersion.WithResource("virtualservices")
+	GVRVirtualGateways = v1beta2.SchemeGroupVersion.WithResource("virtualgateways")
+	GVRGatewayRoutes   = v1beta2.SchemeGroupVersion.WithResource("gatewayroutes")
+)
+
+// Kinds maps each watched App Mesh resource to its kind, in conversion
+// order.
+var Kinds = []struct {
+	GVR  schema.GroupVersionResource
+	Kind mesh.Kind
+}{
+	{GVRMeshes, mesh.KindMesh},
+	{GVRVirtualNodes, mesh.KindVirtualNode},
+	{GVRVirtualRouters, mesh.KindVirtualRouter},
+	{GVRVirtualServices, mesh.KindVirtualService},
+	{GVRVirtualGateways, mesh.KindVirtualGateway},
+	{GVRGatewayRoutes, mesh.KindGatewayRoute},
+}
+
+// ListKinds maps each watched resource to its list kind, as client-go's
+// fake dynamic client needs it.
+func ListKinds() map[schema.GroupVersionResource]string {
+	out := map[schema.GroupVersionResource]string{}
+	for _, k := range Kinds {
+		out[k.GVR] = string(k.Kind) + "List"
+	}
+	return out
+}
+
+// Publisher takes whole, consistent snapshots; *xdsserver.Server is one.
+// generation increases by one on every change of the cluster state and may
+// repeat (the subscribe-first step publishes a generation twice).
+type Publisher interface {
+	Publish(res *xds.Resources, generation uint64) error
+}
+
+var _ Publisher = (*xdsserver.Server)(nil)
+
+// Options configure a Source. The zero value is usable.
+type Options struct {
+	// Debounce is how long the source waits after a change for more
+	// before it rebuilds; every further change restarts the wait.
+	// Default 100ms.
+	Debounce time.Duration
+	// MaxDelay bounds how long a steady stream of changes can hold a
+	// rebuild back. Default 1s.
+	MaxDelay time.Duration
+	// Clock defaults to the real clock.
+	Clock clock.Clock
+	// BeforePublish, when set, runs before every publish with the
+	// translation input and the previous published resources (nil on the
+	// first); the control plane uses it for the subscribe-first step. It
+	// runs on the rebuild goroutine.
+	BeforePublish func(ctx context.Context, in xds.Input, prev *xds.Resources)
+	Logger        *slog.Logger
+}
+
+// Snapshot is the outcome of one rebuild.
+type Snapshot struct {
+	// Generation is the publish generation.
+	Generation uint64
+	// Results are the conversion's per-object results.
+	Results appmesh.Results
+	// Objects are the metadata of every App Mesh object the rebuild read.
+	Objects map[appmesh.Object]ObjectMeta
+	// Problems are the resources translation left out.
+	Problems []xds.Problem
+	// Resources is what was published (nil if the publish failed).
+	Resources *xds.Resources
+	// Err is why the publish failed, nil if it did not.
+	Err error
+}
+
+// ObjectMeta is what the status writer needs of an object.
+type ObjectMeta struct {
+	GVR        schema.GroupVersionResource
+	UID        types.UID
+	Generation int64
+}
+
+// Source watches the cluster and publishes its mesh.
+type Source struct {
+	log  *slog.Logger
+	opts Options
+	pub  Publisher
+
+	dynFactory  dynamicinformer.DynamicSharedInformerFactory
+	kubeFactory informers.SharedInformerFactory
+	kinds       []cache.SharedIndexInformer // in Kinds order
+	namespaces  listerscorev1.NamespaceLister
+	pods        listerscorev1.PodLister
+	synced      []cache.InformerSynced
+
+	kick   chan struct{} // a change: rebuild after the debounce
+	urgent chan struct{} // an endpoint left: rebuild now
+
+	mu         sync.Mutex
+	generation uint64
+	last       *Snapshot
+	good       *xds.Resources // the last published resources
+	ready      bool
+	changed    chan struct{} // closed and replaced on every rebuild
+}
+
+// NewSource sets up the informers on kube (Namespaces, Pods) and dyn (the
+// App Mesh kinds); Run starts them.
+func NewSource(kube kubernetes.Interface, dyn dynamic.Interface, pub Publisher, opts Options) *Source {
+	if opts.Debounce <= 0 {
+		opts.Debounce = 100 * time.Millisecond
+	}
+	if opts.MaxDelay <= 0 {
+		opts.MaxDelay = time.Second
+	}
+	if opts.MaxDelay < opts.Debounce {
+		opts.MaxDelay = opts.Debounce
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.Real{}
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Source{
+		log:         opts.Logger,
+		opts:        opts,
+		pub:         pub,
+		dynFactory:  dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0),
+		kubeFactory: informers.NewSharedInformerFactory(kube, 0),
+		kick:        make(chan struct{}, 1),
+		urgent:      make(chan struct{}, 1),
+		changed:     make(chan struct{}),
+	}
+	changed := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { s.signal(s.kick) },
+		UpdateFunc: func(any, any) { s.signal(s.kick) },
+		DeleteFunc: func(any) { s.signal(s.kick) },
+	}
+	specChanged := cache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { s.signal(s.kick) },
+		UpdateFunc: func(oldObj, newObj any) {
+			if statusOnly(oldObj, newObj) {
+				return // our own status write: nothing to rebuild
+			}
+			s.signal(s.kick)
+		},
+		DeleteFunc: func(any) { s.signal(s.kick) },
+	}
+	for _, k := range Kinds {
+		inf := s.dynFactory.ForResource(k.GVR).Informer()
+		inf.AddEventHandler(specChanged) //nolint:errcheck // the registration is never removed
+		s.kinds = append(s.kinds, inf)
+		s.synced = append(s.synced, inf.HasSynced)
+	}
+	ns := s.kubeFactory.Core().V1().Namespaces()
+	ns.Informer().AddEventHandler(changed) //nolint:errcheck
+	s.namespaces = ns.Lister()
+	pods := s.kubeFactory.Core().V1().Pods()
+	pods.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{ //nolint:errcheck
+		AddFunc: func(obj any) {
+			if p, ok := obj.(*corev1.Pod); ok && !Serving(p) {
+				return // not an endpoint yet: nothing to publish
+			}
+			s.signal(s.kick)
+		},
+		UpdateFunc: func(oldObj, newObj any) {
+			o, ok1 := oldObj.(*corev1.Pod)
+			n, ok2 := newObj.(*corev1.Pod)
+			if !ok1 || !ok2 {
+				s.signal(s.kick)
+				return
+			}
+			switch {
+			case Serving(o) && !Serving(n),
+				// Still serving, but maybe no longer selected, or elsewhere.
+				Serving(o) && (o.Status.PodIP != n.Status.PodIP || !maps(o.Labels, n.Labels)):
+				s.signal(s.urgent)
+			case !Serving(o) && Serving(n):
+				s.signal(s.kick)
+			}
+		},
+		DeleteFunc: func(obj any) {
+			if p, ok := obj.(*corev1.Pod); ok && p.Status.PodIP == "" {
+				return // never an endpoint
+			}
+			s.signal(s.urgent) // a pod with an IP, or a tombstone
+		},
+	})
+	// Only what Serving and the selectors read is kept: the cache holds
+	// every pod of the cluster.
+	if err := pods.Informer().SetTransform(slimPod); err != nil {
+		panic(fmt.Sprintf("kubernetes source: pod transform: %v", err)) // only fails once started
+	}
+	s.pods = pods.Lister()
+	s.synced = append(s.synced, ns.Informer().HasSynced, pods.Informer().HasSynced)
+	return s
+}
+
+// slimPod keeps of a pod what the source reads: its identity, labels,
+// deletion timestamp, IP, phase and conditions.
+func slimPod(obj any) (any, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil // a tombstone
+	}
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion,
+			Labels: p.Labels, DeletionTimestamp: p.DeletionTimestamp,
+		},
+		Status: corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP, Conditions: p.Status.Conditions},
+	}, nil
+}
+
+// statusOnly reports whether an update changed neither the spec (the
+// generation, which the API server bumps on spec changes of a kind with a
+// status subresource) nor the labels and annotations.
+func statusOnly(oldObj, newObj any) bool {
+	o, ok1 := oldObj.(*unstructured.Unstructured)
+	n, ok2 := newObj.(*unstructured.Unstructured)
+	if !ok1 || !ok2 || n.GetGeneration() == 0 || o.GetGeneration() != n.GetGeneration() {
+		return false
+	}
+	return maps(o.GetLabels(), n.GetLabels()) && maps(o.GetAnnotations(), n.GetAnnotations())
+}
+
+// cached returns an App Mesh object from the informer cache, nil if it is
+// not there.
+func (s *Source) cached(gvr schema.GroupVersionResource, namespace, name string) (*unstructured.Unstructured, error) {
+	for i, k := range Kinds {
+		if k.GVR != gvr {
+			continue
+		}
+		key := name
+		if namespace != "" {
+			key = namespace + "/" + name
+		}
+		item, ok, err := s.kinds[i].GetStore().GetByKey(key)
+		if err != nil || !ok {
+			return nil, err
+		}
+		u, _ := item.(*unstructured.Unstructured)
+		return u, nil
+	}
+	return nil, fmt.Errorf("unknown resource %s", gvr)
+}
+
+func maps(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+// signal queues a rebuild without ever blocking: one pending signal per
+// channel is enough, as a rebuild reads the whole state.
+func (s *Source) signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// Serving reports whether a pod is an endpoint: it has an IP, is Ready and
+// is not terminating.
+func Serving(p *corev1.Pod) bool {
+	if p.DeletionTimestamp != nil || p.Status.PodIP == "" {
+		return false
+	}
+	if p.Status.Phase != corev1.PodRunning {
+		return false
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// Run starts the informers, publishes the first snapshot once they have
+// synced, and then rebuilds and publishes on every change until ctx ends.
+// It returns once every informer goroutine has stopped.
+func (s *Source) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer func() {
+		cancel()
+		s.dynFactory.Shutdown()
+		s.kubeFactory.Shutdown()
+	}()
+	s.dynFactory.Start(ctx.Done())
+	s.kubeFactory.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), s.synced...) {
+		if ctx.Err() != nil {
+			return nil // stopped before the caches synced
+		}
+		return errors.New("kubernetes source: informers did not sync")
+	}
+	s.log.Info("kubernetes informers synced")
+	// Whatever arrived during the sync is in the first rebuild.
+	s.drain()
+	s.rebuild(ctx)
+	s.mu.Lock()
+	s.ready = true
+	s.mu.Unlock()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.urgent:
+		case <-s.kick:
+			if !s.debounce(ctx) {
+				return nil
+			}
+		}
+		s.drain()
+		s.rebuild(ctx)
+	}
+}
+
+// debounce waits until no change came for Debounce, MaxDelay has passed
+// since the first, or an urgent change came. It returns false when ctx
+// ended.
+func (s *Source) debounce(ctx context.Context) bool {
+	quiet := s.opts.Clock.NewTimer(s.opts.Debounce)
+	defer quiet.Stop()
+	limit := s.opts.Clock.NewTimer(s.opts.MaxDelay)
+	defer limit.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-s.urgent:
+			return true
+		case <-quiet.C():
+			return true
+		case <-limit.C():
+			return true
+		case <-s.kick:
+			quiet.Stop()
+			quiet.Reset(s.opts.Debounce)
+		}
+	}
+}
+
+// drain empties both queues: the rebuild that follows reads everything.
+func (s *Source) drain() {
+	for _, ch := range []chan struct{}{s.kick, s.urgent} {
+		select {
+		case <-ch:
+		default:
+		}
+	}
+}
+
+// Input reads the informers' caches into a conversion input, with the
+// metadata of every object read. An object that does not decode into its
+// type is left out and returned as an error naming it.
+func (s *Source) Input() (appmesh.Input, map[appmesh.Object]ObjectMeta, []error) {
+	var in appmesh.Input
+	objs := map[appmesh.Object]ObjectMeta{}
+	var errs []error
+	for i, k := range Kinds {
+		items := s.kinds[i].GetStore().List()
+		for _, item := range items {
+			u, ok := item.(*unstructured.Unstructured)
+			if !ok {
+				continue
+			}
+			o := appmesh.Object{Kind: k.Kind, Namespace: u.GetNamespace(), Name: u.GetName()}
+			if err := addObject(&in, k.Kind, u); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", o, err))
+				continue
+			}
+			objs[o] = ObjectMeta{GVR: k.GVR, UID: u.GetUID(), Generation: u.GetGeneration()}
+		}
+	}
+	nss, err := s.namespaces.List(labels.Everything())
+	if err != nil {
+		errs = append(errs, fmt.Errorf("list namespaces: %w", err))
+	}
+	in.NamespaceLabels = make(map[string]map[string]string, len(nss))
+	for _, ns := range nss {
+		in.NamespaceLabels[ns.Name] = ns.Labels
+	}
+	in.ReadyPodIPs = map[types.NamespacedName][]string{}
+	for i := range in.VirtualNodes {
+		vn := &in.VirtualNodes[i]
+		ips, err := s.selectedIPs(vn)
+		if err != nil {
+			// Convert reports a bad selector on the node itself.
+			continue
+		}
+		in.ReadyPodIPs[types.NamespacedName{Namespace: vn.Namespace, Name: vn.Name}] = ips
+	}
+	return in, objs, errs
+}
+
+// selectedIPs returns the IPs of the serving pods a node's podSelector
+// selects in its namespace, sorted; none without a podSelector.
+func (s *Source) selectedIPs(vn *v1beta2.VirtualNode) ([]string, error) {
+	if vn.Spec.PodSelector == nil {
+		return nil, nil
+	}
+	sel, err := metav1.LabelSelectorAsSelector(vn.Spec.PodSelector)
+	if err != nil {
+		return nil, err
+	}
+	pods, err := s.pods.Pods(vn.Namespace).List(sel)
+	if err != nil {
+		return nil, err
+	}
+	var ips []string
+	for _, p := range pods {
+		if Serving(p) {
+			ips = append(ips, p.Status.PodIP)
+		}
+	}
+	slices.Sort(ips)
+	return slices.Compact(ips), nil
+}
+
+// addObject converts an unstructured object into its typed kind and adds
+// it to in.
+func addObject(in *appmesh.Input, kind mesh.Kind, u *unstructured.Unstructured) error {
+	conv := runtime.DefaultUnstructuredConverter
+	var err error
+	switch kind {
+	case mesh.KindMesh:
+		var o v1beta2.Mesh
+		if err = conv.FromUnstructured(u.Object, &o); err == nil {
+			in.Meshes = append(in.Meshes, o)
+		}
+	case mesh.KindVirtualNode:
+		var o v1beta2.VirtualNode
+		if err = conv.FromUnstructured(u.Object, &o); err == nil {
+			in.VirtualNodes = append(in.VirtualNodes, o)
+		}
+	case mesh.KindVirtualRouter:
+		var o v1beta2.VirtualRouter
+		if err = conv.FromUnstructured(u.Object, &o); err == nil {
+			in.VirtualRouters = append(in.VirtualRouters, o)
+		}
+	case mesh.KindVirtualService:
+		var o v1beta2.VirtualService
+		if err = conv.FromUnstructured(u.Object, &o); err == nil {
+			in.VirtualServices = append(in.VirtualServices, o)
+		}
+	case mesh.KindVirtualGateway:
+		var o v1beta2.VirtualGateway
+		if err = conv.FromUnstructured(u.Object, &o); err == nil {
+			in.VirtualGateways = append(in.VirtualGateways, o)
+		}
+	case mesh.KindGatewayRoute:
+		var o v1beta2.GatewayRoute
+		if err = conv.FromUnstructured(u.Object, &o); err == nil {
+			in.GatewayRoutes = append(in.GatewayRoutes, o)
+		}
+	default:
+		return fmt.Errorf("unknown kind %s", kind)
+	}
+	if err != nil {
+		return fmt.Errorf("decode: %w", err)
+	}
+	return nil
+}
+
+// rebuild converts, translates and publishes the whole cluster state under
+// the next publish generation.
+func (s *Source) rebuild(ctx context.Context) {
+	in, objs, errs := s.Input()
+	for _, err := range errs {
+		s.log.Warn("object left out", "err", err)
+	}
+	results := appmesh.Convert(in)
+	for _, fe := range results.Errors() {
+		s.log.Warn("object refused", "object", fe.Object.String(), "field", fe.Field, "reason", fe.Reason, "message", fe.Message)
+	}
+	s.mu.Lock()
+	s.generation++
+	gen := s.generation
+	prev := s.good
+	s.mu.Unlock()
+
+	resources := results.Resources()
+	mesh.SortResources(resources)
+	xin := xds.Input{Revision: gen, Resources: resources, Endpoints: results.Endpoints()}
+	snap := &Snapshot{Generation: gen, Results: results, Objects: objs}
+	res, err := xds.Translate(xin)
+	var partial *xds.PartialError
+	switch {
+	case errors.As(err, &partial):
+		snap.Problems = partial.Problems
+		s.log.Warn("translation left resources out", "generation", gen, "err", err)
+	case err != nil:
+		snap.Err = err
+	}
+	if res != nil {
+		if s.opts.BeforePublish != nil {
+			s.opts.BeforePublish(ctx, xin, prev)
+		}
+		if err := s.pub.Publish(res, gen); err != nil {
+			snap.Err = err
+		} else {
+			snap.Resources = res
+		}
+	}
+	if snap.Err != nil {
+		s.log.Error("publish failed", "generation", gen, "err", snap.Err)
+	} else {
+		s.log.Debug("published", "generation", gen, "listeners", len(res.Listeners), "clusters", len(res.Clusters), "endpoints", len(res.Endpoints))
+	}
+	s.mu.Lock()
+	s.last = snap
+	if snap.Resources != nil {
+		s.good = snap.Resources
+	}
+	close(s.changed)
+	s.changed = make(chan struct{})
+	s.mu.Unlock()
+}
+
+// Ready reports whether the informers have synced and the first snapshot
+// was built (published, unless the publish failed: see Last).
+func (s *Source) Ready() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ready && s.last != nil && s.last.Err == nil
+}
+
+// Last returns the last rebuild's snapshot, nil before the first. It is
+// shared: do not change it.
+func (s *Source) Last() *Snapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.last
+}
+
+// Changed returns a channel closed at the next rebuild.
+func (s *Source) Changed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
+}
