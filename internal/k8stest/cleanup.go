@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -88,12 +89,11 @@ func Cleanup(ctx context.Context, log *slog.Logger, st State) error {
 		rest = append(rest, pids...)
 	}
 	stop(rest, 2*time.Second)
-	var left []int
-	for pid := range ownedPids(st) {
-		left = append(left, pid)
-	}
-	if len(left) > 0 {
-		errs = append(errs, fmt.Errorf("processes still running after SIGKILL: %v", left))
+	// While the runtime was being stopped it may have started more: a shim
+	// that daemonized, a runc kill or delete. Sweep until none is left: by
+	// executable and command line, and by the cluster's cgroups.
+	if left := sweep(ctx, st, 15*time.Second); len(left) > 0 {
+		errs = append(errs, fmt.Errorf("processes still running after SIGKILL: %s", strings.Join(left, "; ")))
 	}
 
 	// Mounts: containerd's overlays and shm, the kubelet's volumes, the
@@ -199,6 +199,37 @@ func Leftovers(st State) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// sweep SIGKILLs every process of the cluster, again and again until none
+// is found or d has passed, and describes those still running.
+func sweep(ctx context.Context, st State, d time.Duration) []string {
+	sctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	found := func() map[int]string {
+		m := ownedPids(st)
+		for _, cg := range st.Cgroups {
+			for _, pid := range cgroupPids(cg) {
+				if _, ok := m[pid]; !ok && pid != os.Getpid() && alive(pid) {
+					m[pid] = "in cgroup " + cg
+				}
+			}
+		}
+		return m
+	}
+	_ = poll(sctx, 50*time.Millisecond, func() (bool, error) {
+		m := found()
+		for pid := range m {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		return len(m) == 0, nil
+	})
+	var left []string
+	for pid, name := range found() {
+		left = append(left, fmt.Sprintf("%d %s [%s]", pid, name, procCmdline(pid)))
+	}
+	sort.Strings(left)
+	return left
 }
 
 func anyAlive(pids []int) bool {
