@@ -127,6 +127,14 @@ func TestOfflineErrors(t *testing.T) {
 			wantErr: `^gmesh: kubernetes client config: .*nosuch-kubeconfig`,
 		},
 		{
+			name: "status of a cluster with a missing kubeconfig", args: []string{"status", "--kubeconfig", filepath.Join(state, "nosuch-kubeconfig")}, wantCode: 1,
+			wantErr: `^gmesh: kubernetes client config: .*nosuch-kubeconfig`,
+		},
+		{
+			name: "status of a cluster in an unknown format", args: []string{"status", "--kubernetes", "-o", "xml"}, wantCode: 1,
+			wantErr: `^gmesh: -o "xml": want table or json`,
+		},
+		{
 			name: "deploy steps not ascending", args: []string{"deploy", "echo-server", "--steps", "50,40", "--state-dir", state}, wantCode: 1,
 			wantErr: `^gmesh: --steps "50,40": steps must be ascending, got 40 after 50$`,
 		},

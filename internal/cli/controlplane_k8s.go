@@ -8,6 +8,7 @@ import (
 
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
@@ -32,22 +33,11 @@ const defaultK8sXDSAddr = ":18000"
 func runKubernetesControlPlane(ctx context.Context, stdio IO, logger *slog.Logger, xdsAddr string, f k8sFlags) error {
 	// client-go logs through klog: send it to the same slog handler.
 	klog.SetSlogLogger(logger.With("component", "client-go"))
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = f.kubeconfig
-	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{})
-	rc, err := cc.ClientConfig()
+	kc, err := loadKubeClients(f.kubeconfig, "gmesh-controlplane")
 	if err != nil {
-		return fmt.Errorf("kubernetes client config: %w", err)
+		return err
 	}
-	rc.UserAgent = "gmesh-controlplane"
-	kube, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return fmt.Errorf("kubernetes client: %w", err)
-	}
-	dyn, err := dynamic.NewForConfig(rc)
-	if err != nil {
-		return fmt.Errorf("kubernetes dynamic client: %w", err)
-	}
+	rc, kube, dyn, cc := kc.rest, kc.kube, kc.dyn, kc.config
 	if xdsAddr == "" {
 		xdsAddr = defaultK8sXDSAddr
 	}
@@ -71,4 +61,35 @@ func runKubernetesControlPlane(ctx context.Context, stdio IO, logger *slog.Logge
 	}
 	fmt.Fprintf(stdio.Out, "Control plane on Kubernetes (%s): xDS on %s, health checks on %s\n", rc.Host, cp.XDSAddr(), cp.HealthAddr())
 	return cp.Run(ctx)
+}
+
+// kubeClients are the clients of one cluster and the config they came from.
+type kubeClients struct {
+	config clientcmd.ClientConfig
+	rest   *rest.Config
+	kube   kubernetes.Interface
+	dyn    dynamic.Interface
+}
+
+// loadKubeClients finds the cluster by the usual client-go rules: the
+// kubeconfig file if given, else $KUBECONFIG, else ~/.kube/config, else the
+// in-cluster service account.
+func loadKubeClients(kubeconfig, userAgent string) (*kubeClients, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = kubeconfig
+	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{})
+	rc, err := cc.ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client config: %w", err)
+	}
+	rc.UserAgent = userAgent
+	kube, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes dynamic client: %w", err)
+	}
+	return &kubeClients{config: cc, rest: rc, kube: kube, dyn: dyn}, nil
 }
