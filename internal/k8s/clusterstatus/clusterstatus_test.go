@@ -70,7 +70,7 @@ func TestReadAndPrint(t *testing.T) {
 		}
 		return &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "echo", Labels: map[string]string{"app": "echo-server"}},
-			Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: st}}},
+			Status:     corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: st}}},
 		}
 	}
 	kube := kubefake.NewClientset(

@@ -31,6 +31,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
@@ -143,6 +144,7 @@ type Source struct {
 	kinds       []cache.SharedIndexInformer // in Kinds order
 	namespaces  listerscorev1.NamespaceLister
 	pods        listerscorev1.PodLister
+	podIndex    cache.Indexer // pods, with the servingByLabel index
 	synced      []cache.InformerSynced
 
 	kick   chan struct{} // a change: rebuild after the debounce
@@ -244,7 +246,11 @@ func NewSource(kube kubernetes.Interface, dyn dynamic.Interface, pub Publisher, 
 	if err := pods.Informer().SetTransform(slimPod); err != nil {
 		panic(fmt.Sprintf("kubernetes source: pod transform: %v", err)) // only fails once started
 	}
+	if err := pods.Informer().AddIndexers(cache.Indexers{servingByLabel: servingLabelKeys}); err != nil {
+		panic(fmt.Sprintf("kubernetes source: pod index: %v", err)) // only fails once started
+	}
 	s.pods = pods.Lister()
+	s.podIndex = pods.Informer().GetIndexer()
 	s.synced = append(s.synced, ns.Informer().HasSynced, pods.Informer().HasSynced)
 	return s
 }
@@ -454,6 +460,26 @@ func (s *Source) Input() (appmesh.Input, map[appmesh.Object]ObjectMeta, []error)
 	return in, objs, errs
 }
 
+// servingByLabel indexes the serving pods by namespace and label: a
+// node's selector then reads the pods that carry one of its labels, not
+// every pod of its namespace (100 nodes over 10,000 pods: 10,000 pods read
+// per rebuild instead of 1,000,000).
+const servingByLabel = "servingByLabel"
+
+func servingLabelKeys(obj any) ([]string, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok || !Serving(p) {
+		return nil, nil
+	}
+	keys := make([]string, 0, len(p.Labels))
+	for k, v := range p.Labels {
+		keys = append(keys, labelKey(p.Namespace, k, v))
+	}
+	return keys, nil
+}
+
+func labelKey(ns, k, v string) string { return ns + "/" + k + "=" + v }
+
 // selectedIPs returns the IPs of the serving pods a node's podSelector
 // selects in its namespace, sorted; none without a podSelector.
 func (s *Source) selectedIPs(vn *v1beta2.VirtualNode) ([]string, error) {
@@ -464,8 +490,18 @@ func (s *Source) selectedIPs(vn *v1beta2.VirtualNode) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	pods, err := s.pods.Pods(vn.Namespace).List(sel)
-	if err != nil {
+	var pods []*corev1.Pod
+	if key, ok := equalityKey(vn.Namespace, sel); ok {
+		objs, err := s.podIndex.ByIndex(servingByLabel, key)
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range objs {
+			if p, ok := o.(*corev1.Pod); ok && sel.Matches(labels.Set(p.Labels)) {
+				pods = append(pods, p)
+			}
+		}
+	} else if pods, err = s.pods.Pods(vn.Namespace).List(sel); err != nil {
 		return nil, err
 	}
 	var ips []string
@@ -476,6 +512,25 @@ func (s *Source) selectedIPs(vn *v1beta2.VirtualNode) ([]string, error) {
 	}
 	slices.Sort(ips)
 	return slices.Compact(ips), nil
+}
+
+// equalityKey is the index key of one label=value that every pod sel
+// selects must carry; false when sel has none (only set-based
+// requirements, or none at all: the namespace is scanned).
+func equalityKey(ns string, sel labels.Selector) (string, bool) {
+	reqs, ok := sel.Requirements()
+	if !ok {
+		return "", false
+	}
+	for _, r := range reqs {
+		switch r.Operator() {
+		case selection.Equals, selection.DoubleEquals, selection.In:
+			if vals := r.Values(); vals.Len() == 1 {
+				return labelKey(ns, r.Key(), vals.UnsortedList()[0]), true
+			}
+		}
+	}
+	return "", false
 }
 
 // addObject converts an unstructured object into its typed kind and adds
