@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/gmesh-dev/gmesh/internal/clock"
@@ -306,11 +307,13 @@ spec:
 
 // TestGracefulShutdown: when Run's context ends, /readyz fails at once
 // while the gateway still serves for the drain delay; then the listener
-// closes, and a request in flight still gets its answer.
+// closes, a request in flight still gets its answer, and Run returns
+// leaving no goroutine behind.
 func TestGracefulShutdown(t *testing.T) {
 	ctx := testContext(t, 60*time.Second)
 	p1, p2 := freePort(t, "127.0.0.2"), freePort(t, "127.0.0.3")
 	be := startBackend(t, "web-v1", "127.0.0.2", p1)
+	ignore := goleak.IgnoreCurrent()
 	c := newFakeCluster(t, shop(p1, p2, 100, 0, "/"), shopNS,
 		pod("shop", "web-v1-a", "127.0.0.2", true, v1),
 	)
@@ -372,6 +375,9 @@ func TestGracefulShutdown(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("Run did not return after the in-flight request finished")
+	}
+	if err := goleak.Find(ignore); err != nil {
+		t.Fatal(err)
 	}
 }
 
