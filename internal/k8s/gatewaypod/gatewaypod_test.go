@@ -15,6 +15,7 @@ import (
 	"github.com/gmesh-dev/gmesh/internal/clock"
 	"github.com/gmesh-dev/gmesh/internal/k8s/controller"
 	"github.com/gmesh-dev/gmesh/internal/k8s/gatewaypod"
+	"github.com/gmesh-dev/gmesh/internal/k8s/k8sfake"
 )
 
 // shop is the mesh of these tests: a VirtualGateway gw in namespace shop
@@ -134,7 +135,7 @@ func TestWeightedSplit(t *testing.T) {
 	startBackend(t, "web-v1", "127.0.0.2", p1)
 	startBackend(t, "web-v1", "127.0.0.4", p1) // its pod is not Ready
 	startBackend(t, "web-v2", "127.0.0.3", p2)
-	c := newFakeCluster(t, shop(p1, p2, 80, 20, "/"), shopNS,
+	c := k8sfake.New(t, shop(p1, p2, 80, 20, "/"), shopNS,
 		pod("shop", "web-v1-a", "127.0.0.2", true, v1),
 		pod("shop", "web-v1-b", "127.0.0.4", false, v1),
 		pod("shop", "web-v2-a", "127.0.0.3", true, v2),
@@ -163,20 +164,20 @@ func TestFollowsRouteEdit(t *testing.T) {
 	p1, p2 := freePort(t, "127.0.0.2"), freePort(t, "127.0.0.3")
 	startBackend(t, "web-v1", "127.0.0.2", p1)
 	startBackend(t, "web-v2", "127.0.0.3", p2)
-	c := newFakeCluster(t, shop(p1, p2, 100, 0, "/"), shopNS,
+	c := k8sfake.New(t, shop(p1, p2, 100, 0, "/"), shopNS,
 		pod("shop", "web-v1-a", "127.0.0.2", true, v1),
 		pod("shop", "web-v2-a", "127.0.0.3", true, v2),
 	)
 	gw := startPod(t, c, "shop/gw", gatewaypod.Config{})
 	waitReady(ctx, t, gw)
-	c.waitWatches(ctx, t)
+	c.WaitWatches(ctx, t, k8sfake.WatchesPerSource)
 	url := "http://" + gw.Addr() + "/"
 	if got := answers(ctx, t, url, 50); got["web-v1 127.0.0.2"] != 50 {
 		t.Fatalf("got %v before the edit, want all 50 from web-v1", got)
 	}
 
 	edited := appmeshObject(t, router(0, 100))
-	if _, err := c.dyn.Resource(controller.GVRVirtualRouters).Namespace("shop").Update(ctx, edited, metav1.UpdateOptions{}); err != nil {
+	if _, err := c.Dyn.Resource(controller.GVRVirtualRouters).Namespace("shop").Update(ctx, edited, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	// After the rebuild every request goes to web-v2.
@@ -200,13 +201,13 @@ func TestNotReadyPodLeaves(t *testing.T) {
 	startBackend(t, "web-v1", "127.0.0.2", p1)
 	startBackend(t, "web-v1", "127.0.0.4", p1)
 	startBackend(t, "web-v2", "127.0.0.3", p2)
-	c := newFakeCluster(t, shop(p1, p2, 100, 0, "/"), shopNS,
+	c := k8sfake.New(t, shop(p1, p2, 100, 0, "/"), shopNS,
 		pod("shop", "web-v1-a", "127.0.0.2", true, v1),
 		pod("shop", "web-v1-b", "127.0.0.4", true, v1),
 	)
 	gw := startPod(t, c, "shop/gw", gatewaypod.Config{Source: controller.Options{Debounce: time.Hour, MaxDelay: time.Hour}})
 	waitReady(ctx, t, gw)
-	c.waitWatches(ctx, t)
+	c.WaitWatches(ctx, t, k8sfake.WatchesPerSource)
 	url := "http://" + gw.Addr() + "/"
 	seen := map[string]int{}
 	pollUntil(ctx, t, "both pods answer", func() (bool, error) {
@@ -217,7 +218,7 @@ func TestNotReadyPodLeaves(t *testing.T) {
 	})
 
 	notReady := pod("shop", "web-v1-b", "127.0.0.4", false, v1)
-	if _, err := c.kube.CoreV1().Pods("shop").UpdateStatus(ctx, notReady, metav1.UpdateOptions{}); err != nil {
+	if _, err := c.Kube.CoreV1().Pods("shop").UpdateStatus(ctx, notReady, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	inARow := 0
@@ -240,7 +241,7 @@ func TestNoMatchingRoute404(t *testing.T) {
 	ctx := testContext(t, 60*time.Second)
 	p1, p2 := freePort(t, "127.0.0.2"), freePort(t, "127.0.0.3")
 	startBackend(t, "web-v1", "127.0.0.2", p1)
-	c := newFakeCluster(t, shop(p1, p2, 100, 0, "/web/"), shopNS,
+	c := k8sfake.New(t, shop(p1, p2, 100, 0, "/web/"), shopNS,
 		pod("shop", "web-v1-a", "127.0.0.2", true, v1),
 	)
 	gw := startPod(t, c, "shop/gw", gatewaypod.Config{})
@@ -262,7 +263,7 @@ func TestReadyWaitsForVirtualGateway(t *testing.T) {
 	ctx := testContext(t, 60*time.Second)
 	p1, p2 := freePort(t, "127.0.0.2"), freePort(t, "127.0.0.3")
 	startBackend(t, "web-v1", "127.0.0.2", p1)
-	c := newFakeCluster(t, shop(p1, p2, 100, 0, "/"), shopNS,
+	c := k8sfake.New(t, shop(p1, p2, 100, 0, "/"), shopNS,
 		pod("shop", "web-v1-a", "127.0.0.2", true, v1),
 	)
 	gw := startPod(t, c, "shop/other-gw", gatewaypod.Config{})
@@ -278,8 +279,8 @@ func TestReadyWaitsForVirtualGateway(t *testing.T) {
 		t.Errorf("GET / without a virtual gateway: %d %v, want 404", code, err)
 	}
 
-	c.waitWatches(ctx, t)
-	c.create(t, appmeshObject(t, `
+	c.WaitWatches(ctx, t, k8sfake.WatchesPerSource)
+	c.Create(t, appmeshObject(t, `
 apiVersion: appmesh.k8s.aws/v1beta2
 kind: VirtualGateway
 metadata: {name: other-gw, namespace: shop}
@@ -287,7 +288,7 @@ spec:
   listeners:
     - portMapping: {port: 8080, protocol: http}
 `))
-	c.create(t, appmeshObject(t, `
+	c.Create(t, appmeshObject(t, `
 apiVersion: appmesh.k8s.aws/v1beta2
 kind: GatewayRoute
 metadata: {name: other-route, namespace: shop}
@@ -314,7 +315,7 @@ func TestGracefulShutdown(t *testing.T) {
 	p1, p2 := freePort(t, "127.0.0.2"), freePort(t, "127.0.0.3")
 	be := startBackend(t, "web-v1", "127.0.0.2", p1)
 	ignore := goleak.IgnoreCurrent()
-	c := newFakeCluster(t, shop(p1, p2, 100, 0, "/"), shopNS,
+	c := k8sfake.New(t, shop(p1, p2, 100, 0, "/"), shopNS,
 		pod("shop", "web-v1-a", "127.0.0.2", true, v1),
 	)
 	clk := clock.NewFake(time.Unix(1_700_000_000, 0))

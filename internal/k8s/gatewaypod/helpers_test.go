@@ -14,19 +14,10 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/watch"
-	dynamicfake "k8s.io/client-go/dynamic/fake"
-	kubefake "k8s.io/client-go/kubernetes/fake"
-	k8stesting "k8s.io/client-go/testing"
-	"sigs.k8s.io/yaml"
 
-	"github.com/gmesh-dev/gmesh/internal/k8s/controller"
 	"github.com/gmesh-dev/gmesh/internal/k8s/gatewaypod"
+	"github.com/gmesh-dev/gmesh/internal/k8s/k8sfake"
 )
 
 func testContext(t testing.TB, d time.Duration) context.Context {
@@ -52,138 +43,13 @@ func (w tWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// pollUntil calls cond every few milliseconds until it returns true or ctx
-// ends.
-func pollUntil(ctx context.Context, t testing.TB, what string, cond func() (bool, error)) {
-	t.Helper()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for i := 0; ; i++ {
-		ok, err := cond()
-		if err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-		if ok {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s: not reached after %d tries: %v", what, i+1, ctx.Err())
-		case <-tick.C:
-		}
-	}
-}
-
-// fakeCluster is client-go's fake clientsets standing in for the API
-// server. It counts the informers' watches: the fake tracker has no
-// resource versions, so a change made between an informer's list and its
-// watch would be lost; tests wait for every watch before changing anything.
-type fakeCluster struct {
-	kube *kubefake.Clientset
-	dyn  *dynamicfake.FakeDynamicClient
-
-	mu      sync.Mutex
-	watches int
-}
-
-// watchesPerSource: six App Mesh kinds, Namespaces and Pods.
-const watchesPerSource = 8
-
-func newFakeCluster(t testing.TB, appmeshYAML string, core ...runtime.Object) *fakeCluster {
-	t.Helper()
-	c := &fakeCluster{
-		kube: kubefake.NewClientset(core...),
-		dyn:  dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), controller.ListKinds()),
-	}
-	for _, obj := range appmeshObjects(t, appmeshYAML) {
-		c.create(t, obj)
-	}
-	c.kube.PrependWatchReactor("*", func(a k8stesting.Action) (bool, watch.Interface, error) {
-		w, err := c.kube.Tracker().Watch(a.GetResource(), a.GetNamespace())
-		c.countWatch()
-		return true, w, err
-	})
-	c.dyn.PrependWatchReactor("*", func(a k8stesting.Action) (bool, watch.Interface, error) {
-		w, err := c.dyn.Tracker().Watch(a.GetResource(), a.GetNamespace())
-		c.countWatch()
-		return true, w, err
-	})
-	return c
-}
-
-// create adds an App Mesh object by resource (the fake client's guess from
-// the kind would file a Mesh under "meshs").
-func (c *fakeCluster) create(t testing.TB, obj *unstructured.Unstructured) {
-	t.Helper()
-	for _, k := range controller.Kinds {
-		if string(k.Kind) == obj.GetKind() {
-			if err := c.dyn.Tracker().Create(k.GVR, obj, obj.GetNamespace()); err != nil {
-				t.Fatalf("add %s %s: %v", obj.GetKind(), obj.GetName(), err)
-			}
-			return
-		}
-	}
-	t.Fatalf("%s %s: not an App Mesh kind", obj.GetKind(), obj.GetName())
-}
-
-func (c *fakeCluster) countWatch() {
-	c.mu.Lock()
-	c.watches++
-	c.mu.Unlock()
-}
-
-func (c *fakeCluster) waitWatches(ctx context.Context, t testing.TB) {
-	t.Helper()
-	pollUntil(ctx, t, "informers' watches open", func() (bool, error) {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return c.watches >= watchesPerSource, nil
-	})
-}
-
-func appmeshObjects(t testing.TB, manifests string) []*unstructured.Unstructured {
-	t.Helper()
-	var out []*unstructured.Unstructured
-	for _, doc := range strings.Split(manifests, "\n---\n") {
-		if strings.TrimSpace(doc) != "" {
-			out = append(out, appmeshObject(t, doc))
-		}
-	}
-	return out
-}
-
-func appmeshObject(t testing.TB, doc string) *unstructured.Unstructured {
-	t.Helper()
-	j, err := yaml.YAMLToJSON([]byte(doc))
-	if err != nil {
-		t.Fatalf("decode %q: %v", doc, err)
-	}
-	u := &unstructured.Unstructured{}
-	if err := u.UnmarshalJSON(j); err != nil {
-		t.Fatalf("decode %q: %v", doc, err)
-	}
-	return u
-}
-
-func namespace(name string, labels map[string]string) *corev1.Namespace {
-	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
-}
-
-// pod is a running pod at ip, Ready or not.
-func pod(ns, name, ip string, ready bool, labels map[string]string) *corev1.Pod {
-	st := corev1.ConditionFalse
-	if ready {
-		st = corev1.ConditionTrue
-	}
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels},
-		Status: corev1.PodStatus{
-			Phase:      corev1.PodRunning,
-			PodIP:      ip,
-			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: st}},
-		},
-	}
-}
+// Shorthands for the fake cluster's helpers.
+var (
+	pollUntil     = k8sfake.PollUntil
+	appmeshObject = k8sfake.Object
+	namespace     = k8sfake.Namespace
+	pod           = k8sfake.Pod
+)
 
 // backend is a real HTTP server on a loopback IP standing in for a pod: it
 // answers "NODE IP PATH". A request to /slow waits until release is closed.
@@ -264,9 +130,9 @@ type runningPod struct {
 
 // startPod starts a gateway pod for vg on 127.0.0.1:0; it is stopped at the
 // end of the test unless stopped earlier.
-func startPod(t testing.TB, c *fakeCluster, vg string, cfg gatewaypod.Config) *runningPod {
+func startPod(t testing.TB, c *k8sfake.Cluster, vg string, cfg gatewaypod.Config) *runningPod {
 	t.Helper()
-	cfg.Kube, cfg.Dynamic = c.kube, c.dyn
+	cfg.Kube, cfg.Dynamic = c.Kube, c.Dyn
 	nn, err := gatewaypod.ParseVirtualGateway(vg)
 	if err != nil {
 		t.Fatal(err)
