@@ -34,6 +34,7 @@ type rendered struct {
 	yaml        []byte
 	deployments []appsv1.Deployment
 	objects     map[string][]byte // "Kind namespace/name" -> YAML
+	appmesh     []string          // the App Mesh objects' YAML
 }
 
 func render(t *testing.T, dir string) rendered {
@@ -58,6 +59,9 @@ func render(t *testing.T, dir string) rendered {
 			key = res.GetKind() + " " + res.GetName()
 		}
 		out.objects[key] = y
+		if strings.HasPrefix(res.GetApiVersion(), "appmesh.k8s.aws/") {
+			out.appmesh = append(out.appmesh, string(y))
+		}
 		if res.GetKind() == "Deployment" {
 			var d appsv1.Deployment
 			if err := yaml.UnmarshalStrict(y, &d); err != nil {
