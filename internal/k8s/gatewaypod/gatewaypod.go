@@ -367,10 +367,12 @@ func (f *feeder) setEmpty() {
 	f.key, f.set = "", true
 }
 
+// fieldErrors are a refused object's errors, each naming its field (the
+// object is named by the caller).
 func fieldErrors(r *appmesh.Result) []error {
 	out := make([]error, len(r.Errors))
 	for i, e := range r.Errors {
-		out[i] = e
+		out[i] = fmt.Errorf("%s: %s", e.Field, e.Message)
 	}
 	return out
 }

@@ -306,6 +306,29 @@ spec:
 	}
 }
 
+// TestRefusedVirtualGateway: a virtual gateway gmesh refuses routes
+// nothing and fails /readyz naming the refused field.
+func TestRefusedVirtualGateway(t *testing.T) {
+	ctx := testContext(t, 60*time.Second)
+	p1, p2 := freePort(t, "127.0.0.2"), freePort(t, "127.0.0.3")
+	startBackend(t, "web-v1", "127.0.0.2", p1)
+	strict := strings.Replace(shop(p1, p2, 100, 0, "/"), "    - portMapping: {port: 8080, protocol: http}\n---\napiVersion: appmesh.k8s.aws/v1beta2\nkind: GatewayRoute",
+		"    - portMapping: {port: 8080, protocol: http}\n      tls: {mode: STRICT, certificate: {file: {certificateChain: /c.pem, privateKey: /k.pem}}}\n---\napiVersion: appmesh.k8s.aws/v1beta2\nkind: GatewayRoute", 1)
+	if strict == shop(p1, p2, 100, 0, "/") {
+		t.Fatal("the test's edit of the virtual gateway's listener did not apply")
+	}
+	c := k8sfake.New(t, strict, shopNS, pod("shop", "web-v1-a", "127.0.0.2", true, v1))
+	gw := startPod(t, c, "shop/gw", gatewaypod.Config{})
+	pollUntil(ctx, t, "first rebuild", func() (bool, error) { return gw.Source().Last() != nil, nil })
+	code, body, err := get(ctx, "http://"+gw.HealthAddr()+"/readyz")
+	if err != nil || code != http.StatusServiceUnavailable || !strings.Contains(body, "virtual gateway shop/gw was refused") || !strings.Contains(body, "spec.listeners[0].tls.mode") {
+		t.Errorf("/readyz: %d %q %v, want 503 naming the refused field", code, body, err)
+	}
+	if code, _, err := get(ctx, "http://"+gw.Addr()+"/"); err != nil || code != http.StatusNotFound {
+		t.Errorf("GET / through a refused virtual gateway: %d %v, want 404", code, err)
+	}
+}
+
 // TestGracefulShutdown: when Run's context ends, /readyz fails at once
 // while the gateway still serves for the drain delay; then the listener
 // closes, a request in flight still gets its answer, and Run returns
