@@ -135,6 +135,22 @@ func TestOfflineErrors(t *testing.T) {
 			wantErr: `^gmesh: -o "xml": want table or json`,
 		},
 		{
+			name: "gateway without --kubernetes", args: []string{"gateway", "--virtual-gateway", "echo/echo-gateway"}, wantCode: 1,
+			wantErr: `^gmesh: gmesh gateway runs on Kubernetes only: give --kubernetes`,
+		},
+		{
+			name: "gateway without a virtual gateway", args: []string{"gateway", "--kubernetes"}, wantCode: 1,
+			wantErr: `^gmesh: --virtual-gateway NAMESPACE/NAME is required`,
+		},
+		{
+			name: "gateway with a virtual gateway not NS/NAME", args: []string{"gateway", "--kubernetes", "--virtual-gateway", "echo-gateway"}, wantCode: 1,
+			wantErr: `^gmesh: --virtual-gateway: virtual gateway "echo-gateway": want NAMESPACE/NAME, e.g. echo/echo-gateway$`,
+		},
+		{
+			name: "gateway with a missing kubeconfig", args: []string{"gateway", "--kubernetes", "--virtual-gateway", "echo/echo-gateway", "--kubeconfig", filepath.Join(state, "nosuch-kubeconfig")}, wantCode: 1,
+			wantErr: `^gmesh: kubernetes client config: .*nosuch-kubeconfig`,
+		},
+		{
 			name: "deploy steps not ascending", args: []string{"deploy", "echo-server", "--steps", "50,40", "--state-dir", state}, wantCode: 1,
 			wantErr: `^gmesh: --steps "50,40": steps must be ascending, got 40 after 50$`,
 		},

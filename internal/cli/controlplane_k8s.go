@@ -24,6 +24,38 @@ type k8sFlags struct {
 	identity       string
 }
 
+// kubeClients are the clients of a command that runs against a cluster.
+type kubeClients struct {
+	kube   kubernetes.Interface
+	dyn    dynamic.Interface
+	config clientcmd.ClientConfig
+	rest   *rest.Config
+}
+
+// newKubeClients finds the cluster by client-go's usual rules
+// (kubeconfig, else $KUBECONFIG, else ~/.kube/config, else the in-cluster
+// service account) and sends client-go's klog logs to logger.
+func newKubeClients(logger *slog.Logger, kubeconfig, userAgent string) (*kubeClients, error) {
+	klog.SetSlogLogger(logger.With("component", "client-go"))
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = kubeconfig
+	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{})
+	rc, err := cc.ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client config: %w", err)
+	}
+	rc.UserAgent = userAgent
+	kube, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes dynamic client: %w", err)
+	}
+	return &kubeClients{kube: kube, dyn: dyn, config: cc, rest: rc}, nil
+}
+
 // defaultK8sXDSAddr is where the control plane serves xDS in a cluster.
 const defaultK8sXDSAddr = ":18000"
 
@@ -31,13 +63,11 @@ const defaultK8sXDSAddr = ":18000"
 // usual client-go rules find: --kubeconfig, else $KUBECONFIG, else
 // ~/.kube/config, else the in-cluster service account.
 func runKubernetesControlPlane(ctx context.Context, stdio IO, logger *slog.Logger, xdsAddr string, f k8sFlags) error {
-	// client-go logs through klog: send it to the same slog handler.
-	klog.SetSlogLogger(logger.With("component", "client-go"))
-	kc, err := loadKubeClients(f.kubeconfig, "gmesh-controlplane")
+	kc, err := newKubeClients(logger, f.kubeconfig, "gmesh-controlplane")
 	if err != nil {
 		return err
 	}
-	rc, kube, dyn, cc := kc.rest, kc.kube, kc.dyn, kc.config
+	kube, dyn, cc, rc := kc.kube, kc.dyn, kc.config, kc.rest
 	if xdsAddr == "" {
 		xdsAddr = defaultK8sXDSAddr
 	}
@@ -61,35 +91,4 @@ func runKubernetesControlPlane(ctx context.Context, stdio IO, logger *slog.Logge
 	}
 	fmt.Fprintf(stdio.Out, "Control plane on Kubernetes (%s): xDS on %s, health checks on %s\n", rc.Host, cp.XDSAddr(), cp.HealthAddr())
 	return cp.Run(ctx)
-}
-
-// kubeClients are the clients of one cluster and the config they came from.
-type kubeClients struct {
-	config clientcmd.ClientConfig
-	rest   *rest.Config
-	kube   kubernetes.Interface
-	dyn    dynamic.Interface
-}
-
-// loadKubeClients finds the cluster by the usual client-go rules: the
-// kubeconfig file if given, else $KUBECONFIG, else ~/.kube/config, else the
-// in-cluster service account.
-func loadKubeClients(kubeconfig, userAgent string) (*kubeClients, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = kubeconfig
-	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{})
-	rc, err := cc.ClientConfig()
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client config: %w", err)
-	}
-	rc.UserAgent = userAgent
-	kube, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
-	}
-	dyn, err := dynamic.NewForConfig(rc)
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes dynamic client: %w", err)
-	}
-	return &kubeClients{config: cc, rest: rc, kube: kube, dyn: dyn}, nil
 }

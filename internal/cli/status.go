@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -81,7 +82,7 @@ func clusterStatus(ctx context.Context, stdio IO, kubeconfig, namespace, output 
 	if output != "" && output != "table" && output != "json" {
 		return fmt.Errorf("-o %q: want table or json", output)
 	}
-	kc, err := loadKubeClients(kubeconfig, "gmesh-status")
+	kc, err := newKubeClients(slog.New(slog.NewTextHandler(stdio.Err, &slog.HandlerOptions{Level: slog.LevelWarn})), kubeconfig, "gmesh-status")
 	if err != nil {
 		return err
 	}
