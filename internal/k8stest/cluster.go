@@ -263,6 +263,9 @@ func (c *Cluster) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := forwardOnBridge(); err != nil {
+		return err
+	}
 
 	// The kubelet's cgroupRoot, in every hierarchy, cpuset filled in.
 	hs, err := cgroupHierarchies()
@@ -490,6 +493,33 @@ func (c *Cluster) bridgeNetfilter() (masqueradeAll bool, err error) {
 	}
 	c.ownSysctls = map[string]string{name: "1"}
 	return false, nil
+}
+
+// guardChain holds the one rule that keeps forwarding on the bridge inside
+// the bridge. Its name starts with GMESH-, so teardown removes it and its
+// jump like the KUBE-* ones.
+const guardChain = "GMESH-K8STEST-FORWARD"
+
+// forwardOnBridge lets the host forward packets that arrive on the bridge,
+// and only from the bridge back onto it. A pod's packet to a ClusterIP
+// whose endpoint is another pod on the bridge is DNATed in the bridge's
+// PREROUTING and must then be sent on; measured on this kernel (6.18), it is
+// dropped after the DNAT unless the bridge forwards, although
+// br_netfilter's "bridged DNAT" was once meant to need no forwarding. The
+// setting is the bridge's own (net.ipv4.conf.gmesh0.forwarding: it goes with
+// the bridge; the machine's net.ipv4.ip_forward stays as it is), and the
+// guard chain drops anything from the bridge bound elsewhere, so no pod
+// reaches off this machine through the host.
+func forwardOnBridge() error {
+	rules := "*filter\n:" + guardChain + " - [0:0]\n" +
+		"-A " + guardChain + " -i " + BridgeName + " ! -o " + BridgeName + " -m comment --comment \"gmesh-k8stest: pods reach nothing off this machine\" -j DROP\n" +
+		"-I FORWARD 1 -j " + guardChain + "\nCOMMIT\n"
+	cmd := exec.Command("iptables-restore", "-w", "--noflush")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("add the %s chain: %w: %s", guardChain, err, strings.TrimSpace(string(out)))
+	}
+	return writeSysctl("net.ipv4.conf."+BridgeName+".forwarding", "1")
 }
 
 // without is saved less the names in own.

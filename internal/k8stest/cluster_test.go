@@ -14,7 +14,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -46,61 +45,11 @@ func TestEchoOnRealCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	replicas := int32(2)
-	labels := map[string]string{"app": "echo-server"}
-	no := false
-	grace := int64(2)
-	dep := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "echo-server", Namespace: "default"},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: &replicas,
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{
-					AutomountServiceAccountToken:  &no,
-					EnableServiceLinks:            &no,
-					TerminationGracePeriodSeconds: &grace,
-					Containers: []corev1.Container{{
-						Name:            "echo-server",
-						Image:           ref,
-						ImagePullPolicy: corev1.PullNever,
-						Env:             []corev1.EnvVar{{Name: "ECHO_DRAIN_DELAY", Value: "0s"}},
-						Ports:           []corev1.ContainerPort{{Name: "grpc", ContainerPort: 50051}},
-						ReadinessProbe: &corev1.Probe{
-							ProbeHandler:  corev1.ProbeHandler{GRPC: &corev1.GRPCAction{Port: 50051}},
-							PeriodSeconds: 1,
-						},
-					}},
-				},
-			},
-		},
-	}
 	start := time.Now()
-	if _, err := c.Client().AppsV1().Deployments("default").Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+	if _, err := c.Client().AppsV1().Deployments("default").Create(ctx, echoServerDeployment(ref, 2), metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create the deployment: %v", err)
 	}
-	var ips []string
-	err := poll(ctx, func() (bool, error) {
-		pods, err := c.Client().CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=echo-server"})
-		if err != nil {
-			return false, nil
-		}
-		ips = ips[:0]
-		for _, p := range pods.Items {
-			if p.DeletionTimestamp == nil && p.Status.PodIP != "" && podReady(&p) {
-				ips = append(ips, p.Status.PodIP)
-			}
-		}
-		return len(ips) == 2, nil
-	})
-	if err != nil {
-		pods, _ := c.Client().CoreV1().Pods("default").List(context.Background(), metav1.ListOptions{})
-		for _, p := range pods.Items {
-			t.Logf("pod %s: phase %s, conditions %+v, containers %+v", p.Name, p.Status.Phase, p.Status.Conditions, p.Status.ContainerStatuses)
-		}
-		t.Fatalf("wait for 2 Ready echo-server pods: %v", err)
-	}
+	ips := waitReadyPods(ctx, t, c, "app=echo-server", 2)
 	t.Logf("2 echo-server pods Ready %s after the create: %v", time.Since(start).Round(time.Millisecond), ips)
 
 	for _, ip := range ips {

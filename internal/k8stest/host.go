@@ -313,9 +313,10 @@ func parseChains(dump string) []string {
 }
 
 // ours reports whether a chain is of the kind the cluster's parts make:
-// the kubelet's and kube-proxy's KUBE-*, the CNI plugins' CNI-*.
+// the kubelet's and kube-proxy's KUBE-*, the CNI plugins' CNI-*, Start's
+// GMESH-* (guardChain).
 func ours(chain string) bool {
-	return strings.HasPrefix(chain, "KUBE-") || strings.HasPrefix(chain, "CNI-")
+	return strings.HasPrefix(chain, "KUBE-") || strings.HasPrefix(chain, "CNI-") || strings.HasPrefix(chain, "GMESH-")
 }
 
 // ruleTarget is the chain a "-A CHAIN ..." line jumps or goes to, if any.
