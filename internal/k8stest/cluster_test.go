@@ -129,6 +129,23 @@ func TestCleanupAfterKill(t *testing.T) {
 		t.Fatal("the killed child's cluster left nothing: the test proves nothing")
 	}
 	t.Logf("the killed child left %d things: %s", len(left), strings.Join(left, "; "))
+	// What kube-proxy and Start put into the machine's tables must be
+	// among them, so that the cleanup below is seen to remove it.
+	for _, want := range []string{
+		"(kube-proxy)",
+		"iptables/nat chain KUBE-SERVICES", "iptables/nat chain KUBE-SVC-", "iptables/nat chain KUBE-SEP-",
+		"iptables/nat rule -A PREROUTING", "iptables/nat rule -A OUTPUT", "iptables/nat rule -A POSTROUTING",
+		"iptables/filter rule -A FORWARD", "iptables/filter chain GMESH-K8STEST-FORWARD",
+		"ip6tables/nat chain KUBE-SERVICES",
+	} {
+		found := false
+		for _, l := range left {
+			found = found || strings.Contains(l, want)
+		}
+		if !found {
+			t.Errorf("the killed child's leftovers hold no %q", want)
+		}
+	}
 	if err := k8stest.CleanupRoot(ctx, discard(), ""); err != nil {
 		t.Errorf("cleanup: %v", err)
 	}
@@ -137,9 +154,10 @@ func TestCleanupAfterKill(t *testing.T) {
 	}
 }
 
-// runChild starts a cluster with a running pod (so there are shims, a
-// network namespace, overlay and shm mounts and pod cgroups to clean up),
-// says so, and waits to be killed.
+// runChild starts a cluster with a running pod behind a Service (so there
+// are shims, a network namespace, overlay and shm mounts, pod cgroups, and
+// kube-proxy's chains for the Service to clean up), says so, and waits to be
+// killed.
 func runChild() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -149,7 +167,7 @@ func runChild() {
 		os.Exit(1)
 	}
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "sleeper", Namespace: "default"},
+		ObjectMeta: metav1.ObjectMeta{Name: "sleeper", Namespace: "default", Labels: map[string]string{"app": "sleeper"}},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{
 			Name: "pause", Image: k8stest.PauseImage, ImagePullPolicy: corev1.PullNever,
 		}}},
@@ -158,12 +176,37 @@ func runChild() {
 		fmt.Println("create pod:", err)
 		os.Exit(1)
 	}
+	var podIP string
 	err = poll(ctx, func() (bool, error) {
 		p, err := c.Client().CoreV1().Pods("default").Get(ctx, "sleeper", metav1.GetOptions{})
-		return err == nil && podReady(p), nil
+		if err != nil || !podReady(p) {
+			return false, nil
+		}
+		podIP = p.Status.PodIP
+		return true, nil
 	})
 	if err != nil {
 		fmt.Println("wait for the pod:", err)
+		os.Exit(1)
+	}
+	svc, err := c.Client().CoreV1().Services("default").Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "sleeper", Namespace: "default"},
+		Spec: corev1.ServiceSpec{
+			Selector: map[string]string{"app": "sleeper"},
+			Ports:    []corev1.ServicePort{{Port: 80}},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		fmt.Println("create the service:", err)
+		os.Exit(1)
+	}
+	// kube-proxy has the Service once its endpoint's chain is in nat.
+	err = poll(ctx, func() (bool, error) {
+		out, err := exec.CommandContext(ctx, "iptables", "-w", "-t", "nat", "-S").Output()
+		return err == nil && strings.Contains(string(out), "-j DNAT --to-destination "+podIP+":80") && strings.Contains(string(out), svc.Spec.ClusterIP), nil
+	})
+	if err != nil {
+		fmt.Println("wait for kube-proxy's rules:", err)
 		os.Exit(1)
 	}
 	fmt.Println("CLUSTER-UP", c.Kubeconfig())
