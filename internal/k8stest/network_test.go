@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"sigs.k8s.io/yaml"
 )
 
 // A nat table as `iptables -S` prints it with kube-proxy running, and a jump
@@ -56,5 +57,54 @@ func TestCleanupScript(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, cleanupScript("nat", left)); diff != "" {
 		t.Errorf("cleanupScript (-want +got):\n%s", diff)
+	}
+}
+
+func TestKubeProxyConfig(t *testing.T) {
+	for _, masq := range []bool{false, true} {
+		var cfg struct {
+			Mode              string   `json:"mode"`
+			BindAddress       string   `json:"bindAddress"`
+			ClusterCIDR       string   `json:"clusterCIDR"`
+			NodePortAddresses []string `json:"nodePortAddresses"`
+			OOMScoreAdj       *int32   `json:"oomScoreAdj"`
+			IPTables          struct {
+				MasqueradeAll      bool  `json:"masqueradeAll"`
+				LocalhostNodePorts *bool `json:"localhostNodePorts"`
+			} `json:"iptables"`
+			Conntrack map[string]any `json:"conntrack"`
+		}
+		if err := yaml.Unmarshal([]byte(kubeProxyConfig("/k.kubeconfig", 1, 2, masq)), &cfg); err != nil {
+			t.Fatalf("kube-proxy config is not YAML: %v", err)
+		}
+		if cfg.Mode != "iptables" || cfg.BindAddress != NodeIP || cfg.ClusterCIDR != PodCIDR {
+			t.Errorf("mode, bindAddress, clusterCIDR: got %q %q %q, want iptables %s %s", cfg.Mode, cfg.BindAddress, cfg.ClusterCIDR, NodeIP, PodCIDR)
+		}
+		if diff := cmp.Diff([]string{NodeIP + "/32"}, cfg.NodePortAddresses); diff != "" {
+			t.Errorf("nodePortAddresses (-want +got):\n%s", diff)
+		}
+		if cfg.IPTables.MasqueradeAll != masq {
+			t.Errorf("masqueradeAll: got %v, want %v", cfg.IPTables.MasqueradeAll, masq)
+		}
+		if cfg.IPTables.LocalhostNodePorts == nil || *cfg.IPTables.LocalhostNodePorts {
+			t.Errorf("localhostNodePorts: got %v, want false (it would set route_localnet)", cfg.IPTables.LocalhostNodePorts)
+		}
+		if cfg.OOMScoreAdj == nil || *cfg.OOMScoreAdj != 0 {
+			t.Errorf("oomScoreAdj: got %v, want 0", cfg.OOMScoreAdj)
+		}
+		// Each conntrack setting present and zero: absent ones default to
+		// values that kube-proxy writes into the machine's sysctls.
+		for _, k := range []string{"maxPerCore", "min", "tcpEstablishedTimeout", "tcpCloseWaitTimeout", "tcpBeLiberal", "udpTimeout", "udpStreamTimeout"} {
+			v, ok := cfg.Conntrack[k]
+			if !ok {
+				t.Errorf("conntrack.%s: missing, want it 0", k)
+				continue
+			}
+			switch v {
+			case float64(0), "0s", false:
+			default:
+				t.Errorf("conntrack.%s: got %v, want 0", k, v)
+			}
+		}
 	}
 }
