@@ -131,8 +131,8 @@ func Cleanup(ctx context.Context, log *slog.Logger, st State) error {
 		}
 	}
 
-	// iptables chains kube-proxy, the kubelet or the CNI plugins added, and
-	// their jumps from the built-in chains.
+	// iptables chains kube-proxy, the kubelet, the CNI plugins or Start
+	// added, and their jumps from the built-in chains.
 	for key, t := range leftInTables(st.Chains, st.Jumps) {
 		if err := cleanTable(key, t); err != nil {
 			errs = append(errs, err)
@@ -165,9 +165,9 @@ func Cleanup(ctx context.Context, log *slog.Logger, st State) error {
 }
 
 // Leftovers lists what of st is still on the machine: processes, mounts,
-// cgroups, KUBE-/CNI- iptables chains and the built-in chains' jumps to
-// them, the bridge, changed sysctls, created
-// paths and the root directory. Empty after a complete teardown.
+// cgroups, KUBE-/CNI-/GMESH- iptables chains and the built-in chains' jumps
+// to them, the bridge, changed sysctls, created paths and the root
+// directory. Empty after a complete teardown.
 func Leftovers(st State) []string {
 	var out []string
 	for pid, name := range ownedPids(st) {
