@@ -1,6 +1,7 @@
 package k8stest
 
 import (
+	"os"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -106,5 +107,25 @@ func TestKubeProxyConfig(t *testing.T) {
 				t.Errorf("conntrack.%s: got %v, want 0", k, v)
 			}
 		}
+	}
+}
+
+func TestBinariesMissing(t *testing.T) {
+	dir := t.TempDir()
+	b := binariesIn(dir, t.TempDir())
+	// A cache from before kube-proxy: every other binary is there.
+	for _, p := range []string{b.Etcd, b.APIServer, b.Kubelet, b.ControllerManager, b.Scheduler, b.Kubectl} {
+		if err := os.WriteFile(p, nil, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if diff := cmp.Diff([]string{"kube-proxy"}, b.missing()); diff != "" {
+		t.Errorf("missing (-want +got):\n%s", diff)
+	}
+	if err := os.WriteFile(b.KubeProxy, nil, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.missing(); len(got) != 0 {
+		t.Errorf("missing with every binary there: got %v, want none", got)
 	}
 }

@@ -34,7 +34,7 @@ var saidRE = regexp.MustCompile(`\(Said ([0-9.]+), Version 0\.9\)`)
 
 // TestServices checks that ClusterIP Services route on the real cluster
 // (kube-proxy), on every path gmesh uses: the host to a Service of two
-// pods, reaching both; a pod to a Service (echo-client in a pod calling
+// pods, reaching both, and to its NodePort on the node IP; a pod to a Service (echo-client in a pod calling
 // echo-server's ClusterIP); a pod's in-cluster API client through the
 // `kubernetes` Service; and the API server to an admission webhook behind a
 // Service (443 -> 9443). Every call is bounded in count and time and dials
@@ -84,6 +84,7 @@ func TestServices(t *testing.T) {
 	svc, err := cs.CoreV1().Services("default").Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "echo-server", Namespace: "default"},
 		Spec: corev1.ServiceSpec{
+			Type:     corev1.ServiceTypeNodePort, // a ClusterIP, and a port on the node IP
 			Selector: map[string]string{"app": "echo-server"},
 			Ports:    []corev1.ServicePort{{Name: "grpc", Port: 50051, TargetPort: intstr.FromString("grpc")}},
 		},
@@ -136,6 +137,26 @@ func TestServices(t *testing.T) {
 			}
 		}
 		t.Logf("replies through %s by pod: %v (%d calls)", target, said, calls)
+	})
+
+	t.Run("host to NodePort on the node IP", func(t *testing.T) {
+		// NodePorts open on the node IP only (kube-proxy's
+		// nodePortAddresses), as a gateway Service of type NodePort or
+		// LoadBalancer would be reached from the host.
+		target := net.JoinHostPort(k8stest.NodeIP, fmt.Sprint(svc.Spec.Ports[0].NodePort))
+		var msg string
+		var err error
+		for i := 0; i < 5; i++ {
+			if msg, err = echoOnce(ctx, target); err == nil {
+				break
+			}
+		}
+		if err != nil {
+			t.Fatalf("Echo through the NodePort %s: %v", target, err)
+		}
+		if m := saidRE.FindStringSubmatch(msg); m == nil || (m[1] != ips[0] && m[1] != ips[1]) {
+			t.Fatalf("Echo through the NodePort %s: got %q, want a reply said by one of the pods %v", target, msg, ips)
+		}
 	})
 
 	t.Run("pod to ClusterIP", func(t *testing.T) {
