@@ -26,8 +26,10 @@ import (
 // annotation.
 const (
 	// LabelInject on a namespace: "enabled" injects its pods, "disabled"
-	// does not (even with App Mesh's label). On a pod, as an annotation,
-	// "disabled" opts the pod out.
+	// does not (even with App Mesh's label). On a pod, as an annotation or
+	// a label, "disabled" opts the pod out (the label keeps the pod from
+	// being sent to the webhook at all: the configuration's
+	// objectSelector).
 	LabelInject = "gmesh.dev/inject"
 	// LabelAppMeshInject is App Mesh's namespace label (and pod
 	// annotation), honoured the same way for users who migrate.
@@ -47,13 +49,16 @@ const (
 	NodeID = "$(" + EnvPodNamespace + ")/$(" + EnvPodName + ")"
 )
 
-// InjectionWanted reports whether a pod of a namespace with nsLabels and
-// with the annotations podAnnotations gets the bootstrap, and why.
-func InjectionWanted(nsLabels, podAnnotations map[string]string) (bool, string) {
+// InjectionWanted reports whether a pod with podLabels and podAnnotations
+// in a namespace with nsLabels gets the bootstrap, and why.
+func InjectionWanted(nsLabels, podLabels, podAnnotations map[string]string) (bool, string) {
 	for _, k := range []string{LabelInject, LabelAppMeshInject} {
 		if podAnnotations[k] == ValueDisabled {
 			return false, fmt.Sprintf("the pod's annotation %s is %q", k, ValueDisabled)
 		}
+	}
+	if podLabels[LabelInject] == ValueDisabled {
+		return false, fmt.Sprintf("the pod's label %s is %q", LabelInject, ValueDisabled)
 	}
 	switch nsLabels[LabelInject] {
 	case ValueEnabled:
@@ -189,7 +194,7 @@ func (in *Injector) Review(ctx context.Context, req *admissionv1.AdmissionReques
 	if err != nil {
 		return deny(500, metav1.StatusReasonInternalError, fmt.Sprintf("gmesh injector: namespace %q: %v", req.Namespace, err))
 	}
-	if ok, why := InjectionWanted(nsLabels, pod.Annotations); !ok {
+	if ok, why := InjectionWanted(nsLabels, pod.Labels, pod.Annotations); !ok {
 		in.log.Debug("pod not injected", "namespace", req.Namespace, "pod", podName(&pod), "why", why)
 		return allow()
 	}

@@ -321,6 +321,11 @@ func TestInjection(t *testing.T) {
 			p.Annotations = map[string]string{webhook.LabelInject: webhook.ValueDisabled}
 			return p
 		}, false},
+		{"pod opts out by label", func() *corev1.Pod {
+			p := testPod("echo")
+			p.Labels = map[string]string{webhook.LabelInject: webhook.ValueDisabled}
+			return p
+		}, false},
 		{"pod opts out with App Mesh's annotation", func() *corev1.Pod {
 			p := testPod("legacy")
 			p.Annotations = map[string]string{webhook.LabelAppMeshInject: webhook.ValueDisabled}
