@@ -151,6 +151,10 @@ func TestOfflineErrors(t *testing.T) {
 			wantErr: `^gmesh: kubernetes client config: .*nosuch-kubeconfig`,
 		},
 		{
+			name: "controlplane on kubernetes with a bad xds address", args: []string{"controlplane", "--kubernetes", "--xds-address", "gmesh-controlplane.gmesh-system.svc", "--state-dir", state}, wantCode: 1,
+			wantErr: `^gmesh: --xds-address: bootstrap: server uri "gmesh-controlplane.gmesh-system.svc": want host:port`,
+		},
+		{
 			name: "deploy steps not ascending", args: []string{"deploy", "echo-server", "--steps", "50,40", "--state-dir", state}, wantCode: 1,
 			wantErr: `^gmesh: --steps "50,40": steps must be ascending, got 40 after 50$`,
 		},

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/gmesh-dev/gmesh/internal/controlplane"
+	"github.com/gmesh-dev/gmesh/internal/k8s/webhook"
 	"github.com/gmesh-dev/gmesh/internal/statedir"
 )
 
@@ -25,7 +26,9 @@ func newControlPlaneCmd(g *globals, stdio IO) *cobra.Command {
 With --kubernetes it runs against a cluster instead: it watches App Mesh's
 appmesh.k8s.aws/v1beta2 objects, namespaces and pods, serves their mesh over
 xDS on --addr (default :18000), answers /healthz and /readyz on
---health-addr, and, while it holds the Lease, writes each object's status.
+--health-addr, serves the admission webhooks (pod injection, App Mesh
+validation) over TLS on --webhook-addr, and, while it holds the Lease,
+writes each object's status and keeps the webhooks' certificates.
 The cluster comes from --kubeconfig, else $KUBECONFIG, else ~/.kube/config,
 else the in-cluster service account.`,
 		Args: cobra.NoArgs,
@@ -83,5 +86,11 @@ else the in-cluster service account.`,
 	cmd.Flags().BoolVar(&k8s.leaderElect, "leader-elect", true, "with --kubernetes: stand for the Lease and write status while leading")
 	cmd.Flags().StringVar(&k8s.leaseNamespace, "lease-namespace", "", "with --kubernetes: namespace of the Lease (default: the kubeconfig's or the pod's namespace)")
 	cmd.Flags().StringVar(&k8s.identity, "identity", "", "with --kubernetes: this replica's name in the Lease (default: $POD_NAME, else the host name)")
+	cmd.Flags().StringVar(&k8s.webhookAddr, "webhook-addr", webhook.DefaultAddr, "with --kubernetes: listen address (TLS) of the admission webhooks, pod injection and App Mesh validation (empty: none)")
+	cmd.Flags().StringVar(&k8s.webhookNamespace, "webhook-namespace", "", "with --kubernetes: namespace of the control plane's Service and of the webhook certificates' Secret (default: the kubeconfig's or the pod's namespace)")
+	cmd.Flags().StringVar(&k8s.webhookService, "webhook-service", webhook.DefaultService, "with --kubernetes: the control plane's Service: the webhooks' certificate names it, and without --xds-address injected pods get its ClusterIP and port \"xds\"")
+	cmd.Flags().StringVar(&k8s.webhookSecret, "webhook-secret", webhook.DefaultSecretName, "with --kubernetes: the Secret of the webhooks' CA and serving certificate (the leader creates and renews it)")
+	cmd.Flags().BoolVar(&k8s.webhookWarnOnly, "webhook-warn-only", false, "with --kubernetes: admit App Mesh objects with dangling references, with a warning, instead of refusing them")
+	cmd.Flags().StringVar(&k8s.xdsAddress, "xds-address", "", "with --kubernetes: the xDS address (host:port) injected pods' bootstrap names (default: the --webhook-service Service's ClusterIP and port \"xds\"; with cluster DNS, e.g. gmesh-controlplane.gmesh-system.svc:18000)")
 	return cmd
 }

@@ -13,6 +13,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/gmesh-dev/gmesh/internal/k8s/controller"
+	"github.com/gmesh-dev/gmesh/internal/k8s/webhook"
 )
 
 // k8sFlags are `gmesh controlplane --kubernetes`'s flags.
@@ -22,6 +23,13 @@ type k8sFlags struct {
 	leaderElect    bool
 	leaseNamespace string
 	identity       string
+	// The webhooks: "" webhookAddr serves none.
+	webhookAddr      string
+	webhookNamespace string
+	webhookService   string
+	webhookSecret    string
+	webhookWarnOnly  bool
+	xdsAddress       string
 }
 
 // kubeClients are the clients of a command that runs against a cluster.
@@ -63,6 +71,11 @@ const defaultK8sXDSAddr = ":18000"
 // usual client-go rules find: --kubeconfig, else $KUBECONFIG, else
 // ~/.kube/config, else the in-cluster service account.
 func runKubernetesControlPlane(ctx context.Context, stdio IO, logger *slog.Logger, xdsAddr string, f k8sFlags) error {
+	if f.xdsAddress != "" {
+		if _, err := webhook.BootstrapJSON(f.xdsAddress); err != nil {
+			return fmt.Errorf("--xds-address: %w", err)
+		}
+	}
 	kc, err := newKubeClients(logger, f.kubeconfig, "gmesh-controlplane")
 	if err != nil {
 		return err
@@ -72,11 +85,30 @@ func runKubernetesControlPlane(ctx context.Context, stdio IO, logger *slog.Logge
 		xdsAddr = defaultK8sXDSAddr
 	}
 	cfg := controller.Config{Kube: kube, Dynamic: dyn, XDSAddr: xdsAddr, HealthAddr: f.healthAddr, Logger: logger}
+	ownNamespace := func(what, flag string) (string, error) {
+		ns, _, err := cc.Namespace()
+		if err != nil {
+			return "", fmt.Errorf("kubernetes namespace for the %s (set %s): %w", what, flag, err)
+		}
+		return ns, nil
+	}
+	if f.webhookAddr != "" {
+		ns := f.webhookNamespace
+		if ns == "" {
+			if ns, err = ownNamespace("webhooks", "--webhook-namespace"); err != nil {
+				return err
+			}
+		}
+		cfg.Webhook = &webhook.Options{
+			Addr: f.webhookAddr, Namespace: ns, Service: f.webhookService, SecretName: f.webhookSecret,
+			XDSAddress: f.xdsAddress, WarnOnly: f.webhookWarnOnly,
+		}
+	}
 	if f.leaderElect {
 		ns := f.leaseNamespace
 		if ns == "" {
-			if ns, _, err = cc.Namespace(); err != nil {
-				return fmt.Errorf("kubernetes namespace for the lease: %w", err)
+			if ns, err = ownNamespace("lease", "--lease-namespace"); err != nil {
+				return err
 			}
 		}
 		id := f.identity
@@ -89,6 +121,10 @@ func runKubernetesControlPlane(ctx context.Context, stdio IO, logger *slog.Logge
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdio.Out, "Control plane on Kubernetes (%s): xDS on %s, health checks on %s\n", rc.Host, cp.XDSAddr(), cp.HealthAddr())
+	fmt.Fprintf(stdio.Out, "Control plane on Kubernetes (%s): xDS on %s, health checks on %s", rc.Host, cp.XDSAddr(), cp.HealthAddr())
+	if a := cp.WebhookAddr(); a != "" {
+		fmt.Fprintf(stdio.Out, ", webhooks on %s", a)
+	}
+	fmt.Fprintln(stdio.Out)
 	return cp.Run(ctx)
 }

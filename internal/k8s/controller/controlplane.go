@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/gmesh-dev/gmesh/internal/k8s/webhook"
 	"github.com/gmesh-dev/gmesh/internal/xds"
 	xdsserver "github.com/gmesh-dev/gmesh/internal/xds/server"
 )
@@ -36,7 +37,11 @@ type Config struct {
 	Source Options
 	// Status, when set, runs the leader-elected status writer.
 	Status *StatusConfig
-	Logger *slog.Logger
+	// Webhook, when set, serves the admission webhooks (pod injection,
+	// App Mesh validation) over TLS on its Addr; the Status leader keeps
+	// their certificates. Its Logger is set by the control plane.
+	Webhook *webhook.Options
+	Logger  *slog.Logger
 }
 
 // ControlPlane is gmesh's control plane on Kubernetes: the source, the xDS
@@ -48,6 +53,7 @@ type ControlPlane struct {
 	xds      *xdsserver.Server
 	source   *Source
 	status   *StatusWriter
+	webhooks *webhook.Webhooks
 	grpc     *grpc.Server
 	ln       net.Listener
 	healthLn net.Listener
@@ -85,10 +91,26 @@ func New(cfg Config) (*ControlPlane, error) {
 		return nil, fmt.Errorf("kubernetes control plane: listen for xds on %s: %w", cfg.XDSAddr, err)
 	}
 	cp.ln = ln
+	if cfg.Webhook != nil {
+		opts := *cfg.Webhook
+		opts.Logger = cfg.Logger.With("component", "webhook")
+		wh, err := webhook.New(cfg.Kube, cp.source, cp.source.Namespaces(), opts)
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("kubernetes control plane: %w", err)
+		}
+		cp.webhooks = wh
+		if cp.status != nil {
+			cp.status.AlsoWhileLeading(wh.Lead)
+		}
+	}
 	if cfg.HealthAddr != "" {
 		hl, err := net.Listen("tcp", cfg.HealthAddr)
 		if err != nil {
 			ln.Close()
+			if cp.webhooks != nil {
+				cp.webhooks.Close()
+			}
 			return nil, fmt.Errorf("kubernetes control plane: listen for health checks on %s: %w", cfg.HealthAddr, err)
 		}
 		cp.healthLn = hl
@@ -99,6 +121,10 @@ func New(cfg Config) (*ControlPlane, error) {
 		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 			if !cp.source.Ready() {
 				http.Error(w, "not ready: informers not synced or no snapshot published yet", http.StatusServiceUnavailable)
+				return
+			}
+			if cp.webhooks != nil && !cp.webhooks.Ready() {
+				http.Error(w, "not ready: no webhook certificate yet (the leader creates the Secret)", http.StatusServiceUnavailable)
 				return
 			}
 			fmt.Fprintln(w, "ok")
@@ -129,6 +155,17 @@ func (cp *ControlPlane) XDS() *xdsserver.Server { return cp.xds }
 // Status is the status writer, nil when not configured.
 func (cp *ControlPlane) Status() *StatusWriter { return cp.status }
 
+// Webhooks are the admission webhooks, nil when not configured.
+func (cp *ControlPlane) Webhooks() *webhook.Webhooks { return cp.webhooks }
+
+// WebhookAddr is the address the webhooks are served on, "" when none.
+func (cp *ControlPlane) WebhookAddr() string {
+	if cp.webhooks == nil {
+		return ""
+	}
+	return cp.webhooks.Addr()
+}
+
 // Source is the cluster source.
 func (cp *ControlPlane) Source() *Source { return cp.source }
 
@@ -143,7 +180,7 @@ func (cp *ControlPlane) Ready() bool { return cp.source.Ready() }
 func (cp *ControlPlane) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errs := make(chan error, 4)
+	errs := make(chan error, 5)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -157,6 +194,15 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			if err := cp.status.Run(ctx); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	if cp.webhooks != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := cp.webhooks.Run(ctx); err != nil {
 				errs <- err
 			}
 		}()
@@ -179,7 +225,7 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 	} else {
 		close(httpDone)
 	}
-	cp.log.Info("kubernetes control plane serving", "xds", cp.XDSAddr(), "health", cp.HealthAddr())
+	cp.log.Info("kubernetes control plane serving", "xds", cp.XDSAddr(), "health", cp.HealthAddr(), "webhooks", cp.WebhookAddr())
 	var err error
 	select {
 	case <-ctx.Done():

@@ -23,6 +23,7 @@ import (
 
 	echov1 "github.com/gmesh-dev/gmesh/api/echo/v1"
 	"github.com/gmesh-dev/gmesh/internal/k8s/controller"
+	"github.com/gmesh-dev/gmesh/internal/k8s/webhook"
 	"github.com/gmesh-dev/gmesh/internal/xds"
 )
 
@@ -229,15 +230,16 @@ func TestPodLeavesEDSAtOnce(t *testing.T) {
 }
 
 // TestShutdownLeavesNoGoroutine: Run returns with a client's ADS stream
-// still open and leaves no goroutine behind.
+// still open and leaves no goroutine behind (the webhooks and their
+// leader's loop included).
 func TestShutdownLeavesNoGoroutine(t *testing.T) {
 	ctx := testContext(t, 30*time.Second)
 	ignore := goleak.IgnoreCurrent()
-	c := newFakeCluster(t, echoManifests(50051), echoNamespace(), pod("echo", "echo-a", "127.0.0.41", true, echoLabels))
+	c := newFakeCluster(t, echoManifests(50051), append(webhookObjects(), echoNamespace(), pod("echo", "echo-a", "127.0.0.41", true, echoLabels))...)
 	cp := startCP(t, c, controller.Config{HealthAddr: "127.0.0.1:0", Status: &controller.StatusConfig{
 		Namespace: "gmesh-system", Identity: "replica-0",
 		LeaseDuration: time.Second, RenewDeadline: 500 * time.Millisecond, RetryPeriod: 50 * time.Millisecond,
-	}})
+	}, Webhook: &webhook.Options{Addr: "127.0.0.1:0", Namespace: "gmesh-system"}})
 	pollUntil(ctx, t, "ready", func() (bool, error) { return cp.Ready(), nil })
 
 	conn, err := grpc.NewClient(cp.XDSAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))

@@ -48,6 +48,7 @@ import (
 	"github.com/gmesh-dev/gmesh/api/appmesh/v1beta2"
 	"github.com/gmesh-dev/gmesh/internal/clock"
 	"github.com/gmesh-dev/gmesh/internal/k8s/appmesh"
+	"github.com/gmesh-dev/gmesh/internal/k8s/webhook"
 	"github.com/gmesh-dev/gmesh/internal/mesh"
 	"github.com/gmesh-dev/gmesh/internal/xds"
 	xdsserver "github.com/gmesh-dev/gmesh/internal/xds/server"
@@ -456,6 +457,40 @@ func (s *Source) drain() {
 // metadata of every object read. An object that does not decode into its
 // type is left out and returned as an error naming it.
 func (s *Source) Input() (appmesh.Input, map[appmesh.Object]ObjectMeta, []error) {
+	in, objs, errs := s.objects()
+	in.ReadyPodIPs = map[types.NamespacedName][]string{}
+	for i := range in.VirtualNodes {
+		vn := &in.VirtualNodes[i]
+		ips, err := s.selectedIPs(vn)
+		if err != nil {
+			// Convert reports a bad selector on the node itself.
+			continue
+		}
+		in.ReadyPodIPs[types.NamespacedName{Namespace: vn.Namespace, Name: vn.Name}] = ips
+	}
+	return in, objs, errs
+}
+
+// AppMeshObjects returns the App Mesh objects and the namespaces' labels
+// in the informers' caches (no pods), for the validating webhook; an
+// error until the caches have synced.
+func (s *Source) AppMeshObjects() (appmesh.Input, error) {
+	for _, synced := range s.synced {
+		if !synced() {
+			return appmesh.Input{}, errors.New("the control plane's informers have not synced yet")
+		}
+	}
+	in, _, _ := s.objects()
+	return in, nil
+}
+
+var _ webhook.Objects = (*Source)(nil)
+
+// Namespaces is the namespace informer's lister.
+func (s *Source) Namespaces() listerscorev1.NamespaceLister { return s.namespaces }
+
+// objects reads the App Mesh objects and the namespaces' labels.
+func (s *Source) objects() (appmesh.Input, map[appmesh.Object]ObjectMeta, []error) {
 	var in appmesh.Input
 	objs := map[appmesh.Object]ObjectMeta{}
 	var errs []error
@@ -481,16 +516,6 @@ func (s *Source) Input() (appmesh.Input, map[appmesh.Object]ObjectMeta, []error)
 	in.NamespaceLabels = make(map[string]map[string]string, len(nss))
 	for _, ns := range nss {
 		in.NamespaceLabels[ns.Name] = ns.Labels
-	}
-	in.ReadyPodIPs = map[types.NamespacedName][]string{}
-	for i := range in.VirtualNodes {
-		vn := &in.VirtualNodes[i]
-		ips, err := s.selectedIPs(vn)
-		if err != nil {
-			// Convert reports a bad selector on the node itself.
-			continue
-		}
-		in.ReadyPodIPs[types.NamespacedName{Namespace: vn.Namespace, Name: vn.Name}] = ips
 	}
 	return in, objs, errs
 }

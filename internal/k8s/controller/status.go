@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -66,6 +67,9 @@ type StatusWriter struct {
 	cfg     StatusConfig
 	lock    resourcelock.Interface
 	now     func() time.Time
+	// alsoLeading run beside the status writing while this replica
+	// leads (the webhook's certificates).
+	alsoLeading []func(ctx context.Context)
 
 	writes atomic.Int64 // status updates sent
 }
@@ -106,8 +110,15 @@ func NewStatusWriter(kube kubernetes.Interface, dyn dynamic.Interface, source *S
 	return &StatusWriter{log: logger, dyn: dyn, source: source, clients: clients, cfg: cfg, lock: lock, now: time.Now}, nil
 }
 
+// AlsoWhileLeading adds a task that runs, with a context that ends when
+// the replica stops leading, beside the status writing. Call it before
+// Run.
+func (w *StatusWriter) AlsoWhileLeading(f func(ctx context.Context)) {
+	w.alsoLeading = append(w.alsoLeading, f)
+}
+
 // Run takes part in the leader election until ctx ends; while it leads, it
-// writes status after every rebuild. Losing the Lease stops the writing,
+// writes status after every rebuild and runs the AlsoWhileLeading tasks. Losing the Lease stops the writing,
 // and the replica stands for election again.
 func (w *StatusWriter) Run(ctx context.Context) error {
 	for ctx.Err() == nil {
@@ -121,7 +132,13 @@ func (w *StatusWriter) Run(ctx context.Context) error {
 			Callbacks: leaderelection.LeaderCallbacks{
 				OnStartedLeading: func(lctx context.Context) {
 					w.log.Info("leading: writing status", "identity", w.cfg.Identity)
+					var wg sync.WaitGroup
+					for _, f := range w.alsoLeading {
+						wg.Add(1)
+						go func() { defer wg.Done(); f(lctx) }()
+					}
 					w.lead(lctx)
+					wg.Wait()
 				},
 				OnStoppedLeading: func() {
 					w.log.Info("not leading: status left to the leader", "identity", w.cfg.Identity)

@@ -1,0 +1,291 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	listerscorev1 "k8s.io/client-go/listers/core/v1"
+
+	"github.com/gmesh-dev/gmesh/internal/clock"
+	"github.com/gmesh-dev/gmesh/internal/xds/bootstrap"
+)
+
+// Injection is asked for by a namespace label and declined by a pod
+// annotation.
+const (
+	// LabelInject on a namespace: "enabled" injects its pods, "disabled"
+	// does not (even with App Mesh's label). On a pod, as an annotation or
+	// a label, "disabled" opts the pod out (the label keeps the pod from
+	// being sent to the webhook at all: the configuration's
+	// objectSelector).
+	LabelInject = "gmesh.dev/inject"
+	// LabelAppMeshInject is App Mesh's namespace label (and pod
+	// annotation), honoured the same way for users who migrate.
+	LabelAppMeshInject = "appmesh.k8s.aws/sidecarInjectorWebhook"
+	ValueEnabled       = "enabled"
+	ValueDisabled      = "disabled"
+)
+
+// The environment the injector adds.
+const (
+	EnvPodName      = "POD_NAME"
+	EnvPodNamespace = "POD_NAMESPACE"
+	// NodeID is the xDS node id of an injected pod: Kubernetes expands
+	// $(VAR) from the container's earlier env entries. The downward API,
+	// not the name at admission: a pod made from generateName (every
+	// Deployment's) has no name yet when it is admitted.
+	NodeID = "$(" + EnvPodNamespace + ")/$(" + EnvPodName + ")"
+)
+
+// InjectionWanted reports whether a pod with podLabels and podAnnotations
+// in a namespace with nsLabels gets the bootstrap, and why.
+func InjectionWanted(nsLabels, podLabels, podAnnotations map[string]string) (bool, string) {
+	for _, k := range []string{LabelInject, LabelAppMeshInject} {
+		if podAnnotations[k] == ValueDisabled {
+			return false, fmt.Sprintf("the pod's annotation %s is %q", k, ValueDisabled)
+		}
+	}
+	if podLabels[LabelInject] == ValueDisabled {
+		return false, fmt.Sprintf("the pod's label %s is %q", LabelInject, ValueDisabled)
+	}
+	switch nsLabels[LabelInject] {
+	case ValueEnabled:
+		return true, fmt.Sprintf("the namespace's label %s is %q", LabelInject, ValueEnabled)
+	case ValueDisabled:
+		return false, fmt.Sprintf("the namespace's label %s is %q", LabelInject, ValueDisabled)
+	}
+	if nsLabels[LabelAppMeshInject] == ValueEnabled {
+		return true, fmt.Sprintf("the namespace's label %s is %q", LabelAppMeshInject, ValueEnabled)
+	}
+	return false, fmt.Sprintf("the namespace has neither label %s nor %s set to %q", LabelInject, LabelAppMeshInject, ValueEnabled)
+}
+
+// XDSAddress tells the injector the control plane's xDS address
+// (host:port).
+type XDSAddress interface {
+	XDSAddress(ctx context.Context) (string, error)
+}
+
+// StaticAddress is an address given by flag.
+type StaticAddress string
+
+// XDSAddress returns a.
+func (a StaticAddress) XDSAddress(context.Context) (string, error) { return string(a), nil }
+
+// ServiceAddress is the ClusterIP and xDS port of the control plane's own
+// Service, looked up through the API (a GET, kept for a minute): clusters
+// without cluster DNS have no name for it, and pods reach a ClusterIP
+// wherever kube-proxy (or its equivalent) runs.
+type ServiceAddress struct {
+	Kube            kubernetes.Interface
+	Namespace, Name string
+	// Port is the name of the Service's xDS port; default
+	// DefaultXDSPortName. A Service with one port needs none.
+	Port  string
+	Clock clock.Clock
+
+	mu      sync.Mutex
+	addr    string
+	fetched time.Time
+}
+
+var _ XDSAddress = (*ServiceAddress)(nil)
+
+// serviceAddressTTL is how long a looked-up address is used.
+const serviceAddressTTL = time.Minute
+
+// XDSAddress returns CLUSTERIP:PORT.
+func (s *ServiceAddress) XDSAddress(ctx context.Context) (string, error) {
+	clk := s.Clock
+	if clk == nil {
+		clk = clock.Real{}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.addr != "" && clk.Now().Sub(s.fetched) < serviceAddressTTL {
+		return s.addr, nil
+	}
+	svc, err := s.Kube.CoreV1().Services(s.Namespace).Get(ctx, s.Name, metav1.GetOptions{})
+	if err != nil {
+		return "", fmt.Errorf("service %s/%s: %w (set --xds-address)", s.Namespace, s.Name, err)
+	}
+	if svc.Spec.ClusterIP == "" || svc.Spec.ClusterIP == corev1.ClusterIPNone {
+		return "", fmt.Errorf("service %s/%s: spec.clusterIP: none (a headless service): set --xds-address", s.Namespace, s.Name)
+	}
+	want := s.Port
+	if want == "" {
+		want = DefaultXDSPortName
+	}
+	var port int32
+	for _, p := range svc.Spec.Ports {
+		if p.Name == want || len(svc.Spec.Ports) == 1 {
+			port = p.Port
+			break
+		}
+	}
+	if port == 0 {
+		return "", fmt.Errorf("service %s/%s: spec.ports: no port named %q", s.Namespace, s.Name, want)
+	}
+	s.addr = net.JoinHostPort(svc.Spec.ClusterIP, strconv.Itoa(int(port)))
+	s.fetched = clk.Now()
+	return s.addr, nil
+}
+
+// Injector is the mutating webhook for pods.
+type Injector struct {
+	addr XDSAddress
+	// namespaces is the informers' cache; kube reads a namespace the cache
+	// does not have yet (one created a moment before its pods).
+	namespaces listerscorev1.NamespaceLister
+	kube       kubernetes.Interface
+	log        *slog.Logger
+}
+
+// NewInjector returns an injector that gives pods addr's address and
+// reads namespaces from the lister (may be nil), else from kube.
+func NewInjector(addr XDSAddress, namespaces listerscorev1.NamespaceLister, kube kubernetes.Interface, logger *slog.Logger) *Injector {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Injector{addr: addr, namespaces: namespaces, kube: kube, log: logger}
+}
+
+var _ Reviewer = (*Injector)(nil)
+
+func (in *Injector) namespaceLabels(ctx context.Context, name string) (map[string]string, error) {
+	if in.namespaces != nil {
+		ns, err := in.namespaces.Get(name)
+		if err == nil {
+			return ns.Labels, nil
+		}
+		if !apierrors.IsNotFound(err) {
+			return nil, err
+		}
+	}
+	ns, err := in.kube.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	return ns.Labels, nil
+}
+
+// Review adds the environment to a pod being created.
+func (in *Injector) Review(ctx context.Context, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
+	if req.Resource.Resource != "pods" || req.SubResource != "" || req.Operation != admissionv1.Create {
+		return allow()
+	}
+	var pod corev1.Pod
+	if err := json.Unmarshal(req.Object.Raw, &pod); err != nil {
+		return deny(400, metav1.StatusReasonBadRequest, "gmesh injector: decode the pod: "+err.Error())
+	}
+	nsLabels, err := in.namespaceLabels(ctx, req.Namespace)
+	if err != nil {
+		return deny(500, metav1.StatusReasonInternalError, fmt.Sprintf("gmesh injector: namespace %q: %v", req.Namespace, err))
+	}
+	if ok, why := InjectionWanted(nsLabels, pod.Labels, pod.Annotations); !ok {
+		in.log.Debug("pod not injected", "namespace", req.Namespace, "pod", podName(&pod), "why", why)
+		return allow()
+	}
+	addr, err := in.addr.XDSAddress(ctx)
+	if err != nil {
+		return deny(500, metav1.StatusReasonInternalError, "gmesh injector: the control plane's xDS address: "+err.Error())
+	}
+	patch, err := InjectPatch(&pod, addr)
+	if err != nil {
+		return deny(500, metav1.StatusReasonInternalError, "gmesh injector: "+err.Error())
+	}
+	resp := allow()
+	if len(patch) > 0 {
+		b, err := json.Marshal(patch)
+		if err != nil {
+			return deny(500, metav1.StatusReasonInternalError, "gmesh injector: encode the patch: "+err.Error())
+		}
+		pt := admissionv1.PatchTypeJSONPatch
+		resp.Patch, resp.PatchType = b, &pt
+		in.log.Debug("pod injected", "namespace", req.Namespace, "pod", podName(&pod), "xds", addr, "operations", len(patch))
+	}
+	return resp
+}
+
+func podName(p *corev1.Pod) string {
+	if p.Name != "" {
+		return p.Name
+	}
+	return p.GenerateName + "*"
+}
+
+// BootstrapJSON is the bootstrap every injected container gets, compact.
+func BootstrapJSON(xdsAddr string) (string, error) {
+	b, err := bootstrap.Config{ServerURI: xdsAddr, NodeID: NodeID}.JSON()
+	if err != nil {
+		return "", err
+	}
+	var out bytes.Buffer
+	if err := json.Compact(&out, b); err != nil {
+		return "", fmt.Errorf("bootstrap: %w", err)
+	}
+	return out.String(), nil
+}
+
+// InjectPatch is the JSON patch that gives every container and init
+// container of pod what it does not set itself: POD_NAME and
+// POD_NAMESPACE from the downward API, then GRPC_XDS_BOOTSTRAP_CONFIG
+// (unless it sets GRPC_XDS_BOOTSTRAP, which every gRPC prefers). A pod
+// that has them all gets an empty patch, so a reinvocation changes nothing.
+func InjectPatch(pod *corev1.Pod, xdsAddr string) ([]PatchOp, error) {
+	bs, err := BootstrapJSON(xdsAddr)
+	if err != nil {
+		return nil, err
+	}
+	var ops []PatchOp
+	for _, group := range []struct {
+		path       string
+		containers []corev1.Container
+	}{{"/spec/initContainers", pod.Spec.InitContainers}, {"/spec/containers", pod.Spec.Containers}} {
+		for i, c := range group.containers {
+			add := envToAdd(c.Env, bs)
+			if len(add) == 0 {
+				continue
+			}
+			path := fmt.Sprintf("%s/%d/env", group.path, i)
+			if len(c.Env) == 0 {
+				ops = append(ops, PatchOp{Op: "add", Path: path, Value: add})
+				continue
+			}
+			for _, e := range add {
+				ops = append(ops, PatchOp{Op: "add", Path: path + "/-", Value: e})
+			}
+		}
+	}
+	return ops, nil
+}
+
+func envToAdd(env []corev1.EnvVar, bootstrapJSON string) []corev1.EnvVar {
+	has := map[string]bool{}
+	for _, e := range env {
+		has[e.Name] = true
+	}
+	var add []corev1.EnvVar
+	if !has[EnvPodName] {
+		add = append(add, corev1.EnvVar{Name: EnvPodName, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}})
+	}
+	if !has[EnvPodNamespace] {
+		add = append(add, corev1.EnvVar{Name: EnvPodNamespace, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.namespace"}}})
+	}
+	if !has[bootstrap.EnvConfig] && !has[bootstrap.EnvFile] {
+		add = append(add, corev1.EnvVar{Name: bootstrap.EnvConfig, Value: bootstrapJSON})
+	}
+	return add
+}
