@@ -39,7 +39,11 @@ type rendered struct {
 
 func render(t *testing.T, dir string) rendered {
 	t.Helper()
-	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	// As kubectl apply -k (k8s.io/cli-runtime) does: its legacy order
+	// unless the kustomization sets sortOptions.
+	opts := krusty.MakeDefaultOptions()
+	opts.Reorder = krusty.ReorderOptionLegacy
+	k := krusty.MakeKustomizer(opts)
 	rm, err := k.Run(filesys.MakeFsOnDisk(), filepath.Join(repoRoot, dir))
 	if err != nil {
 		t.Fatalf("kustomize build %s: %v", dir, err)
