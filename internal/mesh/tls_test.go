@@ -28,10 +28,6 @@ spec:
     - portMapping: {port: 50051, protocol: grpc}
       tls:
         mode: STRICT
-        validation:
-          subjectAlternativeNames:
-            match:
-              exact: [spiffe://echo.gmesh.local/vn/client]
 ---
 apiVersion: gmesh.dev/v1
 kind: VirtualNode
@@ -63,11 +59,18 @@ func TestTLSFieldsDecode(t *testing.T) {
 		}
 	}
 	server, client := specs["server"], specs["client"]
-	if got := server.ListenerTLSMode(50051); got != TLSStrict {
-		t.Errorf("server ListenerTLSMode(50051) = %q, want STRICT", got)
+	if got := server.TLSMode(); got != TLSStrict {
+		t.Errorf("server TLSMode() = %q, want STRICT", got)
 	}
-	if got := server.ListenerTLSMode(1); got != TLSDisabled {
-		t.Errorf("server ListenerTLSMode(1) = %q, want DISABLED", got)
+	if got := client.TLSMode(); got != TLSDisabled {
+		t.Errorf("client TLSMode() = %q, want DISABLED", got)
+	}
+	var nodes []*Resource
+	for _, r := range rs {
+		nodes = append(nodes, r)
+	}
+	if !MeshTLS(nodes, "echo") || MeshTLS(nodes, "other") {
+		t.Errorf("MeshTLS: echo %v, other %v; want true, false", MeshTLS(nodes, "echo"), MeshTLS(nodes, "other"))
 	}
 	if !server.NeedsIdentity() || !client.NeedsIdentity() {
 		t.Errorf("NeedsIdentity: server %v, client %v; want both true", server.NeedsIdentity(), client.NeedsIdentity())
@@ -100,18 +103,24 @@ func TestTLSValidation(t *testing.T) {
 	}{
 		{"bad mode", edit("mode: STRICT", "mode: strict"),
 			`document 4: spec.listeners[0].tls.mode: must be one of STRICT, PERMISSIVE, DISABLED, got "strict"`},
-		{"no mode", edit("        mode: STRICT\n", ""),
+		{"no mode", edit("mode: STRICT", `mode: ""`),
 			"document 4: spec.listeners[0].tls.mode: required: one of STRICT, PERMISSIVE, DISABLED"},
 		{"strict on http", edit("{port: 50051, protocol: grpc}\n      tls:", "{port: 50051, protocol: http}\n      tls:"),
 			`document 4: spec.listeners[0].tls.mode: STRICT needs protocol grpc`},
 		{"certificate", edit("mode: STRICT", "mode: STRICT\n        certificate: {sds: {secretName: x}}"),
 			"document 4: spec.listeners[0].tls.certificate: not supported: gmesh issues every workload's certificate from the mesh's CA"},
-		{"trust", edit("        validation:\n", "        validation:\n          trust: {file: {certificateChain: /ca.pem}}\n"),
-			"document 4: spec.listeners[0].tls.validation.trust: not supported"},
-		{"empty SAN list", edit("exact: [spiffe://echo.gmesh.local/vn/client]", "exact: []"),
-			"document 4: spec.listeners[0].tls.validation.subjectAlternativeNames.match.exact: required"},
-		{"duplicate SAN", edit("exact: [spiffe://echo.gmesh.local/vn/client]", "exact: [a, a]"),
-			`document 4: spec.listeners[0].tls.validation.subjectAlternativeNames.match.exact[1]: duplicate "a"`},
+		{"listener SANs", edit("        mode: STRICT\n", "        mode: STRICT\n        validation: {subjectAlternativeNames: {match: {exact: [a]}}}\n"),
+			"document 4: spec.listeners[0].tls.validation: not supported yet"},
+		{"trust", edit("            enforce: false", "            validation: {trust: {file: {certificateChain: /ca.pem}}}"),
+			"document 5: spec.backends[1].virtualService.clientPolicy.tls.validation.trust: not supported"},
+		{"empty SAN list", edit("            enforce: false", "            validation: {subjectAlternativeNames: {match: {exact: []}}}"),
+			"document 5: spec.backends[1].virtualService.clientPolicy.tls.validation.subjectAlternativeNames.match.exact: required"},
+		{"duplicate SAN", edit("            enforce: false", "            validation: {subjectAlternativeNames: {match: {exact: [a, a]}}}"),
+			`document 5: spec.backends[1].virtualService.clientPolicy.tls.validation.subjectAlternativeNames.match.exact[1]: duplicate "a"`},
+		{"client SANs", edit("            enforce: false", "            validation: {subjectAlternativeNames: {match: {exact: [a]}}}"),
+			"document 5: spec.backends[1].virtualService.clientPolicy.tls.validation.subjectAlternativeNames: not supported yet"},
+		{"second listener", edit("        mode: STRICT\n", "        mode: STRICT\n    - portMapping: {port: 50052, protocol: grpc}\n      tls: {mode: PERMISSIVE}\n"),
+			"document 4: spec.listeners[1].tls.mode: only the first listener may have TLS"},
 		{"port 0", edit("ports: [50051]", "ports: [0]"),
 			"document 5: spec.backendDefaults.clientPolicy.tls.ports[0]: must be 1..65535, got 0"},
 		{"duplicate port", edit("ports: [50051]", "ports: [50051, 50051]"),
@@ -146,5 +155,34 @@ func TestGatewayTargetRefusesClientPolicy(t *testing.T) {
 	_, err := apply("stack.yaml", []byte(data), nil, nil)
 	if err == nil || !strings.Contains(err.Error(), "action.target.virtualService.clientPolicy: not allowed on a gateway route's target") {
 		t.Errorf("got %v, want the gateway target's clientPolicy refused", err)
+	}
+}
+
+func TestListeningEndpoints(t *testing.T) {
+	vn := &Resource{Kind: KindVirtualNode, Metadata: Metadata{Name: "n", Mesh: "m"}, Spec: &VirtualNodeSpec{
+		ServiceDiscovery: &ServiceDiscovery{Registry: &RegistryDiscovery{ServiceName: "s"}}}}
+	ep := func(id string, st TaskState, h HealthStatus, mod func(*Endpoint)) *Endpoint {
+		e := &Endpoint{ID: id, Mesh: "m", Service: "s", Address: "127.0.0.2", Port: 1, State: st, Health: h}
+		if mod != nil {
+			mod(e)
+		}
+		return e
+	}
+	eps := []*Endpoint{
+		ep("pending", TaskPending, HealthUnknown, nil),
+		ep("running-unhealthy", TaskRunning, HealthUnhealthy, nil),
+		ep("stopping", TaskStopping, HealthHealthy, nil),
+		ep("stopped", TaskStopped, HealthUnknown, nil),
+		ep("other-mesh", TaskRunning, HealthHealthy, func(e *Endpoint) { e.Mesh = "x" }),
+		ep("other-service", TaskRunning, HealthHealthy, func(e *Endpoint) { e.Service = "x" }),
+		ep("no-address", TaskRunning, HealthHealthy, func(e *Endpoint) { e.Address = "" }),
+	}
+	var got []string
+	for _, e := range ListeningEndpoints(vn, eps) {
+		got = append(got, e.ID)
+	}
+	want := []string{"pending", "running-unhealthy", "stopping"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("ListeningEndpoints = %v, want %v", got, want)
 	}
 }

@@ -342,15 +342,14 @@ func (s *VirtualNodeSpec) BackendTLS(vs string) *ClientPolicyTLS {
 	return nil
 }
 
-// ListenerTLSMode is the TLS mode of the node's listener on port: DISABLED
-// when it has none or no such listener.
-func (s *VirtualNodeSpec) ListenerTLSMode(port int) string {
-	for _, l := range s.Listeners {
-		if l.PortMapping.Port == port && l.TLS != nil && l.TLS.Mode != "" {
-			return l.TLS.Mode
-		}
+// TLSMode is the TLS mode the node's tasks serve with: that of its first
+// listener (the one its tasks listen on and its cluster is built from;
+// validation refuses tls on any other), DISABLED when it has none.
+func (s *VirtualNodeSpec) TLSMode() string {
+	if len(s.Listeners) == 0 || s.Listeners[0].TLS == nil || s.Listeners[0].TLS.Mode == "" {
+		return TLSDisabled
 	}
-	return TLSDisabled
+	return s.Listeners[0].TLS.Mode
 }
 
 // NeedsIdentity reports whether the node's workloads need a mesh
