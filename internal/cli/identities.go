@@ -46,22 +46,38 @@ func (o *caOptions) caSet(dir statedir.Dir) bool {
 	return !errors.Is(err, fs.ErrNotExist)
 }
 
-// load returns the user's CA, else the state directory's own (made on
-// first use).
-func (o *caOptions) load(dir statedir.Dir) (*pki.CA, error) {
+// load returns the user's CA, else the state directory's own: made on
+// first use when create is set (`gmesh up`, which issues the tasks'
+// certificates), else only read (the control plane, whose health checker
+// needs one only once a task has its certificate, so after up made it).
+func (o *caOptions) load(dir statedir.Dir, create bool) (*pki.CA, error) {
 	if o.certFile != "" {
 		return pki.LoadFiles(o.certFile, o.keyFile, nil)
 	}
+	if !create {
+		return pki.LoadFiles(filepath.Join(dir.CADir(), pki.CACertFile), filepath.Join(dir.CADir(), pki.CAKeyFile), nil)
+	}
 	return pki.LoadOrCreate(dir.CADir(), nil)
+}
+
+// controlPlaneArgs passes the user's CA on to the control plane process.
+func (o *caOptions) controlPlaneArgs() []string {
+	if o.certFile == "" {
+		return nil
+	}
+	cert, _ := filepath.Abs(o.certFile)
+	key, _ := filepath.Abs(o.keyFile)
+	return []string{"--ca-cert", cert, "--ca-key", key}
 }
 
 // lazyCA is the CA, loaded (or made) when the first certificate is
 // issued: a mesh without TLS never makes one.
 type lazyCA struct {
-	opts *caOptions
-	dir  statedir.Dir
-	mu   sync.Mutex
-	ca   *pki.CA
+	opts   *caOptions
+	dir    statedir.Dir
+	create bool
+	mu     sync.Mutex
+	ca     *pki.CA
 }
 
 var _ pki.Issuer = (*lazyCA)(nil)
@@ -70,7 +86,7 @@ func (l *lazyCA) get() (*pki.CA, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.ca == nil {
-		ca, err := l.opts.load(l.dir)
+		ca, err := l.opts.load(l.dir, l.create)
 		if err != nil {
 			return nil, err
 		}
@@ -110,7 +126,7 @@ func newIdentities(dir statedir.Dir, o *caOptions, log *slog.Logger) (*identitie
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
-	issuer := &lazyCA{opts: o, dir: dir}
+	issuer := &lazyCA{opts: o, dir: dir, create: true}
 	if o.caSet(dir) {
 		if _, err := issuer.get(); err != nil {
 			return nil, err

@@ -213,7 +213,7 @@ func runUp(ctx context.Context, g *globals, o *upOptions, stdio IO) error {
 	}
 
 	// The control plane, as its own supervised process.
-	cp, err := startControlPlane(ctx, dir, o.cpAddr, logger)
+	cp, err := startControlPlane(ctx, dir, o.cpAddr, o.ca.controlPlaneArgs(), logger)
 	if err != nil {
 		return err
 	}

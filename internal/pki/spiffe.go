@@ -24,6 +24,7 @@ const (
 //
 //	spiffe://MESH.gmesh.local/vn/NODE                  a task gmesh runs on this machine
 //	spiffe://MESH.gmesh.local/ns/NS/sa/SA/vn/NODE      a pod on Kubernetes (namespace, service account)
+//	spiffe://MESH.gmesh.local/cp/COMPONENT             a part of the control plane (its health checker)
 //
 // Keys are fixed words, so an ID is read by its keys and not by position,
 // and a later key (say a cluster) can be added before "vn" without making
@@ -37,13 +38,24 @@ type ID struct {
 	Namespace      string
 	ServiceAccount string
 	VirtualNode    string
+	// Component names a part of gmesh's control plane instead of a
+	// workload ("health-checker"); exactly one of VirtualNode and
+	// Component is set.
+	Component string
 }
+
+// HealthChecker is the ID of the control plane's health checker in a mesh:
+// it calls STRICT workloads with a certificate of its own.
+func HealthChecker(meshName string) ID { return ID{Mesh: meshName, Component: "health-checker"} }
 
 // TrustDomain is the ID's trust domain, "MESH.gmesh.local".
 func (id ID) TrustDomain() string { return id.Mesh + TrustDomainSuffix }
 
 // Path is the ID's path, "/vn/NODE" or "/ns/NS/sa/SA/vn/NODE".
 func (id ID) Path() string {
+	if id.Component != "" {
+		return "/cp/" + id.Component
+	}
 	var b strings.Builder
 	if id.Namespace != "" || id.ServiceAccount != "" {
 		b.WriteString("/ns/" + id.Namespace + "/sa/" + id.ServiceAccount)
@@ -79,7 +91,14 @@ func (id ID) Validate() error {
 			return err
 		}
 	}
-	if err := checkValue("virtual node", id.VirtualNode); err != nil {
+	if id.Component != "" {
+		if id.VirtualNode != "" || id.Namespace != "" {
+			return fmt.Errorf("spiffe id: component %q goes with neither a virtual node nor a namespace", id.Component)
+		}
+		if err := checkValue("component", id.Component); err != nil {
+			return err
+		}
+	} else if err := checkValue("virtual node", id.VirtualNode); err != nil {
 		return err
 	}
 	if n := len(id.String()); n > maxIDLen {
@@ -130,8 +149,13 @@ func ParseID(s string) (ID, error) {
 		id.VirtualNode = segs[1]
 	case len(segs) == 6 && segs[0] == "ns" && segs[2] == "sa" && segs[4] == "vn":
 		id.Namespace, id.ServiceAccount, id.VirtualNode = segs[1], segs[3], segs[5]
+	case len(segs) == 2 && segs[0] == "cp":
+		id.Component = segs[1]
+		if id.Component == "" {
+			return ID{}, fmt.Errorf("spiffe id %q: empty component", s)
+		}
 	default:
-		return ID{}, fmt.Errorf("spiffe id %q: path /%s: want /vn/NODE or /ns/NS/sa/SA/vn/NODE", s, path)
+		return ID{}, fmt.Errorf("spiffe id %q: path /%s: want /vn/NODE, /ns/NS/sa/SA/vn/NODE or /cp/COMPONENT", s, path)
 	}
 	if err := id.Validate(); err != nil {
 		return ID{}, fmt.Errorf("%w (in %q)", err, s)

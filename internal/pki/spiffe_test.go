@@ -16,6 +16,7 @@ func TestIDString(t *testing.T) {
 		{pki.ID{Mesh: "echo", VirtualNode: "echo-server-v1"}, "spiffe://echo.gmesh.local/vn/echo-server-v1"},
 		{pki.ID{Mesh: "echo", Namespace: "shop", ServiceAccount: "billing", VirtualNode: "billing-v2"}, "spiffe://echo.gmesh.local/ns/shop/sa/billing/vn/billing-v2"},
 		{pki.ID{Mesh: "a.b", VirtualNode: "n.1"}, "spiffe://a.b.gmesh.local/vn/n.1"},
+		{pki.HealthChecker("echo"), "spiffe://echo.gmesh.local/cp/health-checker"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.want, func(t *testing.T) {
@@ -63,6 +64,9 @@ func TestParseIDRefuses(t *testing.T) {
 		{"spiffe://echo.gmesh.local/sa/s/ns/n/vn/x", "want /vn/NODE"},
 		{"spiffe://echo.gmesh.local/ns/n/vn/x", "want /vn/NODE"},
 		{"spiffe://echo.gmesh.local/ns//sa/s/vn/x", "given together"},
+		{"spiffe://echo.gmesh.local/cp/", "empty component"},
+		{"spiffe://echo.gmesh.local/cp/Health", `component "Health"`},
+		{"spiffe://echo.gmesh.local/cp/a/vn/x", "want /vn/NODE"},
 		{"spiffe://echo.gmesh.local/vn/" + strings.Repeat("a", 2100), "over the limit"},
 		{"spiffe://" + strings.Repeat("m", 250) + ".gmesh.local/vn/x", "longer than 255"},
 	}
@@ -111,6 +115,7 @@ func FuzzParseID(f *testing.F) {
 		"spiffe://echo.gmesh.local:1/vn/x",
 		"spiffe://.gmesh.local/vn/x",
 		"spiffe://echo.gmesh.local/ns/n/sa/s/vn/",
+		"spiffe://echo.gmesh.local/cp/health-checker",
 	} {
 		f.Add(s)
 	}
@@ -133,4 +138,15 @@ func FuzzParseID(f *testing.F) {
 			t.Fatalf("url.Parse(%q) = %#v, disagrees with %+v", s, u, id)
 		}
 	})
+}
+
+func TestComponentIDRefusesNode(t *testing.T) {
+	for _, id := range []pki.ID{
+		{Mesh: "m", Component: "c", VirtualNode: "n"},
+		{Mesh: "m", Component: "c", Namespace: "ns", ServiceAccount: "sa"},
+	} {
+		if err := id.Validate(); err == nil {
+			t.Errorf("%+v: got no error", id)
+		}
+	}
 }
