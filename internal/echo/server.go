@@ -260,9 +260,12 @@ func (s *Server) Serve() error {
 	if a, ok := s.lis.Addr().(*net.TCPAddr); ok {
 		port = strconv.Itoa(a.Port)
 	}
-	s.log.Info(fmt.Sprintf("Starting on port: %s, ssl: %t", port, s.tls), "addr", s.lis.Addr().String())
 	if s.xds {
+		// Whether calls need mTLS is the control plane's listener's to say.
+		s.log.Info(fmt.Sprintf("Starting on port: %s, ssl: xds", port), "addr", s.lis.Addr().String())
 		s.log.Info("serving through xDS: the control plane's listener for this address says whether calls need mTLS", "addr", s.lis.Addr().String())
+	} else {
+		s.log.Info(fmt.Sprintf("Starting on port: %s, ssl: %t", port, s.tls), "addr", s.lis.Addr().String())
 	}
 	if s.cfg.FailRate > 0 {
 		s.log.Warn("fault injection on: calls fail on purpose", "fail_rate", s.cfg.FailRate, "fail_code", s.cfg.FailCode.String())
