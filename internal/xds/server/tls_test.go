@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -205,6 +206,34 @@ func TestStrictMTLS(t *testing.T) {
 			if s == "plaintext" {
 				t.Error("the STRICT server answered a plaintext call")
 			}
+		}
+	})
+
+	t.Run("caller without a certificate", func(t *testing.T) {
+		// A client whose bootstrap has no certificate provider (one gmesh
+		// did not start, with a plain bootstrap): grpc-go NACKs the STRICT
+		// node's cluster, naming the missing provider instance, and its
+		// calls fail. docs/security.md says so.
+		plain := dial(t, cp, "plain-client")
+		cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+		defer ccancel()
+		_, err := echov1.NewEchoServiceClient(plain).Echo(cctx, &echov1.EchoRequest{Name: "x"})
+		if err == nil {
+			t.Fatal("a caller without a certificate reached the STRICT server")
+		}
+		t.Logf("refused: %v", err)
+		var nack string
+		pollUntil(ctx, t, "the plain client NACKs the STRICT cluster", func() (bool, error) {
+			for _, c := range cp.Clients() {
+				if c.NodeID == "plain-client" && c.LastNACK != nil {
+					nack = c.LastNACK.TypeURL + ": " + c.LastNACK.Detail
+					return true, nil
+				}
+			}
+			return false, nil
+		})
+		if !strings.Contains(nack, xds.ClusterType) || !strings.Contains(nack, `certificate provider instance name "gmesh" missing in bootstrap`) {
+			t.Errorf("NACK %q, want the cluster type and the missing provider instance", nack)
 		}
 	})
 
