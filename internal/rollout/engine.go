@@ -6,13 +6,38 @@
 // point resumes where the rollout stood.
 //
 // The happy path: Pending -> StartingTasks (new virtual node, task set, and a
-// weight-0 route target, in one commit; wait for RUNNING) -> WaitingHealthy
-// -> Shifting (route weights for step k in one commit; wait until every xDS
-// client has ACKed that store revision) -> Baking (analyse the new version's
-// requests; next step or roll back) -> ... -> Retiring (route to the new
-// version only, ACKs, drain and delete the old task set and node, point the
-// service at the new node) -> Succeeded. Rolling back mirrors retiring for
-// the new version: route to the old version only, ACKs, drain, delete.
+// weight-0 route target; wait for RUNNING) -> WaitingHealthy -> Shifting
+// (route weights for step k; wait until every xDS client has ACKed that
+// revision) -> Baking (analyse the new version's requests; next step or
+// roll back) -> ... -> Retiring (route to the new version only, ACKs, drain
+// the old task set, point the service at the new node, delete the old task
+// set and node) -> Succeeded. Rolling back mirrors retiring for the new
+// version: route to the old version only, ACKs, drain, delete.
+//
+// Every write is of one resource (Store): the engine needs no transaction
+// over several. Their order keeps every state between two writes safe to
+// serve, and each step re-derives what was done, so a crash between any
+// two writes resumes:
+//
+//  1. create the new virtual node (nothing routes to it yet);
+//  2. create its task set (tasks start, reach no client);
+//  3. add it to the route at weight 0 (clients subscribe to its cluster;
+//     the translation leaves a weight-0 target out, so no call reaches it);
+//  4. per step, set both weights in one write of the route (the route is
+//     one object, so old+new always sum to 100);
+//  5. retiring: the route to the new node only, then drain the old task
+//     set once clients ACKed, then point the service at the new node, then
+//     delete the old task set, then the old node (nothing refers to it any
+//     more: the store refuses to delete a node a route or service names);
+//  6. rolling back: the route to the old node only, drain the new task set
+//     once ACKed, delete the new task set, then the new node.
+//
+// The rollout's status is persisted after every pass that changed it, also
+// when a write failed, and what it records is only ever a consequence of a
+// write already made (the names and revision of what was created, the
+// route's revision) or a decision that re-running the phase repeats. The
+// resources the rollout creates carry its service and revision as labels,
+// so a pass after a crash that lost the status recognises them.
 //
 // Every wait is bounded by the spec's timeout. Going forward, a timeout rolls
 // back. Once traffic is moving to its final state (Retiring, RollingBack) a
@@ -33,17 +58,62 @@ import (
 	"github.com/gmesh-dev/gmesh/internal/mesh"
 )
 
-// Store is what the engine needs from the store.
+// Store is the engine's seam to where mesh resources live: the bbolt store
+// locally (internal/controlplane adapts internal/store), the API server on
+// Kubernetes (a VirtualRouter's routes, VirtualNodes, Deployments and the
+// Rollout object). It is shaped by what the weaker side can promise: the
+// API server has no transaction over several objects and versions each
+// object alone, so every write names one resource, and the engine orders
+// its writes so that the mesh is safe to serve between any two of them and
+// a crash between any two resumes (see the package doc for the order).
 type Store interface {
+	Reader
+	Writer
+	StatusWriter
+}
+
+// Reader reads resources. On Kubernetes it reads informer caches, which
+// may lag the engine's own writes: every step re-derives what exists and
+// tolerates a write that turns out to have been made already (EConflict,
+// retried on the next pass).
+type Reader interface {
 	Get(ctx context.Context, ref mesh.Ref) (*mesh.Resource, error)
 	// List lists the resources of kind in meshName ("" for resources
 	// outside any mesh, such as Meshes).
 	List(ctx context.Context, kind mesh.Kind, meshName string) ([]*mesh.Resource, error)
-	// Commit writes puts and deletes atomically (validating the whole
-	// would-be state; a put with a non-empty resourceVersion must match the
-	// stored one) and returns the new store revision.
-	Commit(ctx context.Context, puts []*mesh.Resource, deletes []mesh.Ref) (rev uint64, err error)
-	// UpdateStatus replaces a resource's status if rv matches (or is empty).
+}
+
+// Writer writes one resource at a time.
+//
+// Each write returns the revision that convergence is keyed by: every xDS
+// snapshot published at rev or later reflects the write, and the engine
+// asks Convergence.Converged(rev, ...) about it. Locally rev is the store
+// revision of the commit (or the current one when nothing changed). On
+// Kubernetes it is the control plane's publish generation: the write
+// returns once the leader's Source has rebuilt from a cache holding the
+// written object (its metadata.generation) and published, under that
+// rebuild's generation (internal/k8s/controller, Snapshot.Generation;
+// xdsserver.Server.ConvergedFor answers about it). Generations are the
+// leader process's own, so a revision persisted by an earlier leader means
+// nothing to the next one: the Kubernetes runtime must write the route
+// again (unchanged, which publishes nothing new) to get a revision of its
+// own before it trusts Converged.
+type Writer interface {
+	// Put creates or replaces r (its spec and labels; the stored status is
+	// kept). A non-empty Metadata.ResourceVersion must match the stored one
+	// (else EConflict). The write is refused (EInvalid) when the mesh it
+	// would leave has a dangling reference (a route target, a service's
+	// node) or r itself is invalid.
+	Put(ctx context.Context, r *mesh.Resource) (rev uint64, err error)
+	// Delete removes ref: ENotFound when it does not exist, EInUse while
+	// another resource refers to it (a route still targets the node).
+	Delete(ctx context.Context, ref mesh.Ref) (rev uint64, err error)
+}
+
+// StatusWriter writes a Rollout's status, the engine's persisted state.
+type StatusWriter interface {
+	// UpdateStatus replaces a resource's status if rv matches (or is
+	// empty), else EConflict.
 	UpdateStatus(ctx context.Context, ref mesh.Ref, status any, rv string) (*mesh.Resource, error)
 }
 

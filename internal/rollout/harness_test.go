@@ -40,9 +40,11 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness { return newHarnessOn(t, newMemStore()) }
 
-// testStore is a Store that logs the route's weights at every commit.
+// testStore is a Store that logs the route's weights at every commit, and
+// commits several resources at once for seeding.
 type testStore interface {
 	Store
+	Commit(ctx context.Context, puts []*mesh.Resource, deletes []mesh.Ref) (uint64, error)
 	routes() []string
 }
 

@@ -146,7 +146,7 @@ func (e *Engine) Start(ctx context.Context, r *mesh.Resource) (*mesh.Resource, e
 	if prev != nil {
 		put.Metadata.ResourceVersion = prev.Metadata.ResourceVersion
 	}
-	if _, err := e.store.Commit(ctx, []*mesh.Resource{put}, nil); err != nil {
+	if _, err := e.store.Put(ctx, put); err != nil {
 		return nil, fmt.Errorf("start rollout of %s: %w", spec.Service, err)
 	}
 	stored, err := e.store.Get(ctx, ref)
