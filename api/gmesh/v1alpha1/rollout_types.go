@@ -159,6 +159,10 @@ type RolloutSpec struct {
 	// +kubebuilder:validation:Enum=Pause;Proceed;Rollback
 	// +optional
 	OnStalledClient string `json:"onStalledClient,omitempty"`
+	// Force deploys even when the stable Deployment already runs this
+	// version (`gmesh deploy --force`).
+	// +optional
+	Force bool `json:"force,omitempty"`
 	// Analysis holds the gates each bake must pass.
 	// +optional
 	Analysis *AnalysisGates `json:"analysis,omitempty"`

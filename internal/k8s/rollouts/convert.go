@@ -36,6 +36,7 @@ func Spec(ro *v1alpha1.Rollout) (*mesh.RolloutSpec, error) {
 		Route:           in.Route,
 		Target:          mesh.TaskSetSpec{Service: ro.Name, Version: in.Version},
 		OnStalledClient: in.OnStalledClient,
+		Force:           in.Force,
 	}
 	if in.Replicas != nil {
 		out.Target.DesiredCount = int(*in.Replicas)
@@ -77,7 +78,8 @@ func Spec(ro *v1alpha1.Rollout) (*mesh.RolloutSpec, error) {
 
 // FromSpec writes the engine's spec s into the fields of out it maps to
 // (the inverse of Spec), leaving the Kubernetes-only ones (router, stable
-// Deployment, images, template patch, controls) as they are. Engine
+// Deployment, images, template patch, controls) as they are. Rollback
+// (set by `gmesh rollback`) has no counterpart yet. Engine
 // defaults filled in by Start show up as set.
 func FromSpec(s *mesh.RolloutSpec, out *v1alpha1.RolloutSpec) {
 	out.Route = s.Route
@@ -95,6 +97,7 @@ func FromSpec(s *mesh.RolloutSpec, out *v1alpha1.RolloutSpec) {
 	out.Timeout = duration(s.TimeoutMillis)
 	out.AckTimeout = duration(s.AckTimeoutMillis)
 	out.OnStalledClient = s.OnStalledClient
+	out.Force = s.Force
 	out.Analysis = nil
 	if g := s.Gates; g != (mesh.Gates{}) {
 		a := &v1alpha1.AnalysisGates{}
