@@ -532,7 +532,7 @@ func (p *pass) advance() {
 
 // ---- Shifting -> Baking ----
 
-// shift sets the route's weights for the current step in one commit, then
+// shift sets the route's weights for the current step in one write of the route, then
 // waits until every xDS client has ACKed that store revision.
 func (p *pass) shift(ctx context.Context) (time.Duration, error) {
 	st := p.st
