@@ -74,14 +74,28 @@ func (c *crashStore) UpdateStatus(ctx context.Context, ref mesh.Ref, status any,
 }
 
 // safeToServe returns what makes the mesh unsafe to serve, "" if nothing:
-// the shifted route's weights must add up to 100, and every target with
-// traffic must be backed by a task set that is not draining. (That every
-// reference resolves the store itself refuses to break.)
+// every node the route targets and the service's node exist (the local
+// store refuses a write that breaks this, the API server does not), the
+// route's weights add up to 100, and every target with traffic is backed
+// by a task set that is not draining.
 func safeToServe(s Store) string {
 	ctx := context.Background()
 	route, err := s.Get(ctx, mesh.Ref{Kind: mesh.KindRoute, Mesh: meshName, Name: "echo-server-route"})
 	if err != nil {
 		return err.Error()
+	}
+	svc, err := s.Get(ctx, mesh.Ref{Kind: mesh.KindService, Mesh: meshName, Name: "echo-server"})
+	if err != nil {
+		return err.Error()
+	}
+	nodes := []string{svc.Service().VirtualNode}
+	for _, t := range route.Route().Targets() {
+		nodes = append(nodes, t.VirtualNode)
+	}
+	for _, n := range nodes {
+		if _, err := s.Get(ctx, mesh.Ref{Kind: mesh.KindVirtualNode, Mesh: meshName, Name: n}); err != nil {
+			return fmt.Sprintf("route %s, service node %s: %v", weights(route), svc.Service().VirtualNode, err)
+		}
 	}
 	sets, err := s.List(ctx, mesh.KindTaskSet, meshName)
 	if err != nil {
@@ -121,7 +135,64 @@ func (h *harness) names(kind mesh.Kind) string {
 	return strings.Join(out, ",")
 }
 
-// TestCrashBetweenWrites: on the real store and the fake clock, the write
+// crashStores are the stores the crash tests run on: internal/store's
+// memstore, and kubeStore, which is only what the API server promises.
+var crashStores = []struct {
+	name string
+	new  func(now func() time.Time) testStore
+}{
+	{"real store", func(now func() time.Time) testStore { return newRealStore(now) }},
+	{"kube-like store", func(func() time.Time) testStore { return newKubeStore() }},
+}
+
+// newCrashHarness starts a rollout of 1.0 in steps 50, 100 over a store of
+// newStore, whose engine writes go through a crashStore failing write
+// failAt (0: none).
+func newCrashHarness(t *testing.T, newStore func(func() time.Time) testStore, errRate float64, failAt int, landed bool) (*harness, *crashStore) {
+	t.Helper()
+	var h *harness
+	s := newStore(func() time.Time {
+		if h == nil { // seeding
+			return t0
+		}
+		return h.clock.Now()
+	})
+	h = newHarnessOn(t, s)
+	h.errRate = errRate
+	h.start("1.0", 50, 100)
+	cs := &crashStore{testStore: s, failAt: failAt, landed: landed}
+	h.store = cs
+	h.e = h.newEngine()
+	return h, cs
+}
+
+// runCrashing reconciles to the end, restarting the engine (a new control
+// plane over the persisted state) after every crash.
+func runCrashing(t *testing.T, h *harness) *mesh.RolloutStatus {
+	t.Helper()
+	deadline := h.clock.Now().Add(10 * time.Minute)
+	for {
+		d, err := h.reconcile()
+		if err != nil {
+			if !errors.Is(err, errCrash) {
+				t.Fatalf("Reconcile: %v", err)
+			}
+			h.e = h.newEngine()
+			d = time.Second
+		}
+		st := h.status()
+		if st.Phase.Terminal() {
+			return st
+		}
+		if h.clock.Now().After(deadline) {
+			t.Fatalf("not done: %s", dump(st))
+		}
+		h.advance(max(d, time.Millisecond))
+	}
+}
+
+// TestCrashBetweenWrites: on the real store and on a store that is only
+// what the API server promises (kubeStore), on the fake clock, the write
 // numbered n of a rollout (every write of one resource, the rollout's
 // status included) fails, before or after it lands, for every n; the
 // control plane then restarts (a new engine over the persisted state). The
@@ -162,71 +233,39 @@ func TestCrashBetweenWrites(t *testing.T) {
 			}
 		}},
 	}
-	run := func(t *testing.T, errRate float64, failAt int, landed bool) (*harness, *crashStore, *mesh.RolloutStatus) {
-		var h *harness
-		rs := newRealStore(func() time.Time {
-			if h == nil {
-				return t0
-			}
-			return h.clock.Now()
-		})
-		h = newHarnessOn(t, rs)
-		h.errRate = errRate
-		h.start("1.0", 50, 100)
-		cs := &crashStore{testStore: rs, failAt: failAt, landed: landed}
-		h.store = cs
-		h.e = h.newEngine()
-		deadline := h.clock.Now().Add(10 * time.Minute)
-		for {
-			d, err := h.reconcile()
-			if err != nil {
-				if !errors.Is(err, errCrash) {
-					t.Fatalf("Reconcile: %v", err)
+	for _, store := range crashStores {
+		for _, sc := range scenarios {
+			t.Run(store.name+"/"+sc.name, func(t *testing.T) {
+				// A run without a crash counts the writes.
+				h, cs := newCrashHarness(t, store.new, sc.errRate, 0, false)
+				sc.check(t, h, runCrashing(t, h))
+				if len(cs.violations) > 0 {
+					t.Fatalf("unsafe without a crash:\n%s", strings.Join(cs.violations, "\n"))
 				}
-				h.e = h.newEngine() // the control plane restarts
-				d = time.Second
-			}
-			st := h.status()
-			if st.Phase.Terminal() {
-				return h, cs, st
-			}
-			if h.clock.Now().After(deadline) {
-				t.Fatalf("not done after a crash at write %d (landed %v): %s", failAt, landed, dump(st))
-			}
-			h.advance(max(d, time.Millisecond))
-		}
-	}
-	for _, sc := range scenarios {
-		t.Run(sc.name, func(t *testing.T) {
-			// A run without a crash counts the writes.
-			h, cs, st := run(t, sc.errRate, 0, false)
-			sc.check(t, h, st)
-			if len(cs.violations) > 0 {
-				t.Fatalf("unsafe without a crash:\n%s", strings.Join(cs.violations, "\n"))
-			}
-			total := cs.n
-			if total < 10 {
-				t.Fatalf("only %d writes: %q", total, cs.writes)
-			}
-			for n := 1; n <= total; n++ {
-				for _, landed := range []bool{false, true} {
-					name := fmt.Sprintf("write %d %s lost", n, cs.writes[n-1])
-					if landed {
-						name = fmt.Sprintf("write %d %s landed", n, cs.writes[n-1])
+				total, writes := cs.n, cs.writes
+				if total < 10 {
+					t.Fatalf("only %d writes: %q", total, writes)
+				}
+				for n := 1; n <= total; n++ {
+					for _, landed := range []bool{false, true} {
+						how := "lost"
+						if landed {
+							how = "landed"
+						}
+						t.Run(fmt.Sprintf("write %d %s %s", n, writes[n-1], how), func(t *testing.T) {
+							h, cs := newCrashHarness(t, store.new, sc.errRate, n, landed)
+							sc.check(t, h, runCrashing(t, h))
+							if len(cs.violations) > 0 {
+								t.Errorf("unsafe to serve:\n%s", strings.Join(cs.violations, "\n"))
+							}
+							if cs.n < n {
+								t.Errorf("the crash at write %d never happened (%d writes)", n, cs.n)
+							}
+						})
 					}
-					t.Run(name, func(t *testing.T) {
-						h, c, st := run(t, sc.errRate, n, landed)
-						sc.check(t, h, st)
-						if len(c.violations) > 0 {
-							t.Errorf("unsafe to serve:\n%s", strings.Join(c.violations, "\n"))
-						}
-						if c.n < n {
-							t.Errorf("the crash at write %d never happened (%d writes)", n, c.n)
-						}
-					})
 				}
-			}
-		})
+			})
+		}
 	}
 }
 
@@ -235,37 +274,28 @@ func TestCrashBetweenWrites(t *testing.T) {
 // the user aborts before it is back: the restarted engine finds what was
 // made from the status and labels, and removes all of it.
 func TestAbortAfterPartialStart(t *testing.T) {
-	for n := 1; n <= 3; n++ {
-		t.Run(itoa(n), func(t *testing.T) {
-			var h *harness
-			rs := newRealStore(func() time.Time {
-				if h == nil {
-					return t0
+	for _, store := range crashStores {
+		for n := 1; n <= 3; n++ {
+			t.Run(fmt.Sprintf("%s/%d", store.name, n), func(t *testing.T) {
+				h, cs := newCrashHarness(t, store.new, 0, n, true)
+				if _, err := h.reconcile(); !errors.Is(err, errCrash) {
+					t.Fatalf("Reconcile: %v, want the crash at write %d", err, n)
 				}
-				return h.clock.Now()
+				h.e = h.newEngine()
+				if err := h.e.Control(h.ctx, h.ref, ActionAbort); err != nil {
+					t.Fatal(err)
+				}
+				st := runCrashing(t, h)
+				checkRolledBack(t, h, st, mesh.PhaseAborted, "aborted on request")
+				for _, k := range []mesh.Kind{mesh.KindVirtualNode, mesh.KindTaskSet} {
+					if got := h.names(k); got != "echo-server-0-9" {
+						t.Errorf("%s = %s, want echo-server-0-9 only", k, got)
+					}
+				}
+				if len(cs.violations) > 0 {
+					t.Errorf("unsafe to serve:\n%s", strings.Join(cs.violations, "\n"))
+				}
 			})
-			h = newHarnessOn(t, rs)
-			h.start("1.0", 50, 100)
-			cs := &crashStore{testStore: rs, failAt: n, landed: true}
-			h.store = cs
-			h.e = h.newEngine()
-			if _, err := h.reconcile(); !errors.Is(err, errCrash) {
-				t.Fatalf("Reconcile: %v, want the crash at write %d", err, n)
-			}
-			h.e = h.newEngine()
-			if err := h.e.Control(h.ctx, h.ref, ActionAbort); err != nil {
-				t.Fatal(err)
-			}
-			st := h.runUntil(5*time.Minute, func(st *mesh.RolloutStatus) bool { return st.Phase.Terminal() })
-			checkRolledBack(t, h, st, mesh.PhaseAborted, "aborted on request")
-			for _, k := range []mesh.Kind{mesh.KindVirtualNode, mesh.KindTaskSet} {
-				if got := h.names(k); got != "echo-server-0-9" {
-					t.Errorf("%s = %s, want echo-server-0-9 only", k, got)
-				}
-			}
-			if len(cs.violations) > 0 {
-				t.Errorf("unsafe to serve:\n%s", strings.Join(cs.violations, "\n"))
-			}
-		})
+		}
 	}
 }

@@ -1,0 +1,135 @@
+package rollout
+
+import (
+	"context"
+	"sort"
+	"strconv"
+	"sync"
+
+	"github.com/gmesh-dev/gmesh/internal/mesh"
+)
+
+// kubeStore plays the Kubernetes API server as the Store seam allows it to
+// be, no more: each object is versioned alone, nothing checks references
+// between objects (a route may name a node that does not exist, a node may
+// be deleted while a route targets it: only the engine's order of writes
+// prevents that), a create of an object that exists is refused (the
+// AlreadyExists conflict), and the revision a write returns is a counter of
+// its own, as the control plane's publish generation is. Each object is
+// checked alone, as a CRD's schema would.
+type kubeStore struct {
+	mu       sync.Mutex
+	objs     map[mesh.Ref]*mesh.Resource
+	rv       int
+	gen      uint64
+	routeLog []string
+}
+
+var _ Store = (*kubeStore)(nil)
+
+func newKubeStore() *kubeStore { return &kubeStore{objs: map[mesh.Ref]*mesh.Resource{}} }
+
+func (s *kubeStore) Get(_ context.Context, ref mesh.Ref) (*mesh.Resource, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.objs[ref]
+	if r == nil {
+		return nil, mesh.Errorf(mesh.ENotFound, "%s not found", ref)
+	}
+	return r.Clone(), nil
+}
+
+func (s *kubeStore) List(_ context.Context, kind mesh.Kind, meshName string) ([]*mesh.Resource, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*mesh.Resource
+	for ref, r := range s.objs {
+		if ref.Kind == kind && (meshName == "" || ref.Mesh == meshName) {
+			out = append(out, r.Clone())
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Metadata.Name < out[j].Metadata.Name })
+	return out, nil
+}
+
+func (s *kubeStore) Put(_ context.Context, r *mesh.Resource) (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r = r.Clone()
+	cur := s.objs[r.Ref()]
+	switch {
+	case r.Metadata.ResourceVersion == "" && cur != nil:
+		return 0, mesh.Errorf(mesh.EConflict, "%s already exists", r.Ref())
+	case r.Metadata.ResourceVersion != "" && (cur == nil || cur.Metadata.ResourceVersion != r.Metadata.ResourceVersion):
+		return 0, mesh.Errorf(mesh.EConflict, "%s was changed concurrently", r.Ref())
+	}
+	if err := mesh.DefaultAndValidate(r); err != nil {
+		return 0, err
+	}
+	if cur != nil {
+		r.Status = cur.Status
+	}
+	s.rv++
+	r.Metadata.ResourceVersion = strconv.Itoa(s.rv)
+	s.objs[r.Ref()] = r
+	s.gen++
+	if r.Kind == mesh.KindRoute {
+		s.routeLog = append(s.routeLog, weights(r))
+	}
+	return s.gen, nil
+}
+
+func (s *kubeStore) Delete(_ context.Context, ref mesh.Ref) (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.objs[ref] == nil {
+		return 0, mesh.Errorf(mesh.ENotFound, "%s not found", ref)
+	}
+	delete(s.objs, ref)
+	s.gen++
+	return s.gen, nil
+}
+
+func (s *kubeStore) UpdateStatus(_ context.Context, ref mesh.Ref, status any, rv string) (*mesh.Resource, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur := s.objs[ref]
+	if cur == nil {
+		return nil, mesh.Errorf(mesh.ENotFound, "%s not found", ref)
+	}
+	if rv != "" && rv != cur.Metadata.ResourceVersion {
+		return nil, mesh.Errorf(mesh.EConflict, "%s was changed concurrently", ref)
+	}
+	c := cur.Clone()
+	c.Status = cloneStatus(status.(*mesh.RolloutStatus))
+	s.rv++
+	c.Metadata.ResourceVersion = strconv.Itoa(s.rv)
+	s.objs[ref] = c
+	return c.Clone(), nil
+}
+
+// Commit seeds the store, one object after the other.
+func (s *kubeStore) Commit(ctx context.Context, puts []*mesh.Resource, deletes []mesh.Ref) (uint64, error) {
+	var gen uint64
+	for _, r := range puts {
+		g, err := s.Put(ctx, r)
+		if err != nil {
+			return 0, err
+		}
+		gen = g
+	}
+	for _, ref := range deletes {
+		g, err := s.Delete(ctx, ref)
+		if err != nil {
+			return 0, err
+		}
+		gen = g
+	}
+	return gen, nil
+}
+
+func (s *kubeStore) routes() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.routeLog...)
+}
