@@ -140,15 +140,18 @@ func (h *harness) names(kind mesh.Kind) string {
 var crashStores = []struct {
 	name string
 	new  func(now func() time.Time) testStore
+	// lag puts an informer-like cache between the engine and the store.
+	lag bool
 }{
-	{"real store", func(now func() time.Time) testStore { return newRealStore(now) }},
-	{"kube-like store", func(func() time.Time) testStore { return newKubeStore() }},
+	{name: "real store", new: func(now func() time.Time) testStore { return newRealStore(now) }},
+	{name: "kube-like store", new: func(func() time.Time) testStore { return newKubeStore() }},
+	{name: "kube-like store behind a lagging cache", new: func(func() time.Time) testStore { return newKubeStore() }, lag: true},
 }
 
 // newCrashHarness starts a rollout of 1.0 in steps 50, 100 over a store of
 // newStore, whose engine writes go through a crashStore failing write
 // failAt (0: none).
-func newCrashHarness(t *testing.T, newStore func(func() time.Time) testStore, errRate float64, failAt int, landed bool) (*harness, *crashStore) {
+func newCrashHarness(t *testing.T, newStore func(func() time.Time) testStore, lag bool, errRate float64, failAt int, landed bool) (*harness, *crashStore) {
 	t.Helper()
 	var h *harness
 	s := newStore(func() time.Time {
@@ -162,6 +165,15 @@ func newCrashHarness(t *testing.T, newStore func(func() time.Time) testStore, er
 	h.start("1.0", 50, 100)
 	cs := &crashStore{testStore: s, failAt: failAt, landed: landed}
 	h.store = cs
+	if lag {
+		l := &lagging{Store: cs}
+		h.engineStore = l
+		h.beforePass = func() {
+			if err := l.resync(h.ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	h.e = h.newEngine()
 	return h, cs
 }
@@ -237,7 +249,7 @@ func TestCrashBetweenWrites(t *testing.T) {
 		for _, sc := range scenarios {
 			t.Run(store.name+"/"+sc.name, func(t *testing.T) {
 				// A run without a crash counts the writes.
-				h, cs := newCrashHarness(t, store.new, sc.errRate, 0, false)
+				h, cs := newCrashHarness(t, store.new, store.lag, sc.errRate, 0, false)
 				sc.check(t, h, runCrashing(t, h))
 				if len(cs.violations) > 0 {
 					t.Fatalf("unsafe without a crash:\n%s", strings.Join(cs.violations, "\n"))
@@ -253,7 +265,7 @@ func TestCrashBetweenWrites(t *testing.T) {
 							how = "landed"
 						}
 						t.Run(fmt.Sprintf("write %d %s %s", n, writes[n-1], how), func(t *testing.T) {
-							h, cs := newCrashHarness(t, store.new, sc.errRate, n, landed)
+							h, cs := newCrashHarness(t, store.new, store.lag, sc.errRate, n, landed)
 							sc.check(t, h, runCrashing(t, h))
 							if len(cs.violations) > 0 {
 								t.Errorf("unsafe to serve:\n%s", strings.Join(cs.violations, "\n"))
@@ -277,11 +289,14 @@ func TestAbortAfterPartialStart(t *testing.T) {
 	for _, store := range crashStores {
 		for n := 1; n <= 3; n++ {
 			t.Run(fmt.Sprintf("%s/%d", store.name, n), func(t *testing.T) {
-				h, cs := newCrashHarness(t, store.new, 0, n, true)
+				h, cs := newCrashHarness(t, store.new, store.lag, 0, n, true)
 				if _, err := h.reconcile(); !errors.Is(err, errCrash) {
 					t.Fatalf("Reconcile: %v, want the crash at write %d", err, n)
 				}
 				h.e = h.newEngine()
+				if h.beforePass != nil {
+					h.beforePass() // the cache catches up before the user's abort
+				}
 				if err := h.e.Control(h.ctx, h.ref, ActionAbort); err != nil {
 					t.Fatal(err)
 				}

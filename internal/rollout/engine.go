@@ -73,9 +73,13 @@ type Store interface {
 }
 
 // Reader reads resources. On Kubernetes it reads informer caches, which
-// may lag the engine's own writes: every step re-derives what exists and
-// tolerates a write that turns out to have been made already (EConflict,
-// retried on the next pass).
+// may lag behind writes, the engine's own included. The engine copes: it
+// takes its rollout's status from the status write's answer, not from a
+// read; every other decision re-derives what exists, and one made on a
+// stale read cannot land, because updates carry the resourceVersion they
+// read (EConflict), a create of what exists is refused (EConflict), the
+// rollout's status carries its resourceVersion, and a delete of what is
+// gone is taken as done. The next pass retries.
 type Reader interface {
 	Get(ctx context.Context, ref mesh.Ref) (*mesh.Resource, error)
 	// List lists the resources of kind in meshName ("" for resources
@@ -333,8 +337,16 @@ func (e *Engine) Reconcile(ctx context.Context, ref mesh.Ref) (requeueAfter time
 	l := e.lockFor(ref)
 	l.Lock()
 	defer l.Unlock()
+	// written is the rollout as the last status write returned it: the next
+	// transition starts from it rather than from a read, which on
+	// Kubernetes comes from a cache that may not hold the write yet.
+	var written *mesh.Resource
 	for range maxTransitions {
-		r, err := e.store.Get(ctx, ref)
+		r, err := written, error(nil)
+		if r == nil {
+			r, err = e.store.Get(ctx, ref)
+		}
+		written = nil
 		if mesh.IsNotFound(err) {
 			e.forgetBake(ref)
 			return 0, nil
@@ -358,16 +370,29 @@ func (e *Engine) Reconcile(ctx context.Context, ref mesh.Ref) (requeueAfter time
 		p := &pass{e: e, ref: ref, r: r, spec: spec, st: st, now: e.clock.Now()}
 		phase := st.Phase
 		requeue, stepErr := p.step(ctx)
+		// A write refused as a conflict was decided on a stale read (on
+		// Kubernetes, a cache behind the API server) or raced another
+		// writer: nothing it meant to do happened; the next pass decides
+		// again from fresher reads.
+		stale := mesh.IsConflict(stepErr)
 		if !statusEqual(orig, st) {
-			_, err := e.store.UpdateStatus(ctx, ref, st, r.Metadata.ResourceVersion)
-			if mesh.IsConflict(err) && stepErr == nil {
+			out, err := e.store.UpdateStatus(ctx, ref, st, r.Metadata.ResourceVersion)
+			switch {
+			case mesh.IsConflict(err) && stepErr == nil:
 				// A control (pause, abort...) landed meanwhile: what this
-				// pass committed is idempotent; re-read and run it again.
+				// pass wrote is idempotent; re-read and run it again.
 				continue
-			}
-			if err != nil {
+			case mesh.IsConflict(err) && stale:
+				return e.retryStale(ref, stepErr)
+			case err != nil:
 				return time.Second, fmt.Errorf("persist status of %s: %w", ref, err)
 			}
+			if _, ok := out.Spec.(*mesh.RolloutSpec); ok {
+				written = out
+			}
+		}
+		if stale {
+			return e.retryStale(ref, stepErr)
 		}
 		if stepErr != nil {
 			return time.Second, stepErr
@@ -381,6 +406,12 @@ func (e *Engine) Reconcile(ctx context.Context, ref mesh.Ref) (requeueAfter time
 		}
 	}
 	return time.Millisecond, nil
+}
+
+// retryStale asks for another pass soon after a write that conflicted.
+func (e *Engine) retryStale(ref mesh.Ref, err error) (time.Duration, error) {
+	e.log.Info("rollout write conflicted; retrying from fresh reads", "rollout", ref.String(), "err", err)
+	return e.cfg.Poll, nil
 }
 
 func (e *Engine) forgetBake(ref mesh.Ref) {

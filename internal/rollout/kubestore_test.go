@@ -133,3 +133,53 @@ func (s *kubeStore) routes() []string {
 	defer s.mu.Unlock()
 	return append([]string(nil), s.routeLog...)
 }
+
+// lagging is an informer cache in front of a Store: reads are served from
+// a copy taken by resync (before each pass, in the tests), so a pass never
+// reads its own writes, nor anyone else's made since; writes go through.
+type lagging struct {
+	Store
+	mu   sync.Mutex
+	snap map[mesh.Ref]*mesh.Resource
+}
+
+func (l *lagging) resync(ctx context.Context) error {
+	snap := map[mesh.Ref]*mesh.Resource{}
+	for _, k := range []mesh.Kind{mesh.KindMesh, mesh.KindVirtualNode, mesh.KindVirtualRouter, mesh.KindRoute,
+		mesh.KindVirtualService, mesh.KindService, mesh.KindTaskSet, mesh.KindRollout} {
+		rs, err := l.Store.List(ctx, k, "")
+		if err != nil {
+			return err
+		}
+		for _, r := range rs {
+			snap[r.Ref()] = r
+		}
+	}
+	l.mu.Lock()
+	l.snap = snap
+	l.mu.Unlock()
+	return nil
+}
+
+func (l *lagging) Get(_ context.Context, ref mesh.Ref) (*mesh.Resource, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	r := l.snap[ref]
+	if r == nil {
+		return nil, mesh.Errorf(mesh.ENotFound, "%s not found", ref)
+	}
+	return r.Clone(), nil
+}
+
+func (l *lagging) List(_ context.Context, kind mesh.Kind, meshName string) ([]*mesh.Resource, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []*mesh.Resource
+	for ref, r := range l.snap {
+		if ref.Kind == kind && (meshName == "" || ref.Mesh == meshName) {
+			out = append(out, r.Clone())
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Metadata.Name < out[j].Metadata.Name })
+	return out, nil
+}
