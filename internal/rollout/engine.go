@@ -341,6 +341,9 @@ func (e *Engine) Reconcile(ctx context.Context, ref mesh.Ref) (requeueAfter time
 	// transition starts from it rather than from a read, which on
 	// Kubernetes comes from a cache that may not hold the write yet.
 	var written *mesh.Resource
+	// conflicted is the resourceVersion a status write lost to: a re-read
+	// that returns it again comes from a cache that has not caught up.
+	conflicted := ""
 	for range maxTransitions {
 		r, err := written, error(nil)
 		if r == nil {
@@ -353,6 +356,9 @@ func (e *Engine) Reconcile(ctx context.Context, ref mesh.Ref) (requeueAfter time
 		}
 		if err != nil {
 			return 0, fmt.Errorf("reconcile %s: %w", ref, err)
+		}
+		if conflicted != "" && r.Metadata.ResourceVersion == conflicted {
+			return e.retryStale(ref, mesh.Errorf(mesh.EConflict, "%s: the read after a lost status write is still at resourceVersion %s", ref, conflicted))
 		}
 		spec, ok := r.Spec.(*mesh.RolloutSpec)
 		if !ok {
@@ -381,6 +387,7 @@ func (e *Engine) Reconcile(ctx context.Context, ref mesh.Ref) (requeueAfter time
 			case mesh.IsConflict(err) && stepErr == nil:
 				// A control (pause, abort...) landed meanwhile: what this
 				// pass wrote is idempotent; re-read and run it again.
+				conflicted = r.Metadata.ResourceVersion
 				continue
 			case mesh.IsConflict(err) && stale:
 				return e.retryStale(ref, stepErr)

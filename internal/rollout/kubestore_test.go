@@ -5,6 +5,8 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"testing"
+	"time"
 
 	"github.com/gmesh-dev/gmesh/internal/mesh"
 )
@@ -23,6 +25,13 @@ type kubeStore struct {
 	rv       int
 	gen      uint64
 	routeLog []string
+	nwrites  int // writes tried, landed or not
+}
+
+func (s *kubeStore) writes() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.nwrites
 }
 
 var _ Store = (*kubeStore)(nil)
@@ -55,6 +64,7 @@ func (s *kubeStore) List(_ context.Context, kind mesh.Kind, meshName string) ([]
 func (s *kubeStore) Put(_ context.Context, r *mesh.Resource) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.nwrites++
 	r = r.Clone()
 	cur := s.objs[r.Ref()]
 	switch {
@@ -82,6 +92,7 @@ func (s *kubeStore) Put(_ context.Context, r *mesh.Resource) (uint64, error) {
 func (s *kubeStore) Delete(_ context.Context, ref mesh.Ref) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.nwrites++
 	if s.objs[ref] == nil {
 		return 0, mesh.Errorf(mesh.ENotFound, "%s not found", ref)
 	}
@@ -93,6 +104,7 @@ func (s *kubeStore) Delete(_ context.Context, ref mesh.Ref) (uint64, error) {
 func (s *kubeStore) UpdateStatus(_ context.Context, ref mesh.Ref, status any, rv string) (*mesh.Resource, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.nwrites++
 	cur := s.objs[ref]
 	if cur == nil {
 		return nil, mesh.Errorf(mesh.ENotFound, "%s not found", ref)
@@ -182,4 +194,46 @@ func (l *lagging) List(_ context.Context, kind mesh.Kind, meshName string) ([]*m
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Metadata.Name < out[j].Metadata.Name })
 	return out, nil
+}
+
+// TestStaleCacheKeepsControls: behind a cache that has not seen a pause
+// yet, the engine's pass loses its status write to the pause, does not
+// spin on the stale read, and does not overwrite the pause; once the cache
+// catches up, the rollout pauses.
+func TestStaleCacheKeepsControls(t *testing.T) {
+	ks := newKubeStore()
+	h := newHarnessOn(t, ks)
+	h.start("1.0", 50, 100) // Start reads its own write: not behind a cache
+	l := &lagging{Store: ks}
+	h.engineStore = l
+	resync := func() {
+		if err := l.resync(h.ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.beforePass = resync
+	h.e = h.newEngine()
+	h.runUntil(time.Minute, phaseIs(mesh.PhaseBaking))
+	// The user pauses through the API server; the engine's cache is behind.
+	h.beforePass = nil
+	user := NewEngine(Config{Store: ks, Endpoints: h.rt, Convergence: h.conv, Metrics: h.metrics, Clock: h.clock})
+	if err := user.Control(h.ctx, h.ref, ActionPause); err != nil {
+		t.Fatal(err)
+	}
+	before := ks.writes()
+	h.advance(10 * time.Second) // the bake ends: the pass wants to write
+	if _, err := h.reconcile(); err != nil {
+		t.Fatalf("Reconcile behind a stale cache: %v", err)
+	}
+	if st := h.status(); !st.Paused {
+		t.Fatalf("the pause was overwritten: %s", dump(st))
+	}
+	if n := ks.writes() - before; n > 4 {
+		t.Errorf("%d writes in one pass behind a stale cache, want a few (no spinning)", n)
+	}
+	h.beforePass = resync
+	st := h.runUntil(time.Minute, phaseIs(mesh.PhasePaused))
+	if !st.Paused || st.ResumePhase == "" {
+		t.Errorf("status %s", dump(st))
+	}
 }

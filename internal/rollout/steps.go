@@ -532,8 +532,8 @@ func (p *pass) advance() {
 
 // ---- Shifting -> Baking ----
 
-// shift sets the route's weights for the current step in one write of the route, then
-// waits until every xDS client has ACKed that store revision.
+// shift sets the route's weights for the current step in one write of the
+// route, then waits until every xDS client has ACKed that write's revision.
 func (p *pass) shift(ctx context.Context) (time.Duration, error) {
 	st := p.st
 	if st.StepIndex < 0 || st.StepIndex >= len(p.spec.Steps) {
