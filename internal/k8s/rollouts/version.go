@@ -143,3 +143,45 @@ func merge(a, b map[string]string) map[string]string {
 	}
 	return out
 }
+
+// StableNode returns the VirtualNode that takes all of a route's traffic
+// (the only target with a weight above 0), which a Rollout without
+// spec.stableDeployment starts from. A route already split between nodes
+// has no stable version to adopt.
+func StableNode(route string, ts []mesh.WeightedTarget) (string, error) {
+	var serving []string
+	for _, t := range ts {
+		if t.Weight > 0 {
+			serving = append(serving, t.VirtualNode)
+		}
+	}
+	if len(serving) != 1 {
+		return "", mesh.FieldError("spec.stableDeployment", "route %s sends traffic to %d virtual nodes %v, so there is no one stable version to adopt: name it in spec.stableDeployment, or finish the split first", route, len(serving), serving)
+	}
+	return serving[0], nil
+}
+
+// AdoptDeployment returns the one Deployment of deps (in node's namespace)
+// whose pods node's podSelector selects: the stable Deployment of a
+// Rollout that names none.
+func AdoptDeployment(node *v1beta2.VirtualNode, deps []*appsv1.Deployment) (*appsv1.Deployment, error) {
+	if node.Spec.PodSelector == nil {
+		return nil, mesh.FieldError("spec.stableDeployment", "VirtualNode %s has no podSelector, so no Deployment runs its pods: name the stable Deployment", node.Name)
+	}
+	sel, err := metav1.LabelSelectorAsSelector(node.Spec.PodSelector)
+	if err != nil {
+		return nil, mesh.FieldError("spec.stableDeployment", "VirtualNode %s: podSelector: %v", node.Name, err)
+	}
+	var found []*appsv1.Deployment
+	var names []string
+	for _, d := range deps {
+		if d.Namespace == node.Namespace && sel.Matches(labels.Set(d.Spec.Template.Labels)) {
+			found = append(found, d)
+			names = append(names, d.Name)
+		}
+	}
+	if len(found) != 1 {
+		return nil, mesh.FieldError("spec.stableDeployment", "%d Deployments %v run pods that VirtualNode %s selects; name the stable one", len(found), names, node.Name)
+	}
+	return found[0], nil
+}

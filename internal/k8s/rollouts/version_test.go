@@ -164,3 +164,32 @@ func TestNewVirtualNode(t *testing.T) {
 		t.Errorf("NewVirtualNode without a version selector: %v", err)
 	}
 }
+
+func TestAdoptStable(t *testing.T) {
+	node, err := StableNode("echo-server-route", []mesh.WeightedTarget{{VirtualNode: "echo-server-0-9", Weight: 100}, {VirtualNode: "old", Weight: 0}})
+	if err != nil || node != "echo-server-0-9" {
+		t.Errorf("StableNode = %q, %v, want echo-server-0-9", node, err)
+	}
+	_, err = StableNode("echo-server-route", []mesh.WeightedTarget{{VirtualNode: "a", Weight: 50}, {VirtualNode: "b", Weight: 50}})
+	if err == nil || !strings.Contains(err.Error(), "spec.stableDeployment: route echo-server-route sends traffic to 2 virtual nodes [a b]") {
+		t.Errorf("StableNode of a split: %v", err)
+	}
+
+	var vn v1beta2.VirtualNode
+	echoObject(t, "VirtualNode", &vn)
+	var stable appsv1.Deployment
+	echoObject(t, "Deployment", &stable)
+	other := stable.DeepCopy()
+	other.Name, other.Spec.Template.Labels = "echo-client-0-1", map[string]string{"app": "echo-client", "version": "0.1"}
+	elsewhere := stable.DeepCopy()
+	elsewhere.Namespace = "other"
+	got, err := AdoptDeployment(&vn, []*appsv1.Deployment{other, &stable, elsewhere})
+	if err != nil || got.Name != "echo-server-0-9" || got.Namespace != "echo" {
+		t.Errorf("AdoptDeployment = %v, %v, want echo/echo-server-0-9", got, err)
+	}
+	twin := stable.DeepCopy()
+	twin.Name = "echo-server-0-9-copy"
+	if _, err := AdoptDeployment(&vn, []*appsv1.Deployment{&stable, twin}); err == nil || !strings.Contains(err.Error(), "2 Deployments [echo-server-0-9 echo-server-0-9-copy] run pods that VirtualNode echo-server-0-9 selects; name the stable one") {
+		t.Errorf("AdoptDeployment of two: %v", err)
+	}
+}
