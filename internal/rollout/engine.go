@@ -163,6 +163,10 @@ type Config struct {
 	// Resync is how often Run reconciles with nothing to wait for
 	// (default 30s).
 	Resync time.Duration
+	// CheckTarget checks a new version's target as the runtime that runs it
+	// needs it, when a rollout starts (default LocalTarget: a local task
+	// set runs a command; a Deployment is made from the Rollout object).
+	CheckTarget func(*mesh.TaskSetSpec) error
 	// MaxEvents bounds a rollout's event log (default 100); MaxHistory the
 	// revision history (default 10).
 	MaxEvents  int
@@ -215,6 +219,9 @@ func NewEngine(cfg Config) *Engine {
 	}
 	if cfg.Resync <= 0 {
 		cfg.Resync = 30 * time.Second
+	}
+	if cfg.CheckTarget == nil {
+		cfg.CheckTarget = LocalTarget
 	}
 	if cfg.MaxEvents <= 0 {
 		cfg.MaxEvents = 100
