@@ -49,9 +49,9 @@ proto: proto-tools ## regenerate the Go code of api/**/*.proto
 	PATH=$(BIN):$$PATH protoc -I . --go_out=paths=source_relative:. --go-grpc_out=paths=source_relative:. \
 		api/echo/v1/echo.proto api/mesh/v1/admin.proto
 
-generate: ## regenerate the App Mesh CRD types' deepcopy code and the CRDs under deploy/kubernetes/crds
-	$(CONTROLLER_GEN) object paths=./api/appmesh/...
-	$(CONTROLLER_GEN) crd paths=./api/appmesh/... output:crd:artifacts:config=deploy/kubernetes/crds
+generate: ## regenerate the App Mesh and gmesh CRD types' deepcopy code and the CRDs under deploy/kubernetes/crds
+	$(CONTROLLER_GEN) object paths=./api/appmesh/... paths=./api/gmesh/...
+	$(CONTROLLER_GEN) crd paths=./api/appmesh/... paths=./api/gmesh/... output:crd:artifacts:config=deploy/kubernetes/crds
 
 check-generated: proto generate ## fail if the committed generated code is stale
 	git diff --exit-code -- api/ deploy/kubernetes/crds/

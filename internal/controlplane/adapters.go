@@ -26,8 +26,19 @@ func (a storeAdapter) List(ctx context.Context, kind mesh.Kind, meshName string)
 	return a.s.List(ctx, kind, meshName)
 }
 
-func (a storeAdapter) Commit(ctx context.Context, puts []*mesh.Resource, deletes []mesh.Ref) (uint64, error) {
-	res, err := a.s.Commit(ctx, puts, deletes)
+// Put commits one resource; the revision is the store's after the commit
+// (the current one when nothing changed), which the xDS snapshots are
+// built from.
+func (a storeAdapter) Put(ctx context.Context, r *mesh.Resource) (uint64, error) {
+	res, err := a.s.Commit(ctx, []*mesh.Resource{r}, nil)
+	if err != nil {
+		return 0, err
+	}
+	return res.Revision, nil
+}
+
+func (a storeAdapter) Delete(ctx context.Context, ref mesh.Ref) (uint64, error) {
+	res, err := a.s.Commit(ctx, nil, []mesh.Ref{ref})
 	if err != nil {
 		return 0, err
 	}

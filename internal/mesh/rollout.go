@@ -127,9 +127,10 @@ type RolloutStatus struct {
 	Revision int `json:"revision,omitempty"`
 	// Route is the route being shifted (resolved at the start).
 	Route string `json:"route,omitempty"`
-	// StoreRevision is the store revision of the last route change, which
-	// the current wait needs every xDS client to have ACKed; 0 when the
-	// current phase has not changed the route yet.
+	// StoreRevision is the revision the last route write returned (the
+	// store revision locally, the control plane's publish generation on
+	// Kubernetes), which the current wait needs every xDS client to have
+	// ACKed; 0 when the current phase has not changed the route yet.
 	StoreRevision uint64 `json:"storeRevision,omitempty"`
 	// WaitSince is when the current wait began (RFC 3339 with nanoseconds);
 	// the wait's timeout runs from it.

@@ -166,8 +166,9 @@ func TestControlConflictRetry(t *testing.T) {
 	}
 }
 
-// racyStore fails the first races status writes with a conflict, as if the
-// engine had written in between.
+// racyStore fails the first races status writes with a conflict: another
+// writer updated the rollout just before (its status, unchanged, is
+// written again, so its resourceVersion moves on).
 type racyStore struct {
 	*memStore
 	races int
@@ -176,6 +177,13 @@ type racyStore struct {
 func (s *racyStore) UpdateStatus(ctx context.Context, ref mesh.Ref, status any, rv string) (*mesh.Resource, error) {
 	if s.races > 0 {
 		s.races--
+		cur, err := s.memStore.Get(ctx, ref)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := s.memStore.UpdateStatus(ctx, ref, cur.Status, ""); err != nil {
+			return nil, err
+		}
 		return nil, mesh.Errorf(mesh.EConflict, "changed concurrently")
 	}
 	return s.memStore.UpdateStatus(ctx, ref, status, rv)

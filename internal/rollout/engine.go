@@ -6,13 +6,38 @@
 // point resumes where the rollout stood.
 //
 // The happy path: Pending -> StartingTasks (new virtual node, task set, and a
-// weight-0 route target, in one commit; wait for RUNNING) -> WaitingHealthy
-// -> Shifting (route weights for step k in one commit; wait until every xDS
-// client has ACKed that store revision) -> Baking (analyse the new version's
-// requests; next step or roll back) -> ... -> Retiring (route to the new
-// version only, ACKs, drain and delete the old task set and node, point the
-// service at the new node) -> Succeeded. Rolling back mirrors retiring for
-// the new version: route to the old version only, ACKs, drain, delete.
+// weight-0 route target; wait for RUNNING) -> WaitingHealthy -> Shifting
+// (route weights for step k; wait until every xDS client has ACKed that
+// revision) -> Baking (analyse the new version's requests; next step or
+// roll back) -> ... -> Retiring (route to the new version only, ACKs, drain
+// the old task set, point the service at the new node, delete the old task
+// set and node) -> Succeeded. Rolling back mirrors retiring for the new
+// version: route to the old version only, ACKs, drain, delete.
+//
+// Every write is of one resource (Store): the engine needs no transaction
+// over several. Their order keeps every state between two writes safe to
+// serve, and each step re-derives what was done, so a crash between any
+// two writes resumes:
+//
+//  1. create the new virtual node (nothing routes to it yet);
+//  2. create its task set (tasks start, reach no client);
+//  3. add it to the route at weight 0 (clients subscribe to its cluster;
+//     the translation leaves a weight-0 target out, so no call reaches it);
+//  4. per step, set both weights in one write of the route (the route is
+//     one object, so old+new always sum to 100);
+//  5. retiring: the route to the new node only, then drain the old task
+//     set once clients ACKed, then point the service at the new node, then
+//     delete the old task set, then the old node (nothing refers to it any
+//     more: the store refuses to delete a node a route or service names);
+//  6. rolling back: the route to the old node only, drain the new task set
+//     once ACKed, delete the new task set, then the new node.
+//
+// The rollout's status is persisted after every pass that changed it, also
+// when a write failed, and what it records is only ever a consequence of a
+// write already made (the names and revision of what was created, the
+// route's revision) or a decision that re-running the phase repeats. The
+// resources the rollout creates carry its service and revision as labels,
+// so a pass after a crash that lost the status recognises them.
 //
 // Every wait is bounded by the spec's timeout. Going forward, a timeout rolls
 // back. Once traffic is moving to its final state (Retiring, RollingBack) a
@@ -33,17 +58,66 @@ import (
 	"github.com/gmesh-dev/gmesh/internal/mesh"
 )
 
-// Store is what the engine needs from the store.
+// Store is the engine's seam to where mesh resources live: the bbolt store
+// locally (internal/controlplane adapts internal/store), the API server on
+// Kubernetes (a VirtualRouter's routes, VirtualNodes, Deployments and the
+// Rollout object). It is shaped by what the weaker side can promise: the
+// API server has no transaction over several objects and versions each
+// object alone, so every write names one resource, and the engine orders
+// its writes so that the mesh is safe to serve between any two of them and
+// a crash between any two resumes (see the package doc for the order).
 type Store interface {
+	Reader
+	Writer
+	StatusWriter
+}
+
+// Reader reads resources. On Kubernetes it reads informer caches, which
+// may lag behind writes, the engine's own included. The engine copes: it
+// takes its rollout's status from the status write's answer, not from a
+// read; every other decision re-derives what exists, and one made on a
+// stale read cannot land, because updates carry the resourceVersion they
+// read (EConflict), a create of what exists is refused (EConflict), the
+// rollout's status carries its resourceVersion, and a delete of what is
+// gone is taken as done. The next pass retries.
+type Reader interface {
 	Get(ctx context.Context, ref mesh.Ref) (*mesh.Resource, error)
 	// List lists the resources of kind in meshName ("" for resources
 	// outside any mesh, such as Meshes).
 	List(ctx context.Context, kind mesh.Kind, meshName string) ([]*mesh.Resource, error)
-	// Commit writes puts and deletes atomically (validating the whole
-	// would-be state; a put with a non-empty resourceVersion must match the
-	// stored one) and returns the new store revision.
-	Commit(ctx context.Context, puts []*mesh.Resource, deletes []mesh.Ref) (rev uint64, err error)
-	// UpdateStatus replaces a resource's status if rv matches (or is empty).
+}
+
+// Writer writes one resource at a time.
+//
+// Each write returns the revision that convergence is keyed by: every xDS
+// snapshot published at rev or later reflects the write, and the engine
+// asks Convergence.Converged(rev, ...) about it. Locally rev is the store
+// revision of the commit (or the current one when nothing changed). On
+// Kubernetes it is the control plane's publish generation: the write
+// returns once the leader's Source has rebuilt from a cache holding the
+// written object (its metadata.generation) and published, under that
+// rebuild's generation (internal/k8s/controller, Snapshot.Generation;
+// xdsserver.Server.ConvergedFor answers about it). Generations are the
+// leader process's own, so a revision persisted by an earlier leader means
+// nothing to the next one: the Kubernetes runtime must write the route
+// again (unchanged, which publishes nothing new) to get a revision of its
+// own before it trusts Converged.
+type Writer interface {
+	// Put creates or replaces r (its spec and labels; the stored status is
+	// kept). A non-empty Metadata.ResourceVersion must match the stored one
+	// (else EConflict). The write is refused (EInvalid) when the mesh it
+	// would leave has a dangling reference (a route target, a service's
+	// node) or r itself is invalid.
+	Put(ctx context.Context, r *mesh.Resource) (rev uint64, err error)
+	// Delete removes ref: ENotFound when it does not exist, EInUse while
+	// another resource refers to it (a route still targets the node).
+	Delete(ctx context.Context, ref mesh.Ref) (rev uint64, err error)
+}
+
+// StatusWriter writes a Rollout's status, the engine's persisted state.
+type StatusWriter interface {
+	// UpdateStatus replaces a resource's status if rv matches (or is
+	// empty), else EConflict.
 	UpdateStatus(ctx context.Context, ref mesh.Ref, status any, rv string) (*mesh.Resource, error)
 }
 
@@ -89,6 +163,10 @@ type Config struct {
 	// Resync is how often Run reconciles with nothing to wait for
 	// (default 30s).
 	Resync time.Duration
+	// CheckTarget checks a new version's target as the runtime that runs it
+	// needs it, when a rollout starts (default LocalTarget: a local task
+	// set runs a command; a Deployment is made from the Rollout object).
+	CheckTarget func(*mesh.TaskSetSpec) error
 	// MaxEvents bounds a rollout's event log (default 100); MaxHistory the
 	// revision history (default 10).
 	MaxEvents  int
@@ -141,6 +219,9 @@ func NewEngine(cfg Config) *Engine {
 	}
 	if cfg.Resync <= 0 {
 		cfg.Resync = 30 * time.Second
+	}
+	if cfg.CheckTarget == nil {
+		cfg.CheckTarget = LocalTarget
 	}
 	if cfg.MaxEvents <= 0 {
 		cfg.MaxEvents = 100
@@ -263,14 +344,28 @@ func (e *Engine) Reconcile(ctx context.Context, ref mesh.Ref) (requeueAfter time
 	l := e.lockFor(ref)
 	l.Lock()
 	defer l.Unlock()
+	// written is the rollout as the last status write returned it: the next
+	// transition starts from it rather than from a read, which on
+	// Kubernetes comes from a cache that may not hold the write yet.
+	var written *mesh.Resource
+	// conflicted is the resourceVersion a status write lost to: a re-read
+	// that returns it again comes from a cache that has not caught up.
+	conflicted := ""
 	for range maxTransitions {
-		r, err := e.store.Get(ctx, ref)
+		r, err := written, error(nil)
+		if r == nil {
+			r, err = e.store.Get(ctx, ref)
+		}
+		written = nil
 		if mesh.IsNotFound(err) {
 			e.forgetBake(ref)
 			return 0, nil
 		}
 		if err != nil {
 			return 0, fmt.Errorf("reconcile %s: %w", ref, err)
+		}
+		if conflicted != "" && r.Metadata.ResourceVersion == conflicted {
+			return e.retryStale(ref, mesh.Errorf(mesh.EConflict, "%s: the read after a lost status write is still at resourceVersion %s", ref, conflicted))
 		}
 		spec, ok := r.Spec.(*mesh.RolloutSpec)
 		if !ok {
@@ -288,16 +383,30 @@ func (e *Engine) Reconcile(ctx context.Context, ref mesh.Ref) (requeueAfter time
 		p := &pass{e: e, ref: ref, r: r, spec: spec, st: st, now: e.clock.Now()}
 		phase := st.Phase
 		requeue, stepErr := p.step(ctx)
+		// A write refused as a conflict was decided on a stale read (on
+		// Kubernetes, a cache behind the API server) or raced another
+		// writer: nothing it meant to do happened; the next pass decides
+		// again from fresher reads.
+		stale := mesh.IsConflict(stepErr)
 		if !statusEqual(orig, st) {
-			_, err := e.store.UpdateStatus(ctx, ref, st, r.Metadata.ResourceVersion)
-			if mesh.IsConflict(err) && stepErr == nil {
+			out, err := e.store.UpdateStatus(ctx, ref, st, r.Metadata.ResourceVersion)
+			switch {
+			case mesh.IsConflict(err) && stepErr == nil:
 				// A control (pause, abort...) landed meanwhile: what this
-				// pass committed is idempotent; re-read and run it again.
+				// pass wrote is idempotent; re-read and run it again.
+				conflicted = r.Metadata.ResourceVersion
 				continue
-			}
-			if err != nil {
+			case mesh.IsConflict(err) && stale:
+				return e.retryStale(ref, stepErr)
+			case err != nil:
 				return time.Second, fmt.Errorf("persist status of %s: %w", ref, err)
 			}
+			if _, ok := out.Spec.(*mesh.RolloutSpec); ok {
+				written = out
+			}
+		}
+		if stale {
+			return e.retryStale(ref, stepErr)
 		}
 		if stepErr != nil {
 			return time.Second, stepErr
@@ -311,6 +420,12 @@ func (e *Engine) Reconcile(ctx context.Context, ref mesh.Ref) (requeueAfter time
 		}
 	}
 	return time.Millisecond, nil
+}
+
+// retryStale asks for another pass soon after a write that conflicted.
+func (e *Engine) retryStale(ref mesh.Ref, err error) (time.Duration, error) {
+	e.log.Info("rollout write conflicted; retrying from fresh reads", "rollout", ref.String(), "err", err)
+	return e.cfg.Poll, nil
 }
 
 func (e *Engine) forgetBake(ref mesh.Ref) {

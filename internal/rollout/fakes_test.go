@@ -58,6 +58,16 @@ func (s *memStore) List(_ context.Context, kind mesh.Kind, meshName string) ([]*
 	return out, nil
 }
 
+func (s *memStore) Put(ctx context.Context, r *mesh.Resource) (uint64, error) {
+	return s.Commit(ctx, []*mesh.Resource{r}, nil)
+}
+
+func (s *memStore) Delete(ctx context.Context, ref mesh.Ref) (uint64, error) {
+	return s.Commit(ctx, nil, []mesh.Ref{ref})
+}
+
+// Commit writes puts and deletes atomically, as the real store does; the
+// engine writes one resource at a time, the tests seed with it.
 func (s *memStore) Commit(_ context.Context, puts []*mesh.Resource, deletes []mesh.Ref) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -86,7 +96,9 @@ func (s *memStore) Commit(_ context.Context, puts []*mesh.Resource, deletes []me
 		return 0, err
 	}
 	for _, d := range deletes {
-		next.Delete(d)
+		if !next.Delete(d) {
+			return 0, mesh.Errorf(mesh.ENotFound, "%s not found", d)
+		}
 	}
 	if err := mesh.CheckDeletes(next, deletes); err != nil {
 		return 0, err

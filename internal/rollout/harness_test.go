@@ -36,13 +36,19 @@ type harness struct {
 	rps     float64
 	errRate float64
 	carry   float64
+	// engineStore, if set, is the store the engine gets in place of store
+	// (a lagging view); beforePass runs before every pass.
+	engineStore Store
+	beforePass  func()
 }
 
 func newHarness(t *testing.T) *harness { return newHarnessOn(t, newMemStore()) }
 
-// testStore is a Store that logs the route's weights at every commit.
+// testStore is a Store that logs the route's weights at every commit, and
+// commits several resources at once for seeding.
 type testStore interface {
 	Store
+	Commit(ctx context.Context, puts []*mesh.Resource, deletes []mesh.Ref) (uint64, error)
 	routes() []string
 }
 
@@ -75,8 +81,12 @@ func newHarnessOn(t *testing.T, s testStore) *harness {
 }
 
 func (h *harness) newEngine() *Engine {
+	var s Store = h.store
+	if h.engineStore != nil {
+		s = h.engineStore
+	}
 	return NewEngine(Config{
-		Store: h.store, Endpoints: h.rt, Convergence: h.conv, Metrics: h.metrics, Clock: h.clock,
+		Store: s, Endpoints: h.rt, Convergence: h.conv, Metrics: h.metrics, Clock: h.clock,
 		Logger: slog.New(slog.DiscardHandler),
 	})
 }
@@ -147,6 +157,9 @@ func (h *harness) status() *mesh.RolloutStatus {
 // reconcile runs the fake runtime, then one Reconcile.
 func (h *harness) reconcile() (time.Duration, error) {
 	h.rt.sync(h.t, h.store)
+	if h.beforePass != nil {
+		h.beforePass()
+	}
 	return h.e.Reconcile(h.ctx, h.ref)
 }
 

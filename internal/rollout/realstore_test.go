@@ -33,6 +33,14 @@ func (r *realStore) List(ctx context.Context, kind mesh.Kind, meshName string) (
 	return r.s.List(ctx, kind, meshName)
 }
 
+func (r *realStore) Put(ctx context.Context, res *mesh.Resource) (uint64, error) {
+	return r.Commit(ctx, []*mesh.Resource{res}, nil)
+}
+
+func (r *realStore) Delete(ctx context.Context, ref mesh.Ref) (uint64, error) {
+	return r.Commit(ctx, nil, []mesh.Ref{ref})
+}
+
 func (r *realStore) Commit(ctx context.Context, puts []*mesh.Resource, deletes []mesh.Ref) (uint64, error) {
 	res, err := r.s.Commit(ctx, puts, deletes)
 	if err != nil {

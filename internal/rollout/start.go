@@ -52,22 +52,102 @@ func (e *Engine) Start(ctx context.Context, r *mesh.Resource) (*mesh.Resource, e
 	l.Lock()
 	defer l.Unlock()
 
-	svc, err := e.store.Get(ctx, mesh.Ref{Kind: mesh.KindService, Mesh: meshName, Name: spec.Service})
-	if mesh.IsNotFound(err) {
-		return nil, mesh.Errorf(mesh.ENotFound, "service %s not found in mesh %s", spec.Service, meshName)
+	st, prev, err := e.prepare(ctx, ref, spec, nil)
+	if err != nil {
+		return nil, err
 	}
+	put := &mesh.Resource{
+		APIVersion: mesh.APIVersion,
+		Kind:       mesh.KindRollout,
+		Metadata:   mesh.Metadata{Name: name, Mesh: meshName, Labels: r.Metadata.Labels},
+		Spec:       spec,
+		Status:     st,
+	}
+	if prev != nil {
+		put.Metadata.ResourceVersion = prev.Metadata.ResourceVersion
+	}
+	if _, err := e.store.Put(ctx, put); err != nil {
+		return nil, fmt.Errorf("start rollout of %s: %w", spec.Service, err)
+	}
+	stored, err := e.store.Get(ctx, ref)
 	if err != nil {
 		return nil, fmt.Errorf("start rollout of %s: %w", spec.Service, err)
 	}
+	out, err := e.store.UpdateStatus(ctx, ref, st, stored.Metadata.ResourceVersion)
+	if err != nil {
+		return nil, fmt.Errorf("start rollout of %s: %w", spec.Service, err)
+	}
+	e.log.Info("rollout started", "rollout", ref.String(), "version", spec.Target.Version, "from", st.OldVersion, "revision", spec.Target.Revision)
+	e.Notify()
+	return out, nil
+}
+
+// Begin starts a rollout whose Rollout is already stored as its user wrote
+// it (on Kubernetes, the object `kubectl apply` made): the checks and
+// defaults of Start, with the same messages, but only the status is
+// written (Pending, with the revision the rollout creates), with the
+// Rollout's resourceVersion. The Store must from then on present that
+// revision (status.revision) as the spec's target revision, and the
+// defaults (mesh.Default) in the spec it returns, since the engine writes
+// no spec here. A rollout that has begun already (its status is for its
+// spec's revision) is left alone. A Rollout whose last rollout ended is
+// begun again, its history carried over; one whose rollout is unfinished
+// is refused (EConflict), as a second `gmesh deploy` is.
+func (e *Engine) Begin(ctx context.Context, ref mesh.Ref) (*mesh.Resource, error) {
+	l := e.lockFor(ref)
+	l.Lock()
+	defer l.Unlock()
+	r, err := e.store.Get(ctx, ref)
+	if err != nil {
+		return nil, fmt.Errorf("begin rollout %s: %w", ref, err)
+	}
+	in, ok := r.Spec.(*mesh.RolloutSpec)
+	if !ok || in == nil {
+		return nil, mesh.FieldError("spec", "a Rollout's spec is required")
+	}
+	if orig, _ := r.Status.(*mesh.RolloutStatus); orig != nil && orig.Phase != "" && in.Target.Revision != 0 && orig.Revision == in.Target.Revision {
+		return r, nil
+	}
+	spec := cloneSpec(in)
+	if spec.Service == "" {
+		spec.Service = ref.Name
+	}
+	st, _, err := e.prepare(ctx, ref, spec, r)
+	if err != nil {
+		return nil, err
+	}
+	out, err := e.store.UpdateStatus(ctx, ref, st, r.Metadata.ResourceVersion)
+	if err != nil {
+		return nil, fmt.Errorf("begin rollout of %s: %w", spec.Service, err)
+	}
+	e.log.Info("rollout begun", "rollout", ref.String(), "version", spec.Target.Version, "from", st.OldVersion, "revision", st.Revision)
+	e.Notify()
+	return out, nil
+}
+
+// prepare checks and defaults spec, the rollout ref is to carry out, and
+// returns its first status and the finished rollout of the same name it
+// replaces, if any. self is the stored Rollout when it is begun in place
+// (Begin): its own status then counts as the earlier rollout of the name.
+// The caller holds ref's lock.
+func (e *Engine) prepare(ctx context.Context, ref mesh.Ref, spec *mesh.RolloutSpec, self *mesh.Resource) (*mesh.RolloutStatus, *mesh.Resource, error) {
+	meshName, name := ref.Mesh, ref.Name
+	svc, err := e.store.Get(ctx, mesh.Ref{Kind: mesh.KindService, Mesh: meshName, Name: spec.Service})
+	if mesh.IsNotFound(err) {
+		return nil, nil, mesh.Errorf(mesh.ENotFound, "service %s not found in mesh %s", spec.Service, meshName)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("start rollout of %s: %w", spec.Service, err)
+	}
 	svcSpec, _ := svc.Spec.(*mesh.ServiceSpec)
 	if svcSpec == nil {
-		return nil, fmt.Errorf("start rollout of %s: service spec is %T", spec.Service, svc.Spec)
+		return nil, nil, fmt.Errorf("start rollout of %s: service spec is %T", spec.Service, svc.Spec)
 	}
 
 	// One unfinished rollout per service.
 	existing, err := e.store.List(ctx, mesh.KindRollout, meshName)
 	if err != nil {
-		return nil, fmt.Errorf("start rollout of %s: %w", spec.Service, err)
+		return nil, nil, fmt.Errorf("start rollout of %s: %w", spec.Service, err)
 	}
 	var prev *mesh.Resource
 	maxRev := 0
@@ -78,8 +158,17 @@ func (e *Engine) Start(ctx context.Context, r *mesh.Resource) (*mesh.Resource, e
 		}
 		maxRev = max(maxRev, xs.Target.Revision)
 		st := effectiveStatus(xs, x)
+		if self != nil && x.Metadata.Name == self.Metadata.Name {
+			// Begun in place: what the object's status holds is the
+			// earlier rollout of the name, unfinished or not.
+			orig, _ := x.Status.(*mesh.RolloutStatus)
+			st = &mesh.RolloutStatus{Phase: mesh.PhaseSucceeded}
+			if orig != nil && orig.Phase != "" {
+				st = orig
+			}
+		}
 		if !st.Phase.Terminal() {
-			return nil, mesh.Errorf(mesh.EConflict,
+			return nil, nil, mesh.Errorf(mesh.EConflict,
 				"a rollout of %s is already in progress (phase %s, step %d/%d); use `gmesh rollout status %s` or `gmesh rollout abort %s`",
 				spec.Service, st.Phase, st.StepIndex+1, len(xs.Steps), spec.Service, spec.Service)
 		}
@@ -90,20 +179,20 @@ func (e *Engine) Start(ctx context.Context, r *mesh.Resource) (*mesh.Resource, e
 
 	routeName, err := findRoute(ctx, e.store, meshName, spec.Route, svcSpec.VirtualNode)
 	if err != nil {
-		return nil, fmt.Errorf("start rollout of %s: %w", spec.Service, err)
+		return nil, nil, fmt.Errorf("start rollout of %s: %w", spec.Service, err)
 	}
 	spec.Route = routeName
 	oldSet, err := findTaskSet(ctx, e.store, meshName, spec.Service, svcSpec.VirtualNode)
 	if err != nil {
-		return nil, fmt.Errorf("start rollout of %s: %w", spec.Service, err)
+		return nil, nil, fmt.Errorf("start rollout of %s: %w", spec.Service, err)
 	}
 	old := oldSet.Spec.(*mesh.TaskSetSpec)
 
-	if err := defaults(spec, svcSpec, old); err != nil {
-		return nil, err
+	if err := defaults(spec, svcSpec, old, e.cfg.CheckTarget); err != nil {
+		return nil, nil, err
 	}
 	if spec.Target.Version == old.Version && !spec.Force {
-		return nil, &mesh.Error{Code: mesh.EInvalid, Field: "spec.target.version",
+		return nil, nil, &mesh.Error{Code: mesh.EInvalid, Field: "spec.target.version",
 			Message: fmt.Sprintf("version %s of %s is already running; deploy it again with --force", old.Version, spec.Service)}
 	}
 
@@ -117,7 +206,7 @@ func (e *Engine) Start(ctx context.Context, r *mesh.Resource) (*mesh.Resource, e
 	}
 	sets, err := e.store.List(ctx, mesh.KindTaskSet, meshName)
 	if err != nil {
-		return nil, fmt.Errorf("start rollout of %s: %w", spec.Service, err)
+		return nil, nil, fmt.Errorf("start rollout of %s: %w", spec.Service, err)
 	}
 	for _, s := range sets {
 		if ts, ok := s.Spec.(*mesh.TaskSetSpec); ok && ts.Service == spec.Service {
@@ -136,34 +225,11 @@ func (e *Engine) Start(ctx context.Context, r *mesh.Resource) (*mesh.Resource, e
 		Events:  []mesh.RolloutEvent{{Time: now, Phase: mesh.PhasePending, Message: fmt.Sprintf("Deploying version %s of %s over %s (revision %d)", spec.Target.Version, spec.Service, old.Version, spec.Target.Revision)}},
 		History: history,
 	}
-	put := &mesh.Resource{
-		APIVersion: mesh.APIVersion,
-		Kind:       mesh.KindRollout,
-		Metadata:   mesh.Metadata{Name: name, Mesh: meshName, Labels: r.Metadata.Labels},
-		Spec:       spec,
-		Status:     st,
-	}
-	if prev != nil {
-		put.Metadata.ResourceVersion = prev.Metadata.ResourceVersion
-	}
-	if _, err := e.store.Commit(ctx, []*mesh.Resource{put}, nil); err != nil {
-		return nil, fmt.Errorf("start rollout of %s: %w", spec.Service, err)
-	}
-	stored, err := e.store.Get(ctx, ref)
-	if err != nil {
-		return nil, fmt.Errorf("start rollout of %s: %w", spec.Service, err)
-	}
-	out, err := e.store.UpdateStatus(ctx, ref, st, stored.Metadata.ResourceVersion)
-	if err != nil {
-		return nil, fmt.Errorf("start rollout of %s: %w", spec.Service, err)
-	}
-	e.log.Info("rollout started", "rollout", ref.String(), "version", spec.Target.Version, "from", old.Version, "revision", spec.Target.Revision)
-	e.Notify()
-	return out, nil
+	return st, prev, nil
 }
 
 // defaults fills in spec's defaults and checks its values.
-func defaults(spec *mesh.RolloutSpec, svc *mesh.ServiceSpec, old *mesh.TaskSetSpec) error {
+func defaults(spec *mesh.RolloutSpec, svc *mesh.ServiceSpec, old *mesh.TaskSetSpec, checkTarget func(*mesh.TaskSetSpec) error) error {
 	if len(spec.Steps) == 0 {
 		spec.Steps = append([]int(nil), mesh.DefaultRolloutSteps...)
 	}
@@ -210,8 +276,8 @@ func defaults(spec *mesh.RolloutSpec, svc *mesh.ServiceSpec, old *mesh.TaskSetSp
 	if mesh.VersionSlug(t.Version) == "" {
 		return mesh.FieldError("spec.target.version", "%q has no letters or digits to name resources after", t.Version)
 	}
-	if len(t.Command) == 0 {
-		return mesh.FieldError("spec.target.command", "required: the new version's command")
+	if err := checkTarget(t); err != nil {
+		return err
 	}
 	if t.DesiredCount == 0 {
 		t.DesiredCount = old.DesiredCount
@@ -281,4 +347,13 @@ func (e *Engine) Control(ctx context.Context, ref mesh.Ref, action string) error
 		e.Notify()
 		return nil
 	}
+}
+
+// LocalTarget is the local runtime's check of a new version's target
+// (Config.CheckTarget's default): a task set runs a command.
+func LocalTarget(t *mesh.TaskSetSpec) error {
+	if len(t.Command) == 0 {
+		return mesh.FieldError("spec.target.command", "required: the new version's command")
+	}
+	return nil
 }

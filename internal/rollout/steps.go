@@ -168,13 +168,28 @@ func (p *pass) getOpt(ctx context.Context, kind mesh.Kind, name string) (*mesh.R
 	return r, err
 }
 
-func (p *pass) commit(ctx context.Context, what string, puts []*mesh.Resource, deletes []mesh.Ref) (uint64, error) {
-	rev, err := p.e.store.Commit(ctx, puts, deletes)
+// put writes one resource; what says why, for the log and the error.
+func (p *pass) put(ctx context.Context, what string, r *mesh.Resource) (uint64, error) {
+	rev, err := p.e.store.Put(ctx, r)
 	if err != nil {
 		return 0, fmt.Errorf("rollout %s: %s: %w", p.ref, what, err)
 	}
-	p.e.log.Info("rollout commit", "rollout", p.ref.String(), "change", what, "revision", rev)
+	p.e.log.Info("rollout write", "rollout", p.ref.String(), "change", what, "revision", rev)
 	return rev, nil
+}
+
+// del deletes one resource; one already gone is not an error (a pass
+// before a crash deleted it).
+func (p *pass) del(ctx context.Context, what string, ref mesh.Ref) error {
+	rev, err := p.e.store.Delete(ctx, ref)
+	if mesh.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("rollout %s: %s: %w", p.ref, what, err)
+	}
+	p.e.log.Info("rollout write", "rollout", p.ref.String(), "change", what, "revision", rev)
+	return nil
 }
 
 func (p *pass) ref2(kind mesh.Kind, name string) mesh.Ref {
@@ -227,10 +242,14 @@ func (p *pass) desired() int {
 
 // ---- Pending -> StartingTasks ----
 
-// startTasks creates the new version in one commit: its virtual node (the
-// old node's spec selecting the new version's endpoints), its task set, and a
-// weight-0 target on the route (which the xDS translation leaves out). Parts
-// that already exist from an interrupted earlier run are kept.
+// startTasks creates the new version, one write each and in this order: its
+// virtual node (the old node's spec selecting the new version's
+// endpoints), its task set, and a weight-0 target on the route (which the
+// xDS translation leaves out, so clients subscribe to the new cluster
+// before any call may pick it). Each state in between serves as before.
+// Parts that exist from an interrupted earlier pass are kept; the names are
+// in the status from the first write on, so a failed write is persisted
+// with them and the next pass (or a rollback) finds what was made.
 func (p *pass) startTasks(ctx context.Context) (time.Duration, error) {
 	st, spec := p.st, p.spec
 	if spec.Target.Revision <= 0 || len(spec.Steps) == 0 || spec.TimeoutMillis <= 0 {
@@ -305,15 +324,22 @@ func (p *pass) startTasks(ctx context.Context) (time.Duration, error) {
 	if err != nil {
 		return p.fail(err.Error())
 	}
-	var puts []*mesh.Resource
+	var nodeSpec *mesh.VirtualNodeSpec
 	if node == nil {
-		nodeSpec := cloneSpec(oldNode.Spec.(*mesh.VirtualNodeSpec))
+		nodeSpec = cloneSpec(oldNode.Spec.(*mesh.VirtualNodeSpec))
 		sel := nodeSpec.ServiceDiscovery.Selector()
 		if sel == nil {
 			return p.fail(fmt.Sprintf("virtual node %s does not select registry endpoints (serviceDiscovery.registry), so a new version cannot be added", st.OldVirtualNode))
 		}
 		sel.Attributes = selectAttributes(sel.Attributes, st.NewVersion, setName, st.NewVersion == st.OldVersion)
-		puts = append(puts, p.newResource(mesh.KindVirtualNode, nodeName, nodeSpec))
+	}
+	st.NewVirtualNode, st.NewTaskSet = nodeName, setName
+	st.Weight = 0
+	what := "create version " + st.NewVersion
+	if nodeSpec != nil {
+		if _, err := p.put(ctx, what+": virtual node "+nodeName, p.newResource(mesh.KindVirtualNode, nodeName, nodeSpec)); err != nil {
+			return 0, err
+		}
 	}
 	if set == nil {
 		setSpec := spec.Target
@@ -323,19 +349,16 @@ func (p *pass) startTasks(ctx context.Context) (time.Duration, error) {
 		setSpec.Env = copyEnv(spec.Target.Env)
 		setSpec.Command = append([]string(nil), spec.Target.Command...)
 		setSpec.DesiredCount = p.desired()
-		puts = append(puts, p.newResource(mesh.KindTaskSet, setName, &setSpec))
-	}
-	if !hasTarget(route, nodeName) {
-		r, _ := withWeights(route, []nodeWeight{{nodeName, 0}})
-		puts = append(puts, r)
-	}
-	if len(puts) > 0 {
-		if _, err := p.commit(ctx, "create version "+st.NewVersion, puts, nil); err != nil {
+		if _, err := p.put(ctx, what+": task set "+setName, p.newResource(mesh.KindTaskSet, setName, &setSpec)); err != nil {
 			return 0, err
 		}
 	}
-	st.NewVirtualNode, st.NewTaskSet = nodeName, setName
-	st.Weight = 0
+	if !hasTarget(route, nodeName) {
+		r, _ := withWeights(route, []nodeWeight{{nodeName, 0}})
+		if _, err := p.put(ctx, what+": route "+st.Route+" target "+nodeName+" at 0%", r); err != nil {
+			return 0, err
+		}
+	}
 	p.setPhase(mesh.PhaseStartingTasks, "Waiting for tasks to be RUNNING...")
 	return 0, nil
 }
@@ -509,8 +532,8 @@ func (p *pass) advance() {
 
 // ---- Shifting -> Baking ----
 
-// shift sets the route's weights for the current step in one commit, then
-// waits until every xDS client has ACKed that store revision.
+// shift sets the route's weights for the current step in one write of the
+// route, then waits until every xDS client has ACKed that write's revision.
 func (p *pass) shift(ctx context.Context) (time.Duration, error) {
 	st := p.st
 	if st.StepIndex < 0 || st.StepIndex >= len(p.spec.Steps) {
@@ -525,7 +548,7 @@ func (p *pass) shift(ctx context.Context) (time.Duration, error) {
 			return 0, err
 		}
 		r, _ := withWeights(route, []nodeWeight{{st.OldVirtualNode, 100 - w}, {st.NewVirtualNode, w}})
-		rev, err := p.commit(ctx, fmt.Sprintf("route %d%% to %s", w, st.NewVersion), []*mesh.Resource{r}, nil)
+		rev, err := p.put(ctx, fmt.Sprintf("route %d%% to %s", w, st.NewVersion), r)
 		if err != nil {
 			return 0, err
 		}
@@ -693,10 +716,12 @@ func (p *pass) resume() {
 
 // ---- Retiring -> Succeeded ----
 
-// retire routes all traffic to the new version (one commit removing the old
-// target), waits for the ACKs, drains the old task set, waits for its tasks
-// to go, then deletes the old task set and virtual node and points the
-// service at the new node (one commit).
+// retire routes all traffic to the new version (one write of the route,
+// removing the old target), waits for the ACKs, drains the old task set,
+// waits for its tasks to go, then points the service at the new node,
+// deletes the old task set and last the old virtual node, which by then
+// nothing refers to. Each of these is one write; a pass after a crash
+// skips what is done.
 func (p *pass) retire(ctx context.Context) (time.Duration, error) {
 	st := p.st
 	if st.StoreRevision == 0 {
@@ -705,7 +730,7 @@ func (p *pass) retire(ctx context.Context) (time.Duration, error) {
 			return 0, err
 		}
 		r, _ := withWeights(route, []nodeWeight{{st.OldVirtualNode, absent}, {st.NewVirtualNode, 100}})
-		rev, err := p.commit(ctx, "route 100% to "+st.NewVersion, []*mesh.Resource{r}, nil)
+		rev, err := p.put(ctx, "route 100% to "+st.NewVersion, r)
 		if err != nil {
 			return 0, err
 		}
@@ -739,20 +764,7 @@ func (p *pass) retire(ctx context.Context) (time.Duration, error) {
 			p.event(fmt.Sprintf("Warning: %d tasks of version %s did not stop within %s; deleting task set %s anyway", left, st.OldVersion, p.timeout(), st.OldTaskSet))
 		}
 	}
-	var puts []*mesh.Resource
-	var deletes []mesh.Ref
-	if oldSet != nil {
-		deletes = append(deletes, oldSet.Ref())
-	}
-	if st.OldVirtualNode != st.NewVirtualNode {
-		oldNode, err := p.getOpt(ctx, mesh.KindVirtualNode, st.OldVirtualNode)
-		if err != nil {
-			return 0, err
-		}
-		if oldNode != nil {
-			deletes = append(deletes, oldNode.Ref())
-		}
-	}
+	what := "retire version " + st.OldVersion
 	svc, err := p.getOpt(ctx, mesh.KindService, p.spec.Service)
 	if err != nil {
 		return 0, err
@@ -761,12 +773,25 @@ func (p *pass) retire(ctx context.Context) (time.Duration, error) {
 		if spec, ok := svc.Spec.(*mesh.ServiceSpec); ok && spec.VirtualNode != st.NewVirtualNode {
 			s := *spec
 			s.VirtualNode = st.NewVirtualNode
-			puts = append(puts, update(svc, &s))
+			if _, err := p.put(ctx, what+": service "+p.spec.Service+" to virtual node "+st.NewVirtualNode, update(svc, &s)); err != nil {
+				return 0, err
+			}
 		}
 	}
-	if len(puts)+len(deletes) > 0 {
-		if _, err := p.commit(ctx, "retire version "+st.OldVersion, puts, deletes); err != nil {
+	if oldSet != nil {
+		if err := p.del(ctx, what+": task set "+oldSet.Metadata.Name, oldSet.Ref()); err != nil {
 			return 0, err
+		}
+	}
+	if st.OldVirtualNode != st.NewVirtualNode {
+		oldNode, err := p.getOpt(ctx, mesh.KindVirtualNode, st.OldVirtualNode)
+		if err != nil {
+			return 0, err
+		}
+		if oldNode != nil {
+			if err := p.del(ctx, what+": virtual node "+oldNode.Metadata.Name, oldNode.Ref()); err != nil {
+				return 0, err
+			}
 		}
 	}
 	newSet, err := p.getOpt(ctx, mesh.KindTaskSet, st.NewTaskSet)
@@ -787,7 +812,7 @@ func (p *pass) retire(ctx context.Context) (time.Duration, error) {
 func (p *pass) drain(ctx context.Context, set *mesh.Resource) error {
 	s := *set.Spec.(*mesh.TaskSetSpec)
 	s.Draining = true
-	if _, err := p.commit(ctx, "drain task set "+set.Metadata.Name, []*mesh.Resource{update(set, &s)}, nil); err != nil {
+	if _, err := p.put(ctx, "drain task set "+set.Metadata.Name, update(set, &s)); err != nil {
 		return err
 	}
 	p.st.WaitSince = p.stamp()
@@ -797,9 +822,10 @@ func (p *pass) drain(ctx context.Context, set *mesh.Resource) error {
 
 // ---- RollingBack -> RolledBack / Aborted ----
 
-// rollBack routes all traffic to the old version (one commit removing the
-// new target), waits for the ACKs, drains the new task set, waits for its
-// tasks to go, and deletes the new task set and virtual node.
+// rollBack routes all traffic to the old version (one write of the route,
+// removing the new target), waits for the ACKs, drains the new task set,
+// waits for its tasks to go, and deletes the new task set, then the new
+// virtual node (one write each).
 func (p *pass) rollBack(ctx context.Context) (time.Duration, error) {
 	st := p.st
 	newNodes, err := p.ours(ctx, mesh.KindVirtualNode, st.NewVirtualNode)
@@ -821,7 +847,7 @@ func (p *pass) rollBack(ctx context.Context) (time.Duration, error) {
 				want = append(want, nodeWeight{n.Metadata.Name, absent})
 			}
 			r, _ := withWeights(route, want)
-			rev, err := p.commit(ctx, "route 100% to "+st.OldVersion, []*mesh.Resource{r}, nil)
+			rev, err := p.put(ctx, "route 100% to "+st.OldVersion, r)
 			if err != nil {
 				return 0, err
 			}
@@ -860,12 +886,8 @@ func (p *pass) rollBack(ctx context.Context) (time.Duration, error) {
 		}
 		p.event(fmt.Sprintf("Warning: %d tasks of version %s did not stop within %s; deleting them anyway", left, st.NewVersion, p.timeout()))
 	}
-	var deletes []mesh.Ref
 	for _, r := range append(newSets, newNodes...) {
-		deletes = append(deletes, r.Ref())
-	}
-	if len(deletes) > 0 {
-		if _, err := p.commit(ctx, "remove version "+st.NewVersion, nil, deletes); err != nil {
+		if err := p.del(ctx, fmt.Sprintf("remove version %s: %s %s", st.NewVersion, r.Kind, r.Metadata.Name), r.Ref()); err != nil {
 			return 0, err
 		}
 	}

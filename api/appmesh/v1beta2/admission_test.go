@@ -9,82 +9,34 @@ package v1beta2_test
 
 import (
 	"bytes"
-	"context"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"k8s.io/apiextensions-apiserver/pkg/apis/apiextensions"
-	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
-	crdvalidation "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/validation"
-	structuralschema "k8s.io/apiextensions-apiserver/pkg/apiserver/schema"
-	"k8s.io/apiextensions-apiserver/pkg/apiserver/schema/cel"
-	structuraldefaulting "k8s.io/apiextensions-apiserver/pkg/apiserver/schema/defaulting"
-	structurallisttype "k8s.io/apiextensions-apiserver/pkg/apiserver/schema/listtype"
-	structuralpruning "k8s.io/apiextensions-apiserver/pkg/apiserver/schema/pruning"
-	apiservervalidation "k8s.io/apiextensions-apiserver/pkg/apiserver/validation"
-	"k8s.io/apimachinery/pkg/runtime"
 	utiljson "k8s.io/apimachinery/pkg/util/json"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	celconfig "k8s.io/apiserver/pkg/apis/cel"
-	"sigs.k8s.io/yaml"
+
+	"github.com/gmesh-dev/gmesh/internal/k8s/crdtest"
 )
 
 const crdDir = "../../../deploy/kubernetes/crds"
 
-// crd is one CRD ready to admit objects.
-type crd struct {
-	file       string
-	internal   *apiextensions.CustomResourceDefinition
-	schema     *apiextensions.JSONSchemaProps
-	structural *structuralschema.Structural
-}
-
-func loadCRDs(t *testing.T) map[string]*crd {
+func loadCRDs(t *testing.T) map[string]*crdtest.CRD {
 	t.Helper()
 	files, err := filepath.Glob(filepath.Join(crdDir, "appmesh.k8s.aws_*.yaml"))
 	if err != nil || len(files) != 6 {
 		t.Fatalf("got CRD files %v (%v), want 6", files, err)
 	}
-	scheme := runtime.NewScheme()
-	if err := apiextensionsv1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	if err := apiextensions.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]*crd{}
+	out := map[string]*crdtest.CRD{}
 	for _, f := range files {
-		data, err := os.ReadFile(f)
+		c, err := crdtest.Load(f)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var v1 apiextensionsv1.CustomResourceDefinition
-		if err := yaml.UnmarshalStrict(data, &v1); err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		scheme.Default(&v1)
-		var in apiextensions.CustomResourceDefinition
-		if err := scheme.Convert(&v1, &in, nil); err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		if errs := crdvalidation.ValidateCustomResourceDefinition(context.Background(), &in); len(errs) > 0 {
-			t.Errorf("%s: the API server would refuse the CRD: %v", f, errs.ToAggregate())
-		}
-		// One version: the internal form holds its schema, subresources
-		// and columns at the top of the spec.
-		if len(in.Spec.Versions) != 1 || in.Spec.Validation == nil || in.Spec.Validation.OpenAPIV3Schema == nil {
-			t.Fatalf("%s: want one version with a schema", f)
-		}
-		s := in.Spec.Validation.OpenAPIV3Schema
-		st, err := structuralschema.NewStructural(s)
-		if err != nil {
-			t.Fatalf("%s: not structural: %v", f, err)
-		}
-		out[in.Spec.Names.Kind] = &crd{file: f, internal: &in, schema: s, structural: st}
+		out[c.Internal.Spec.Names.Kind] = c
 	}
 	return out
 }
@@ -92,7 +44,7 @@ func loadCRDs(t *testing.T) map[string]*crd {
 func TestCRDsAreValidAndClosed(t *testing.T) {
 	crds := loadCRDs(t)
 	for kind, c := range crds {
-		if p := c.internal.Spec.PreserveUnknownFields; p != nil && *p {
+		if p := c.Internal.Spec.PreserveUnknownFields; p != nil && *p {
 			t.Errorf("%s: spec.preserveUnknownFields is set", kind)
 		}
 		var walk func(path string, s *apiextensions.JSONSchemaProps)
@@ -113,9 +65,9 @@ func TestCRDsAreValidAndClosed(t *testing.T) {
 				walk(path+"{}", s.AdditionalProperties.Schema)
 			}
 		}
-		walk(kind, c.schema)
+		walk(kind, c.Internal.Spec.Validation.OpenAPIV3Schema)
 		var cols []string
-		for _, col := range c.internal.Spec.AdditionalPrinterColumns {
+		for _, col := range c.Internal.Spec.AdditionalPrinterColumns {
 			cols = append(cols, col.Name)
 		}
 		for _, want := range []string{"Accepted", "Translated", "Age"} {
@@ -123,7 +75,7 @@ func TestCRDsAreValidAndClosed(t *testing.T) {
 				t.Errorf("%s: printer columns %v lack %s", kind, cols, want)
 			}
 		}
-		if sub := c.internal.Spec.Subresources; sub == nil || sub.Status == nil {
+		if sub := c.Internal.Spec.Subresources; sub == nil || sub.Status == nil {
 			t.Errorf("%s: no status subresource", kind)
 		}
 	}
@@ -131,52 +83,16 @@ func TestCRDsAreValidAndClosed(t *testing.T) {
 
 // admit runs an object through what the API server does on a create (old
 // nil) or update with strict field validation, and returns its complaints.
-func admit(t *testing.T, crds map[string]*crd, obj, old map[string]any) []string {
+func admit(t *testing.T, crds map[string]*crdtest.CRD, obj, old map[string]any) []string {
 	t.Helper()
 	kind, _ := obj["kind"].(string)
 	c, ok := crds[kind]
 	if !ok {
 		t.Fatalf("no CRD for kind %q", kind)
 	}
-	var msgs []string
-	unknown := structuralpruning.PruneWithOptions(obj, c.structural, true, structuralschema.UnknownFieldPathOptions{TrackUnknownFieldPaths: true})
-	for _, u := range unknown {
-		msgs = append(msgs, `unknown field "`+u+`"`)
-	}
-	// With a status subresource, a create or update of the object itself
-	// ignores the status it carries.
-	delete(obj, "status")
-	if old != nil {
-		if st, ok := old["status"]; ok {
-			obj["status"] = st
-		}
-	}
-	structuraldefaulting.Default(obj, c.structural)
-	validator, _, err := apiservervalidation.NewSchemaValidator(c.schema)
+	msgs, err := c.Admit(obj, old)
 	if err != nil {
 		t.Fatal(err)
-	}
-	if old == nil {
-		for _, e := range apiservervalidation.ValidateCustomResource(nil, obj, validator) {
-			msgs = append(msgs, e.Error())
-		}
-	} else {
-		for _, e := range apiservervalidation.ValidateCustomResourceUpdate(nil, obj, old, validator) {
-			msgs = append(msgs, e.Error())
-		}
-	}
-	for _, e := range structurallisttype.ValidateListSetsAndMaps(nil, c.structural, obj) {
-		msgs = append(msgs, e.Error())
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var oldObj any
-	if old != nil {
-		oldObj = old
-	}
-	errs, _ := cel.NewValidator(c.structural, true, celconfig.PerCallLimit).Validate(ctx, nil, c.structural, obj, oldObj, celconfig.RuntimeCELCostBudget)
-	for _, e := range errs {
-		msgs = append(msgs, e.Error())
 	}
 	return msgs
 }
