@@ -1,5 +1,5 @@
 // Command gmesh is the one CLI of gmesh: up, down, apply, get, delete,
-// status, logs, deploy, rollout, rollback, load and controlplane.
+// status, logs, deploy, rollout, rollback, load, controlplane and gateway.
 package main
 
 import (

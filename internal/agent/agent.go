@@ -197,10 +197,18 @@ func (a *Agent) update() {
 		a.mu.Unlock()
 		return
 	}
-	var sets []*mesh.Resource
+	var sets, nodes []*mesh.Resource
 	for _, r := range a.resources {
-		if r.Kind == mesh.KindTaskSet {
+		switch r.Kind {
+		case mesh.KindTaskSet:
 			sets = append(sets, r)
+		case mesh.KindVirtualNode:
+			nodes = append(nodes, r)
+		}
+	}
+	for i, r := range sets {
+		if mesh.MeshTLS(nodes, r.Metadata.Mesh) {
+			sets[i] = withTLS(r)
 		}
 	}
 	sort.Slice(sets, func(i, j int) bool { return sets[i].Ref().String() < sets[j].Ref().String() })
@@ -216,6 +224,26 @@ func (a *Agent) update() {
 		a.lastBack = routesKey
 		a.cfg.Gateway.SetRoutes(routes)
 	}
+}
+
+// EnvTLS is set to "1" in the environment of the task sets of a mesh with
+// TLS on (mesh.MeshTLS): their tasks get a workload certificate and a
+// bootstrap that names it. Turning a mesh's TLS on or off changes the sets,
+// so the supervisor restarts their tasks with the new bootstrap.
+const EnvTLS = "GMESH_TLS"
+
+func withTLS(r *mesh.Resource) *mesh.Resource {
+	spec, ok := r.Spec.(*mesh.TaskSetSpec)
+	if !ok || spec.Env[EnvTLS] == "1" {
+		return r
+	}
+	c := r.Clone()
+	cs := c.Spec.(*mesh.TaskSetSpec)
+	if cs.Env == nil {
+		cs.Env = map[string]string{}
+	}
+	cs.Env[EnvTLS] = "1"
+	return c
 }
 
 type setKey struct {

@@ -116,6 +116,27 @@ func TestAgentFollowsControlPlane(t *testing.T) {
 		_, bs := rec.get()
 		return len(bs) == 0
 	})
+	// Turning TLS on in the mesh (a STRICT node) marks its task sets, so
+	// their tasks restart with a certificate; turning it off unmarks them.
+	if got := setEnv(rec, agent.EnvTLS); got != "" {
+		t.Errorf("TLS off: %s=%q, want unset", agent.EnvTLS, got)
+	}
+	node, err := c.Get(ctx, mesh.Ref{Kind: mesh.KindVirtualNode, Mesh: "echo", Name: "echo-server-0-9"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node.Metadata.ResourceVersion = ""
+	node.VirtualNode().Listeners[0].TLS = &mesh.ListenerTLS{Mode: mesh.TLSStrict}
+	if _, _, err := c.Apply(ctx, "tls", []*mesh.Resource{node}, false); err != nil {
+		t.Fatalf("apply STRICT: %v", err)
+	}
+	waitFor(t, "the task set marked for TLS", func() bool { return setEnv(rec, agent.EnvTLS) == "1" })
+	node.VirtualNode().Listeners[0].TLS = nil
+	if _, _, err := c.Apply(ctx, "tls", []*mesh.Resource{node}, false); err != nil {
+		t.Fatalf("apply plain: %v", err)
+	}
+	waitFor(t, "the task set unmarked", func() bool { return setEnv(rec, agent.EnvTLS) == "" })
+
 	if err := c.Delete(ctx, set.Ref(), ""); err != nil {
 		t.Fatalf("delete task set: %v", err)
 	}
@@ -123,6 +144,15 @@ func TestAgentFollowsControlPlane(t *testing.T) {
 		sets, _ := rec.get()
 		return len(sets) == 0
 	})
+}
+
+// setEnv is the value of key in the first recorded task set's environment.
+func setEnv(rec *recorder, key string) string {
+	sets, _ := rec.get()
+	if len(sets) == 0 {
+		return ""
+	}
+	return sets[0].Spec.(*mesh.TaskSetSpec).Env[key]
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

@@ -127,6 +127,30 @@ func TestOfflineErrors(t *testing.T) {
 			wantErr: `^gmesh: kubernetes client config: .*nosuch-kubeconfig`,
 		},
 		{
+			name: "status of a cluster with a missing kubeconfig", args: []string{"status", "--kubeconfig", filepath.Join(state, "nosuch-kubeconfig")}, wantCode: 1,
+			wantErr: `^gmesh: kubernetes client config: .*nosuch-kubeconfig`,
+		},
+		{
+			name: "status of a cluster in an unknown format", args: []string{"status", "--kubernetes", "-o", "xml"}, wantCode: 1,
+			wantErr: `^gmesh: -o "xml": want table or json`,
+		},
+		{
+			name: "gateway without --kubernetes", args: []string{"gateway", "--virtual-gateway", "echo/echo-gateway"}, wantCode: 1,
+			wantErr: `^gmesh: gmesh gateway runs on Kubernetes only: give --kubernetes`,
+		},
+		{
+			name: "gateway without a virtual gateway", args: []string{"gateway", "--kubernetes"}, wantCode: 1,
+			wantErr: `^gmesh: --virtual-gateway NAMESPACE/NAME is required`,
+		},
+		{
+			name: "gateway with a virtual gateway not NS/NAME", args: []string{"gateway", "--kubernetes", "--virtual-gateway", "echo-gateway"}, wantCode: 1,
+			wantErr: `^gmesh: --virtual-gateway: virtual gateway "echo-gateway": want NAMESPACE/NAME, e.g. echo/echo-gateway$`,
+		},
+		{
+			name: "gateway with a missing kubeconfig", args: []string{"gateway", "--kubernetes", "--virtual-gateway", "echo/echo-gateway", "--kubeconfig", filepath.Join(state, "nosuch-kubeconfig")}, wantCode: 1,
+			wantErr: `^gmesh: kubernetes client config: .*nosuch-kubeconfig`,
+		},
+		{
 			name: "controlplane on kubernetes with a bad xds address", args: []string{"controlplane", "--kubernetes", "--xds-address", "gmesh-controlplane.gmesh-system.svc", "--state-dir", state}, wantCode: 1,
 			wantErr: `^gmesh: --xds-address: bootstrap: server uri "gmesh-controlplane.gmesh-system.svc": want host:port`,
 		},

@@ -11,12 +11,14 @@ import (
 
 	"github.com/gmesh-dev/gmesh/internal/controlplane"
 	"github.com/gmesh-dev/gmesh/internal/k8s/webhook"
+	"github.com/gmesh-dev/gmesh/internal/pki"
 	"github.com/gmesh-dev/gmesh/internal/statedir"
 )
 
 func newControlPlaneCmd(g *globals, stdio IO) *cobra.Command {
 	var addr string
 	var verbose, onKubernetes bool
+	ca := caOptions{lifetime: pki.DefaultLifetime}
 	var k8s k8sFlags
 	cmd := &cobra.Command{
 		Use:   "controlplane",
@@ -40,6 +42,9 @@ else the in-cluster service account.`,
 				}
 				logger := slog.New(slog.NewTextHandler(stdio.Err, &slog.HandlerOptions{Level: level}))
 				return runKubernetesControlPlane(cmd.Context(), stdio, logger, addr, k8s)
+			}
+			if err := ca.validate(); err != nil {
+				return err
 			}
 			dir, err := statedir.Open(g.stateDir)
 			if err != nil {
@@ -67,6 +72,7 @@ else the in-cluster service account.`,
 				Addr:      addr,
 				Token:     token,
 				Logger:    logger,
+				CA:        &lazyCA{opts: &ca, dir: dir},
 			})
 			if err != nil {
 				return err
@@ -80,6 +86,8 @@ else the in-cluster service account.`,
 	}
 	cmd.Flags().StringVar(&addr, "addr", "", "listen address of the admin API and xDS (default: the address recorded in the state directory, else 127.0.0.1 on a free port); a non-loopback address requires the token. With --kubernetes: the xDS address (default :18000)")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "debug logging")
+	cmd.Flags().StringVar(&ca.certFile, "ca-cert", "", "the mesh CA's certificate (PEM), with --ca-key, for the health checker's certificate (default: the state directory's CA)")
+	cmd.Flags().StringVar(&ca.keyFile, "ca-key", "", "the mesh CA's private key (PEM, mode 0600)")
 	cmd.Flags().BoolVar(&onKubernetes, "kubernetes", false, "run against a Kubernetes cluster: App Mesh objects and pods in, xDS out (no state directory, no admin API)")
 	cmd.Flags().StringVar(&k8s.kubeconfig, "kubeconfig", "", "with --kubernetes: the kubeconfig file (default: $KUBECONFIG, ~/.kube/config, else in-cluster)")
 	cmd.Flags().StringVar(&k8s.healthAddr, "health-addr", ":8081", "with --kubernetes: listen address of /healthz and /readyz (empty: none)")

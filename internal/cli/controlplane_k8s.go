@@ -8,6 +8,7 @@ import (
 
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
@@ -31,6 +32,38 @@ type k8sFlags struct {
 	xdsAddress       string
 }
 
+// kubeClients are the clients of a command that runs against a cluster.
+type kubeClients struct {
+	kube   kubernetes.Interface
+	dyn    dynamic.Interface
+	config clientcmd.ClientConfig
+	rest   *rest.Config
+}
+
+// newKubeClients finds the cluster by client-go's usual rules
+// (kubeconfig, else $KUBECONFIG, else ~/.kube/config, else the in-cluster
+// service account) and sends client-go's klog logs to logger.
+func newKubeClients(logger *slog.Logger, kubeconfig, userAgent string) (*kubeClients, error) {
+	klog.SetSlogLogger(logger.With("component", "client-go"))
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = kubeconfig
+	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{})
+	rc, err := cc.ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client config: %w", err)
+	}
+	rc.UserAgent = userAgent
+	kube, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes dynamic client: %w", err)
+	}
+	return &kubeClients{kube: kube, dyn: dyn, config: cc, rest: rc}, nil
+}
+
 // defaultK8sXDSAddr is where the control plane serves xDS in a cluster.
 const defaultK8sXDSAddr = ":18000"
 
@@ -43,24 +76,11 @@ func runKubernetesControlPlane(ctx context.Context, stdio IO, logger *slog.Logge
 			return fmt.Errorf("--xds-address: %w", err)
 		}
 	}
-	// client-go logs through klog: send it to the same slog handler.
-	klog.SetSlogLogger(logger.With("component", "client-go"))
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = f.kubeconfig
-	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{})
-	rc, err := cc.ClientConfig()
+	kc, err := newKubeClients(logger, f.kubeconfig, "gmesh-controlplane")
 	if err != nil {
-		return fmt.Errorf("kubernetes client config: %w", err)
+		return err
 	}
-	rc.UserAgent = "gmesh-controlplane"
-	kube, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return fmt.Errorf("kubernetes client: %w", err)
-	}
-	dyn, err := dynamic.NewForConfig(rc)
-	if err != nil {
-		return fmt.Errorf("kubernetes dynamic client: %w", err)
-	}
+	kube, dyn, cc, rc := kc.kube, kc.dyn, kc.config, kc.rest
 	if xdsAddr == "" {
 		xdsAddr = defaultK8sXDSAddr
 	}

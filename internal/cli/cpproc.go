@@ -22,6 +22,7 @@ import (
 type cpProcess struct {
 	dir    statedir.Dir
 	addr   string
+	extra  []string // more flags (the user's CA)
 	log    *slog.Logger
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -31,7 +32,7 @@ type cpProcess struct {
 	restarts int
 }
 
-func startControlPlane(ctx context.Context, dir statedir.Dir, addr string, log *slog.Logger) (*cpProcess, error) {
+func startControlPlane(ctx context.Context, dir statedir.Dir, addr string, extra []string, log *slog.Logger) (*cpProcess, error) {
 	exe, err := selfExe()
 	if err != nil {
 		return nil, fmt.Errorf("find the gmesh executable: %w", err)
@@ -50,7 +51,7 @@ func startControlPlane(ctx context.Context, dir statedir.Dir, addr string, log *
 	}
 	logPath := filepath.Join(dir.LogDir(), "controlplane.log")
 	cctx, cancel := context.WithCancel(context.Background())
-	p := &cpProcess{dir: dir, addr: addr, log: log, cancel: cancel, done: make(chan struct{})}
+	p := &cpProcess{dir: dir, addr: addr, extra: extra, log: log, cancel: cancel, done: make(chan struct{})}
 	first := make(chan error, 1)
 	go p.run(cctx, exe, logPath, first)
 	if err := <-first; err != nil {
@@ -72,7 +73,7 @@ func (p *cpProcess) run(ctx context.Context, exe, logPath string, first chan<- e
 				return
 			}
 		}
-		cmd := exec.Command(exe, "controlplane", "--state-dir", p.dir.Path, "--addr", p.addr)
+		cmd := exec.Command(exe, append([]string{"controlplane", "--state-dir", p.dir.Path, "--addr", p.addr}, p.extra...)...)
 		cmd.Args[0] = "gmesh" // not /proc/self/exe, in ps
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.SysProcAttr = childAttrs()

@@ -46,6 +46,14 @@ func upDetached(ctx context.Context, g *globals, o *upOptions, stdio IO) error {
 	if len(o.dashHosts) > 0 {
 		args = append(args, "--dashboard-allowed-hosts", strings.Join(o.dashHosts, ","))
 	}
+	if o.ca.certFile != "" {
+		cert, _ := filepath.Abs(o.ca.certFile)
+		key, _ := filepath.Abs(o.ca.keyFile)
+		args = append(args, "--ca-cert", cert, "--ca-key", key)
+	}
+	if o.ca.lifetime != 0 {
+		args = append(args, "--cert-lifetime", o.ca.lifetime.String())
+	}
 	logPath := filepath.Join(dir.LogDir(), "up.log")
 	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {

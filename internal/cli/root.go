@@ -125,6 +125,7 @@ func New(stdio IO) *cobra.Command {
 		newRollbackCmd(g, stdio),
 		newLoadCmd(g, stdio),
 		newBootstrapCmd(g, stdio),
+		newGatewayCmd(stdio),
 	)
 	return root
 }

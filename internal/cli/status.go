@@ -2,11 +2,13 @@ package cli
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -17,17 +19,33 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/gmesh-dev/gmesh/internal/controlplane"
+	"github.com/gmesh-dev/gmesh/internal/k8s/clusterstatus"
 	"github.com/gmesh-dev/gmesh/internal/mesh"
 	"github.com/gmesh-dev/gmesh/internal/statedir"
 )
 
 func newStatusCmd(g *globals, stdio IO) *cobra.Command {
 	var output string
+	var k8s struct {
+		on         bool
+		kubeconfig string
+		namespace  string
+	}
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show services, versions, tasks, route weights and xDS convergence",
-		Args:  cobra.NoArgs,
+		Long: `Show services, versions, tasks, route weights and xDS convergence.
+
+With --kubernetes (or --kubeconfig) it shows a mesh on a cluster instead:
+the control plane's replicas and leader, every App Mesh object with the
+conditions gmesh wrote into its status (Accepted, Translated, ACKed and the
+xDS clients that ACKed), each virtual node's serving pods, and each
+router's weights. It reads only through the Kubernetes API.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if k8s.on || k8s.kubeconfig != "" {
+				return clusterStatus(cmd.Context(), stdio, k8s.kubeconfig, k8s.namespace, output)
+			}
 			c, err := g.client()
 			if err != nil {
 				return err
@@ -53,7 +71,36 @@ func newStatusCmd(g *globals, stdio IO) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	cmd.Flags().BoolVar(&k8s.on, "kubernetes", false, "show the mesh on a Kubernetes cluster (the usual client-go rules: $KUBECONFIG, ~/.kube/config, else in-cluster)")
+	cmd.Flags().StringVar(&k8s.kubeconfig, "kubeconfig", "", "show the mesh on the cluster of this kubeconfig file (implies --kubernetes)")
+	cmd.Flags().StringVar(&k8s.namespace, "controlplane-namespace", "gmesh-system", "with --kubernetes: the control plane's namespace")
 	return cmd
+}
+
+// clusterStatus prints the status of the mesh on a cluster.
+func clusterStatus(ctx context.Context, stdio IO, kubeconfig, namespace, output string) error {
+	if output != "" && output != "table" && output != "json" {
+		return fmt.Errorf("-o %q: want table or json", output)
+	}
+	kc, err := newKubeClients(slog.New(slog.NewTextHandler(stdio.Err, &slog.HandlerOptions{Level: slog.LevelWarn})), kubeconfig, "gmesh-status")
+	if err != nil {
+		return err
+	}
+	r, err := clusterstatus.Read(ctx, kc.kube, kc.dyn, clusterstatus.Options{Namespace: namespace})
+	if err != nil {
+		return err
+	}
+	r.Server = kc.rest.Host
+	if output == "json" {
+		b, err := json.MarshalIndent(r, "", "  ")
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(stdio.Out, "%s\n", b)
+		return err
+	}
+	fmt.Fprintf(stdio.Out, "Cluster %s\n", r.Server)
+	return r.Print(stdio.Out)
 }
 
 func printStatus(w io.Writer, st *controlplane.Status) error {

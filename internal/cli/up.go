@@ -24,11 +24,11 @@ import (
 	"github.com/gmesh-dev/gmesh/internal/dashboard"
 	"github.com/gmesh-dev/gmesh/internal/gateway"
 	"github.com/gmesh-dev/gmesh/internal/mesh"
+	"github.com/gmesh-dev/gmesh/internal/pki"
 	"github.com/gmesh-dev/gmesh/internal/runtime/local"
 	"github.com/gmesh-dev/gmesh/internal/stack"
 	"github.com/gmesh-dev/gmesh/internal/statedir"
 	"github.com/gmesh-dev/gmesh/internal/store/bolt"
-	"github.com/gmesh-dev/gmesh/internal/xds/bootstrap"
 )
 
 type upOptions struct {
@@ -42,6 +42,7 @@ type upOptions struct {
 	dashAddr string
 	// dashHosts are the names the dashboard answers to besides loopback.
 	dashHosts []string
+	ca        caOptions
 }
 
 func newUpCmd(g *globals, stdio IO) *cobra.Command {
@@ -68,6 +69,9 @@ func newUpCmd(g *globals, stdio IO) *cobra.Command {
 	cmd.Flags().StringVar(&o.dashAddr, "dashboard", "127.0.0.1:0", "address of the live dashboard (\"off\": none)")
 	cmd.Flags().StringSliceVar(&o.dashHosts, "dashboard-allowed-hosts", nil, "host names the dashboard answers to besides localhost and its own address (NAME: any port, NAME:PORT: that port; comma-separated or repeated), e.g. a reverse proxy's or SSH tunnel's; requests by them need the token")
 	cmd.Flags().DurationVar(&o.readyFor, "ready-timeout", 2*time.Minute, "how long to wait for the first request to succeed through the gateway")
+	cmd.Flags().StringVar(&o.ca.certFile, "ca-cert", "", "the mesh CA's certificate (PEM) for workload certificates, with --ca-key (default: the state directory's own CA, made when a mesh first has TLS on)")
+	cmd.Flags().StringVar(&o.ca.keyFile, "ca-key", "", "the mesh CA's private key (PEM, mode 0600)")
+	cmd.Flags().DurationVar(&o.ca.lifetime, "cert-lifetime", pki.DefaultLifetime, "lifetime of each workload certificate; renewed at half of it")
 	return cmd
 }
 
@@ -152,6 +156,12 @@ func runUp(ctx context.Context, g *globals, o *upOptions, stdio IO) error {
 	if err != nil {
 		return err
 	}
+	// The mesh CA, when there is one: a key others may read, an expired
+	// CA, a key that does not match stop `gmesh up` here.
+	ids, err := newIdentities(dir, &o.ca, logger.With("component", "pki"))
+	if err != nil {
+		return err
+	}
 	// Refuse a damaged store now, with the store's own error (naming the
 	// file and the way to recover), not as a control plane that never
 	// answers.
@@ -203,7 +213,7 @@ func runUp(ctx context.Context, g *globals, o *upOptions, stdio IO) error {
 	}
 
 	// The control plane, as its own supervised process.
-	cp, err := startControlPlane(ctx, dir, o.cpAddr, logger)
+	cp, err := startControlPlane(ctx, dir, o.cpAddr, o.ca.controlPlaneArgs(), logger)
 	if err != nil {
 		return err
 	}
@@ -222,14 +232,14 @@ func runUp(ctx context.Context, g *globals, o *upOptions, stdio IO) error {
 		return err
 	}
 
+	ids.serverURI = cpInfo.Addr
 	sup, err := local.New(local.Config{
 		Logger:    logger.With("component", "supervisor"),
 		StateDir:  dir.Path,
 		Registrar: client,
-		Bootstrap: func(taskID string) ([]byte, error) {
-			return bootstrap.JSON(cpInfo.Addr, taskID, nil)
-		},
-		IPBase: o.ipBase,
+		Bootstrap: ids.bootstrap,
+		Released:  ids.released,
+		IPBase:    o.ipBase,
 	})
 	if err != nil {
 		return err
@@ -246,8 +256,9 @@ func runUp(ctx context.Context, g *globals, o *upOptions, stdio IO) error {
 	ag := agent.New(agent.Config{API: client.API(), Supervisor: sup, Gateway: gatewayOrNil(gw), GatewayName: gwName, Logger: logger.With("component", "agent")})
 	runCtx, cancelRun := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); ag.Run(runCtx) }()
+	go func() { defer wg.Done(); ids.run(runCtx) }()
 	gwErr := make(chan error, 1)
 	public := ""
 	if gw != nil {

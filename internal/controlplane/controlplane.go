@@ -21,6 +21,7 @@ import (
 	meshv1 "github.com/gmesh-dev/gmesh/api/mesh/v1"
 	"github.com/gmesh-dev/gmesh/internal/analysis"
 	"github.com/gmesh-dev/gmesh/internal/mesh"
+	"github.com/gmesh-dev/gmesh/internal/pki"
 	"github.com/gmesh-dev/gmesh/internal/registry"
 	"github.com/gmesh-dev/gmesh/internal/rollout"
 	"github.com/gmesh-dev/gmesh/internal/store"
@@ -43,6 +44,9 @@ type Config struct {
 	// loopback.
 	Token  string
 	Logger *slog.Logger
+	// CA issues the health checker's certificate for checks of STRICT
+	// endpoints (mTLS); nil: they are checked in plain text, and fail.
+	CA pki.Issuer
 }
 
 // ControlPlane is a running control plane.
@@ -55,6 +59,8 @@ type ControlPlane struct {
 	rollouts *rollout.Engine
 	grpc     *grpc.Server
 	ln       net.Listener
+
+	health *healthIdentities
 
 	mu             sync.Mutex
 	translateError string
@@ -91,7 +97,7 @@ func New(cfg Config) (*ControlPlane, error) {
 		}
 		return nil, fmt.Errorf("control plane cannot listen on %s: %w", cfg.Addr, err)
 	}
-	cp := &ControlPlane{cfg: cfg, log: cfg.Logger, store: st, ln: ln}
+	cp := &ControlPlane{cfg: cfg, log: cfg.Logger, store: st, ln: ln, health: &healthIdentities{ca: cfg.CA}}
 	cp.registry = registry.New(cfg.Logger.With("component", "registry"), st, registry.Options{})
 	cp.xds = xdsserver.New(cfg.Logger.With("component", "xds"), xdsserver.Options{})
 	scraper := analysis.NewScraper(endpointLister{cp.registry}, analysis.ScraperOptions{})
@@ -212,6 +218,7 @@ func (cp *ControlPlane) publish(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	cp.registry.SetCreds(cp.health.credsFunc(st))
 	cp.registry.SetPolicy(healthPolicy(st))
 	eps := cp.registry.List(registry.Filter{})
 	all := make([]*mesh.Resource, 0, len(st.Resources))

@@ -178,6 +178,12 @@ func ParseServerConfig(args []string, getenv func(string) string, stderr io.Writ
 	if (cert == "") != (key == "") {
 		return ServerOptions{}, errors.New("tls needs both a certificate file and a key file (ECHO_TLS_CERT and ECHO_TLS_KEY)")
 	}
+	if bs := readXDSBootstrap(getenv); bs.ServerListenerResourceNameTemplate != "" {
+		if cert != "" {
+			return ServerOptions{}, errors.New("the xDS bootstrap has a server listener template (the control plane secures this server) and ECHO_TLS_CERT is set too: use one")
+		}
+		cfg.XDS = true
+	}
 	if err := validateFaults(cfg.FailRate, cfg.FailCode, cfg.Latency); err != nil {
 		return ServerOptions{}, err
 	}
@@ -257,6 +263,17 @@ func ParseClientConfig(args []string, getenv func(string) string, stderr io.Writ
 			return ClientConfig{}, fmt.Errorf("load tls ca %q: %w", ca, err)
 		}
 		cfg.Creds = creds
+	}
+	if strings.HasPrefix(target, "xds:") {
+		if bs := readXDSBootstrap(getenv); len(bs.CertificateProviders) > 0 {
+			if ca != "" {
+				return ClientConfig{}, errors.New("the xDS bootstrap has certificate providers (the control plane secures calls) and ECHO_TLS_CA is set too: use one")
+			}
+			var err error
+			if cfg.Creds, err = xdsClientCreds(); err != nil {
+				return ClientConfig{}, fmt.Errorf("xds client credentials: %w", err)
+			}
+		}
 	}
 	return cfg, nil
 }

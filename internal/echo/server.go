@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/xds"
 
 	echov1 "github.com/gmesh-dev/gmesh/api/echo/v1"
 )
@@ -55,6 +56,16 @@ type ServerConfig struct {
 	Said string
 	// TLSCertFile and TLSKeyFile turn TLS on when both are set.
 	TLSCertFile, TLSKeyFile string
+	// XDS serves through grpc-go's xDS server: it serves once the control
+	// plane has sent the listener of its address, over mTLS when that
+	// listener says so (xDS credentials, plaintext fallback). Not with
+	// TLSCertFile. The binary sets it when its bootstrap has a server
+	// listener template (a mesh with TLS on).
+	XDS bool
+	// XDSBootstrap is the xDS server's bootstrap JSON; nil: grpc-go reads
+	// it from the environment. Tests set it to run several servers in one
+	// process.
+	XDSBootstrap []byte
 	// DrainDelay is how long health reports NOT_SERVING before GracefulStop.
 	DrainDelay time.Duration
 	// ShutdownTimeout bounds GracefulStop; after it the server stops hard.
@@ -80,8 +91,9 @@ type Server struct {
 	log      *slog.Logger
 	said     string
 	tls      bool
+	xds      bool // serving through grpc-go's xDS server
 	lis      net.Listener
-	grpc     *grpc.Server
+	grpc     grpcServer
 	health   *health.Server
 	metrics  *serverMetrics
 	mlis     net.Listener
@@ -94,6 +106,20 @@ type Server struct {
 }
 
 var _ echov1.EchoServiceServer = (*Server)(nil)
+
+// grpcServer is what Server needs of a gRPC server; *grpc.Server and
+// grpc-go's *xds.GRPCServer have it.
+type grpcServer interface {
+	reflection.GRPCServer
+	Serve(net.Listener) error
+	GracefulStop()
+	Stop()
+}
+
+var (
+	_ grpcServer = (*grpc.Server)(nil)
+	_ grpcServer = (*xds.GRPCServer)(nil)
+)
 
 // NewServer validates cfg, loads the TLS files and binds the listeners, so
 // that [Server.Addr] is known on return. Nothing is served until Serve.
@@ -134,6 +160,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 
 	opts := []grpc.ServerOption{grpc.ForceServerCodecV2(newLenientCodec())}
+	if cfg.XDS && (cfg.TLSCertFile != "" || cfg.TLSKeyFile != "") {
+		return nil, errors.New("tls certificate files and xDS serving exclude each other: with xDS the control plane's listener says how to secure calls")
+	}
 	if cfg.TLSCertFile != "" || cfg.TLSKeyFile != "" {
 		creds, err := loadServerTLS(cfg.TLSCertFile, cfg.TLSKeyFile)
 		if err != nil {
@@ -145,7 +174,23 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s.metrics = newServerMetrics(cfg.Version)
 	opts = append(opts, grpc.ChainUnaryInterceptor(s.metrics.unaryInterceptor))
 
-	s.grpc = grpc.NewServer(opts...)
+	if cfg.XDS {
+		creds, err := xdsServerCreds()
+		if err != nil {
+			return nil, fmt.Errorf("xds server credentials: %w", err)
+		}
+		opts = append(opts, grpc.Creds(creds))
+		if cfg.XDSBootstrap != nil {
+			opts = append(opts, xds.BootstrapContentsForTesting(cfg.XDSBootstrap))
+		}
+		xs, err := xds.NewGRPCServer(opts...)
+		if err != nil {
+			return nil, fmt.Errorf("xds server: %w", err)
+		}
+		s.grpc, s.xds = xs, true
+	} else {
+		s.grpc = grpc.NewServer(opts...)
+	}
 	echov1.RegisterEchoServiceServer(s.grpc, s)
 	healthgrpc.RegisterHealthServer(s.grpc, &drainingHealth{Server: s.health, stopping: s.stopping})
 	reflection.Register(s.grpc)
@@ -215,7 +260,13 @@ func (s *Server) Serve() error {
 	if a, ok := s.lis.Addr().(*net.TCPAddr); ok {
 		port = strconv.Itoa(a.Port)
 	}
-	s.log.Info(fmt.Sprintf("Starting on port: %s, ssl: %t", port, s.tls), "addr", s.lis.Addr().String())
+	if s.xds {
+		// Whether calls need mTLS is the control plane's listener's to say.
+		s.log.Info(fmt.Sprintf("Starting on port: %s, ssl: xds", port), "addr", s.lis.Addr().String())
+		s.log.Info("serving through xDS: the control plane's listener for this address says whether calls need mTLS", "addr", s.lis.Addr().String())
+	} else {
+		s.log.Info(fmt.Sprintf("Starting on port: %s, ssl: %t", port, s.tls), "addr", s.lis.Addr().String())
+	}
 	if s.cfg.FailRate > 0 {
 		s.log.Warn("fault injection on: calls fail on purpose", "fail_rate", s.cfg.FailRate, "fail_code", s.cfg.FailCode.String())
 	}

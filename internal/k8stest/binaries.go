@@ -35,8 +35,9 @@ var stagingModules = []string{
 	"sample-apiserver",
 }
 
-// The Kubernetes commands built from k8s.io/kubernetes.
-var kubeCommands = []string{"kube-apiserver", "kubelet", "kube-controller-manager", "kube-scheduler", "kubectl"}
+// The Kubernetes commands built from k8s.io/kubernetes. kube-proxy makes
+// Service ClusterIPs route on the node.
+var kubeCommands = []string{"kube-apiserver", "kubelet", "kube-controller-manager", "kube-scheduler", "kubectl", "kube-proxy"}
 
 // Binaries are the paths of the cluster's built binaries.
 type Binaries struct {
@@ -47,6 +48,7 @@ type Binaries struct {
 	ControllerManager string
 	Scheduler         string
 	Kubectl           string
+	KubeProxy         string
 	Pause             string // the sandbox image's binary
 	Reaper            string // the parent of containerd that reaps its shims
 }
@@ -82,6 +84,7 @@ func binariesIn(dir, helpers string) Binaries {
 		ControllerManager: filepath.Join(dir, "kube-controller-manager"),
 		Scheduler:         filepath.Join(dir, "kube-scheduler"),
 		Kubectl:           filepath.Join(dir, "kubectl"),
+		KubeProxy:         filepath.Join(dir, "kube-proxy"),
 		Pause:             filepath.Join(helpers, "pause"),
 		Reaper:            filepath.Join(helpers, "reaper"),
 	}
@@ -89,7 +92,9 @@ func binariesIn(dir, helpers string) Binaries {
 
 // EnsureBinaries returns the cluster's binaries, building those missing from
 // the cache. A cold build takes about 7 minutes and 3.6 GB of Go build cache;
-// a warm call only checks the files.
+// a warm call only checks the files. Each binary is installed by a rename
+// once built, so a cache from before a binary was added (kube-proxy) builds
+// only that one.
 func EnsureBinaries(ctx context.Context, log *slog.Logger) (Binaries, error) {
 	cache, err := CacheDir()
 	if err != nil {
@@ -105,10 +110,11 @@ func EnsureBinaries(ctx context.Context, log *slog.Logger) (Binaries, error) {
 	if err := buildHelpers(ctx, log, cache, helpers); err != nil {
 		return Binaries{}, err
 	}
-	if _, err := os.Stat(filepath.Join(dir, ".complete")); err == nil {
+	missing := b.missing()
+	if len(missing) == 0 {
 		return b, nil
 	}
-	log.Info("building the kubernetes binaries (cold: about 7 minutes)", "dir", dir)
+	log.Info("building the kubernetes binaries (cold: about 7 minutes)", "dir", dir, "missing", missing)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return Binaries{}, fmt.Errorf("make the binaries directory: %w", err)
 	}
@@ -119,10 +125,18 @@ func EnsureBinaries(ctx context.Context, log *slog.Logger) (Binaries, error) {
 	if err := buildKubernetes(ctx, log, filepath.Join(src, "kubernetes"), dir); err != nil {
 		return Binaries{}, err
 	}
-	if err := os.WriteFile(filepath.Join(dir, ".complete"), []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644); err != nil {
-		return Binaries{}, fmt.Errorf("mark the binaries complete: %w", err)
-	}
 	return b, nil
+}
+
+// missing lists the Kubernetes and etcd binaries not in the cache yet.
+func (b Binaries) missing() []string {
+	var out []string
+	for _, p := range []string{b.Etcd, b.APIServer, b.Kubelet, b.ControllerManager, b.Scheduler, b.Kubectl, b.KubeProxy} {
+		if _, err := os.Stat(p); err != nil {
+			out = append(out, filepath.Base(p))
+		}
+	}
+	return out
 }
 
 func buildEtcd(ctx context.Context, log *slog.Logger, src, out string) error {

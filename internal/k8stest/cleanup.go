@@ -14,10 +14,11 @@ import (
 	"time"
 )
 
-// The order in which recorded processes are stopped: the kubelet first so
-// that it restarts nothing, the pods' processes (by cgroup) next, then the
-// runtime, then the control plane, etcd last.
-var stopOrder = []string{"kubelet", "containerd", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"}
+// The order in which recorded processes are stopped: kube-proxy first so
+// that it rewrites no iptables rules, the kubelet next so that it restarts
+// nothing, the pods' processes (by cgroup) next, then the runtime, then the
+// control plane, etcd last.
+var stopOrder = []string{"kube-proxy", "kubelet", "containerd", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"}
 
 // Cleanup undoes everything st records, whether the run that made it is still
 // in this process, died, or was killed: it stops every process by pid (after
@@ -50,8 +51,10 @@ func Cleanup(ctx context.Context, log *slog.Logger, st State) error {
 			}
 		}
 	}
-	stop(byName["kubelet"], 5*time.Second)
-	delete(byName, "kubelet")
+	for _, name := range stopOrder[:2] {
+		stop(byName[name], 5*time.Second)
+		delete(byName, name)
+	}
 	// The pods' processes: everything left in the cluster's cgroups.
 	for i := 0; i < 3; i++ {
 		var pids []int
@@ -80,7 +83,7 @@ func Cleanup(ctx context.Context, log *slog.Logger, st State) error {
 	stop(append(byName["containerd"], byName["reaper"]...), 5*time.Second)
 	delete(byName, "containerd")
 	delete(byName, "reaper")
-	for _, name := range stopOrder[2:] {
+	for _, name := range stopOrder[3:] {
 		stop(byName[name], 5*time.Second)
 		delete(byName, name)
 	}
@@ -128,9 +131,10 @@ func Cleanup(ctx context.Context, log *slog.Logger, st State) error {
 		}
 	}
 
-	// iptables chains the kubelet or the CNI plugins added.
-	for key, cs := range newChains(st.Chains) {
-		if err := deleteChains(key, cs); err != nil {
+	// iptables chains kube-proxy, the kubelet, the CNI plugins or Start
+	// added, and their jumps from the built-in chains.
+	for key, t := range leftInTables(st.Chains, st.Jumps) {
+		if err := cleanTable(key, t); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -161,8 +165,9 @@ func Cleanup(ctx context.Context, log *slog.Logger, st State) error {
 }
 
 // Leftovers lists what of st is still on the machine: processes, mounts,
-// cgroups, KUBE-/CNI- iptables chains, the bridge, changed sysctls, created
-// paths and the root directory. Empty after a complete teardown.
+// cgroups, KUBE-/CNI-/GMESH- iptables chains and the built-in chains' jumps
+// to them, the bridge, changed sysctls, created paths and the root
+// directory. Empty after a complete teardown.
 func Leftovers(st State) []string {
 	var out []string
 	for pid, name := range ownedPids(st) {
@@ -176,9 +181,12 @@ func Leftovers(st State) []string {
 			out = append(out, "cgroup "+cg)
 		}
 	}
-	for key, cs := range newChains(st.Chains) {
-		for _, c := range cs {
+	for key, t := range leftInTables(st.Chains, st.Jumps) {
+		for _, c := range t.chains {
 			out = append(out, fmt.Sprintf("%s chain %s", key, c))
+		}
+		for _, r := range t.jumps {
+			out = append(out, fmt.Sprintf("%s rule %s", key, r))
 		}
 	}
 	if st.Bridge != "" && linkExists(st.Bridge) {

@@ -24,9 +24,10 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 )
 
-// The cluster's fixed network and names. The service range holds the node IP,
-// so the `kubernetes` Service's ClusterIP is the node IP and pods reach the
-// API without kube-proxy; pods get addresses from .128 up.
+// The cluster's fixed network and names. Pods get addresses from .128 up on
+// the bridge's subnet; Services get ClusterIPs from a range of their own off
+// that subnet, which kube-proxy DNATs to their endpoints: pods route it via
+// the node IP, the host through the bridge.
 const (
 	BridgeName   = "gmesh0"
 	NodeIP       = "10.244.0.1"
@@ -35,9 +36,17 @@ const (
 	podSubnet    = "10.244.0.0/24"
 	podRangeFrom = "10.244.0.128"
 	podRangeTo   = "10.244.0.254"
-	serviceRange = "10.244.0.0/25"
-	apiPort      = 443
-	cgroupName   = "gmesh-k8stest"
+	// PodCIDR holds every pod address (kube-proxy's clusterCIDR: traffic to
+	// a ClusterIP from outside it is masqueraded).
+	PodCIDR = "10.244.0.128/25"
+	// ServiceCIDR is the range of the Services' ClusterIPs.
+	ServiceCIDR = "10.244.1.0/24"
+	// KubernetesServiceIP is the `kubernetes` Service's ClusterIP (the
+	// range's first address), which in-cluster clients dial: it is in the
+	// API server's certificate and kube-proxy DNATs it to NodeIP:443.
+	KubernetesServiceIP = "10.244.1.1"
+	apiPort             = 443
+	cgroupName          = "gmesh-k8stest"
 	// PauseImage is containerd's sandbox image, built locally.
 	PauseImage = "gmesh.local/k8stest/pause:1"
 	// DefaultRoot holds everything a cluster writes; GMESH_K8S_ROOT overrides it.
@@ -68,6 +77,8 @@ type Cluster struct {
 	cfg        *rest.Config
 	client     kubernetes.Interface
 	bins       Binaries
+
+	ownSysctls map[string]string // set by Start on purpose, kept until teardown
 
 	owned   bool // started here: Stop tears it down
 	j       *journal
@@ -156,7 +167,8 @@ func (c *Cluster) start(ctx context.Context) error {
 	if err := os.MkdirAll(filepath.Join(root, "logs"), 0o755); err != nil {
 		return fmt.Errorf("make %s: %w", root, err)
 	}
-	st := State{Root: root, Owner: os.Getpid(), Sysctls: readSysctls(), Chains: allChains(), Sockaddr: c.sock}
+	st := State{Root: root, Owner: os.Getpid(), Sysctls: readSysctls(), Sockaddr: c.sock}
+	st.Chains, st.Jumps = allChains()
 	for _, p := range fixedPaths {
 		if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) {
 			st.Created = append(st.Created, p)
@@ -174,7 +186,7 @@ func (c *Cluster) start(ctx context.Context) error {
 	}
 	ip := net.ParseIP(NodeIP)
 	loop := net.ParseIP("127.0.0.1")
-	apiCrt, apiKey, err := p.issue(certSpec{name: "apiserver", cn: "kube-apiserver", server: true, ips: []net.IP{ip, loop},
+	apiCrt, apiKey, err := p.issue(certSpec{name: "apiserver", cn: "kube-apiserver", server: true, ips: []net.IP{ip, net.ParseIP(KubernetesServiceIP), loop},
 		dns: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"}})
 	if err != nil {
 		return err
@@ -197,6 +209,7 @@ func (c *Cluster) start(ctx context.Context) error {
 		"kube-controller-manager": {name: "kube-controller-manager", cn: "system:kube-controller-manager"},
 		"kube-scheduler":          {name: "kube-scheduler", cn: "system:kube-scheduler"},
 		"kubelet":                 {name: "kubelet", cn: "system:node:" + NodeName, orgs: []string{"system:nodes"}},
+		"kube-proxy":              {name: "kube-proxy", cn: "system:kube-proxy"}, // bound to system:node-proxier
 	}
 	kcPath := map[string]string{}
 	for name, spec := range kubeconfigs {
@@ -239,6 +252,18 @@ func (c *Cluster) start(ctx context.Context) error {
 		return err
 	}
 	if err := run("ip", "link", "set", BridgeName, "up"); err != nil {
+		return err
+	}
+	// The host reaches ClusterIPs through the bridge, from the node IP; the
+	// route goes with the bridge.
+	if err := run("ip", "route", "add", ServiceCIDR, "dev", BridgeName, "src", NodeIP); err != nil {
+		return err
+	}
+	masqueradeAll, err := c.bridgeNetfilter()
+	if err != nil {
+		return err
+	}
+	if err := forwardOnBridge(); err != nil {
 		return err
 	}
 
@@ -291,7 +316,7 @@ func (c *Cluster) start(ctx context.Context) error {
 		"--bind-address="+NodeIP, "--advertise-address="+NodeIP, "--secure-port="+strconv.Itoa(apiPort),
 		"--tls-cert-file="+apiCrt, "--tls-private-key-file="+apiKey,
 		"--client-ca-file="+p.caFile,
-		"--service-cluster-ip-range="+serviceRange,
+		"--service-cluster-ip-range="+ServiceCIDR,
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file="+saPub, "--service-account-signing-key-file="+saKey,
 		"--authorization-mode=Node,RBAC",
@@ -377,7 +402,23 @@ func (c *Cluster) start(ctx context.Context) error {
 		"--v=1"); err != nil {
 		return err
 	}
-	all := []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "containerd", "kubelet"}
+	// kube-proxy, beside the kubelet: it waits for the node object.
+	healthzPort, err := freePort()
+	if err != nil {
+		return err
+	}
+	metricsPort, err := freePort()
+	if err != nil {
+		return err
+	}
+	proxyConfig := filepath.Join(root, "kube-proxy", "config.yaml")
+	if err := writeAll(map[string]string{proxyConfig: kubeProxyConfig(kcPath["kube-proxy"], healthzPort, metricsPort, masqueradeAll)}); err != nil {
+		return err
+	}
+	if err := c.startProc("kube-proxy", c.bins.KubeProxy, "--config="+proxyConfig, "--v=1"); err != nil {
+		return err
+	}
+	all := []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "containerd", "kubelet", "kube-proxy"}
 	if err := c.waitFor(ctx, "node Ready", all, func(ctx context.Context) (bool, error) {
 		n, err := c.client.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
 		if err != nil {
@@ -392,8 +433,25 @@ func (c *Cluster) start(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	// The kubelet set its sysctls while starting: put them back.
-	if err := restoreSysctls(c.j.state().Sysctls); err != nil {
+	// The kubelet set its sysctls while starting: put them back, but for
+	// those set here on purpose.
+	if err := restoreSysctls(without(c.j.state().Sysctls, c.ownSysctls)); err != nil {
+		return err
+	}
+	c.step("kubelet and node Ready", t)
+
+	// kube-proxy has synced once the `kubernetes` Service's ClusterIP
+	// answers: before, nothing on the bridge owns that address.
+	t = time.Now()
+	svc := net.JoinHostPort(KubernetesServiceIP, strconv.Itoa(apiPort))
+	if err := c.waitFor(ctx, "the kubernetes Service through kube-proxy", all, func(ctx context.Context) (bool, error) {
+		conn, err := (&net.Dialer{Timeout: 250 * time.Millisecond}).DialContext(ctx, "tcp", svc)
+		if err != nil {
+			return false, nil
+		}
+		conn.Close()
+		return true, nil
+	}); err != nil {
 		return err
 	}
 	if err := c.waitFor(ctx, "default service account", all, func(ctx context.Context) (bool, error) {
@@ -405,9 +463,74 @@ func (c *Cluster) start(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	c.step("kubelet and node Ready", t)
+	c.step("kube-proxy synced, default service account", t)
 	c.step("total", t0)
 	return nil
+}
+
+// bridgeNetfilter makes the host's iptables see traffic between pods on the
+// bridge (net.bridge.bridge-nf-call-iptables=1). A pod's packet to a
+// ClusterIP goes to the node IP, is DNATed to a pod on the same bridge and
+// bridged there; that pod's reply is bridged straight back and only passes
+// conntrack, which undoes the DNAT, when bridged frames go through iptables.
+// The kernel's br_netfilter turns it on by default when loaded; Start sets it
+// when it is 0 (the saved value is restored at teardown). Without
+// br_netfilter at all (no /proc/sys/net/bridge; Start loads no module),
+// kube-proxy masquerades every connection to a ClusterIP instead, so
+// replies come back through the host: masqueradeAll is then true.
+func (c *Cluster) bridgeNetfilter() (masqueradeAll bool, err error) {
+	const name = "net.bridge.bridge-nf-call-iptables"
+	v, err := readSysctl(name)
+	if err != nil {
+		c.log.Warn("no br_netfilter (the bridge's traffic bypasses iptables): kube-proxy masquerades all Service traffic; pods see the node IP as the client", "sysctl", name, "err", err)
+		return true, nil
+	}
+	if v != "1" {
+		if err := writeSysctl(name, "1"); err != nil {
+			return false, err
+		}
+		c.log.Info("set sysctl for Service traffic between pods on the bridge; restored at teardown", "sysctl", name, "was", v)
+	}
+	c.ownSysctls = map[string]string{name: "1"}
+	return false, nil
+}
+
+// guardChain holds the one rule that keeps forwarding on the bridge inside
+// the bridge. Its name starts with GMESH-, so teardown removes it and its
+// jump like the KUBE-* ones.
+const guardChain = "GMESH-K8STEST-FORWARD"
+
+// forwardOnBridge lets the host forward packets that arrive on the bridge,
+// and only from the bridge back onto it. A pod's packet to a ClusterIP
+// whose endpoint is another pod on the bridge is DNATed in the bridge's
+// PREROUTING and must then be sent on; measured on this kernel (6.18), it is
+// dropped after the DNAT unless the bridge forwards, although
+// br_netfilter's "bridged DNAT" was once meant to need no forwarding. The
+// setting is the bridge's own (net.ipv4.conf.gmesh0.forwarding: it goes with
+// the bridge; the machine's net.ipv4.ip_forward stays as it is), and the
+// guard chain drops anything from the bridge bound elsewhere, so no pod
+// reaches off this machine through the host.
+func forwardOnBridge() error {
+	rules := "*filter\n:" + guardChain + " - [0:0]\n" +
+		"-A " + guardChain + " -i " + BridgeName + " ! -o " + BridgeName + " -m comment --comment \"gmesh-k8stest: pods reach nothing off this machine\" -j DROP\n" +
+		"-I FORWARD 1 -j " + guardChain + "\nCOMMIT\n"
+	cmd := exec.Command("iptables-restore", "-w", "--noflush")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("add the %s chain: %w: %s", guardChain, err, strings.TrimSpace(string(out)))
+	}
+	return writeSysctl("net.ipv4.conf."+BridgeName+".forwarding", "1")
+}
+
+// without is saved less the names in own.
+func without(saved, own map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range saved {
+		if _, ok := own[k]; !ok {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // startProc starts a cluster process in its own session, its output in

@@ -14,7 +14,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -46,61 +45,11 @@ func TestEchoOnRealCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	replicas := int32(2)
-	labels := map[string]string{"app": "echo-server"}
-	no := false
-	grace := int64(2)
-	dep := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "echo-server", Namespace: "default"},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: &replicas,
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{
-					AutomountServiceAccountToken:  &no,
-					EnableServiceLinks:            &no,
-					TerminationGracePeriodSeconds: &grace,
-					Containers: []corev1.Container{{
-						Name:            "echo-server",
-						Image:           ref,
-						ImagePullPolicy: corev1.PullNever,
-						Env:             []corev1.EnvVar{{Name: "ECHO_DRAIN_DELAY", Value: "0s"}},
-						Ports:           []corev1.ContainerPort{{Name: "grpc", ContainerPort: 50051}},
-						ReadinessProbe: &corev1.Probe{
-							ProbeHandler:  corev1.ProbeHandler{GRPC: &corev1.GRPCAction{Port: 50051}},
-							PeriodSeconds: 1,
-						},
-					}},
-				},
-			},
-		},
-	}
 	start := time.Now()
-	if _, err := c.Client().AppsV1().Deployments("default").Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+	if _, err := c.Client().AppsV1().Deployments("default").Create(ctx, echoServerDeployment(ref, 2), metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create the deployment: %v", err)
 	}
-	var ips []string
-	err := poll(ctx, func() (bool, error) {
-		pods, err := c.Client().CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=echo-server"})
-		if err != nil {
-			return false, nil
-		}
-		ips = ips[:0]
-		for _, p := range pods.Items {
-			if p.DeletionTimestamp == nil && p.Status.PodIP != "" && podReady(&p) {
-				ips = append(ips, p.Status.PodIP)
-			}
-		}
-		return len(ips) == 2, nil
-	})
-	if err != nil {
-		pods, _ := c.Client().CoreV1().Pods("default").List(context.Background(), metav1.ListOptions{})
-		for _, p := range pods.Items {
-			t.Logf("pod %s: phase %s, conditions %+v, containers %+v", p.Name, p.Status.Phase, p.Status.Conditions, p.Status.ContainerStatuses)
-		}
-		t.Fatalf("wait for 2 Ready echo-server pods: %v", err)
-	}
+	ips := waitReadyPods(ctx, t, c, "app=echo-server", 2)
 	t.Logf("2 echo-server pods Ready %s after the create: %v", time.Since(start).Round(time.Millisecond), ips)
 
 	for _, ip := range ips {
@@ -180,6 +129,23 @@ func TestCleanupAfterKill(t *testing.T) {
 		t.Fatal("the killed child's cluster left nothing: the test proves nothing")
 	}
 	t.Logf("the killed child left %d things: %s", len(left), strings.Join(left, "; "))
+	// What kube-proxy and Start put into the machine's tables must be
+	// among them, so that the cleanup below is seen to remove it.
+	for _, want := range []string{
+		"(kube-proxy)",
+		"iptables/nat chain KUBE-SERVICES", "iptables/nat chain KUBE-SVC-", "iptables/nat chain KUBE-SEP-",
+		"iptables/nat rule -A PREROUTING", "iptables/nat rule -A OUTPUT", "iptables/nat rule -A POSTROUTING",
+		"iptables/filter rule -A FORWARD", "iptables/filter chain GMESH-K8STEST-FORWARD",
+		"ip6tables/nat chain KUBE-SERVICES",
+	} {
+		found := false
+		for _, l := range left {
+			found = found || strings.Contains(l, want)
+		}
+		if !found {
+			t.Errorf("the killed child's leftovers hold no %q", want)
+		}
+	}
 	if err := k8stest.CleanupRoot(ctx, discard(), ""); err != nil {
 		t.Errorf("cleanup: %v", err)
 	}
@@ -188,9 +154,10 @@ func TestCleanupAfterKill(t *testing.T) {
 	}
 }
 
-// runChild starts a cluster with a running pod (so there are shims, a
-// network namespace, overlay and shm mounts and pod cgroups to clean up),
-// says so, and waits to be killed.
+// runChild starts a cluster with a running pod behind a Service (so there
+// are shims, a network namespace, overlay and shm mounts, pod cgroups, and
+// kube-proxy's chains for the Service to clean up), says so, and waits to be
+// killed.
 func runChild() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -200,7 +167,7 @@ func runChild() {
 		os.Exit(1)
 	}
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "sleeper", Namespace: "default"},
+		ObjectMeta: metav1.ObjectMeta{Name: "sleeper", Namespace: "default", Labels: map[string]string{"app": "sleeper"}},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{
 			Name: "pause", Image: k8stest.PauseImage, ImagePullPolicy: corev1.PullNever,
 		}}},
@@ -209,12 +176,37 @@ func runChild() {
 		fmt.Println("create pod:", err)
 		os.Exit(1)
 	}
+	var podIP string
 	err = poll(ctx, func() (bool, error) {
 		p, err := c.Client().CoreV1().Pods("default").Get(ctx, "sleeper", metav1.GetOptions{})
-		return err == nil && podReady(p), nil
+		if err != nil || !podReady(p) {
+			return false, nil
+		}
+		podIP = p.Status.PodIP
+		return true, nil
 	})
 	if err != nil {
 		fmt.Println("wait for the pod:", err)
+		os.Exit(1)
+	}
+	svc, err := c.Client().CoreV1().Services("default").Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "sleeper", Namespace: "default"},
+		Spec: corev1.ServiceSpec{
+			Selector: map[string]string{"app": "sleeper"},
+			Ports:    []corev1.ServicePort{{Port: 80}},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		fmt.Println("create the service:", err)
+		os.Exit(1)
+	}
+	// kube-proxy has the Service once its endpoint's chain is in nat.
+	err = poll(ctx, func() (bool, error) {
+		out, err := exec.CommandContext(ctx, "iptables", "-w", "-t", "nat", "-S").Output()
+		return err == nil && strings.Contains(string(out), "-j DNAT --to-destination "+podIP+":80") && strings.Contains(string(out), svc.Spec.ClusterIP), nil
+	})
+	if err != nil {
+		fmt.Println("wait for kube-proxy's rules:", err)
 		os.Exit(1)
 	}
 	fmt.Println("CLUSTER-UP", c.Kubeconfig())

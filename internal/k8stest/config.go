@@ -6,7 +6,11 @@ import (
 	"path/filepath"
 )
 
-// writeRuntimeConfig writes containerd's config and the CNI network.
+// writeRuntimeConfig writes containerd's config and the CNI network. The
+// network gives pods one route besides their subnet: the Service range via
+// the node IP, where kube-proxy's rules DNAT it (no default route: pods reach
+// nothing off this machine). hairpinMode lets a pod reach itself through a
+// Service: the DNATed packet leaves by the bridge port it came in on.
 //   - restrict_oom_score_adj: root here lacks CAP_SYS_RESOURCE, and without it
 //     every sandbox fails ("can't get final child's PID from pipe: EOF").
 //   - netns_mounts_under_state_dir: the pods' network namespaces are mounted
@@ -60,16 +64,17 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
       "bridge": %q,
       "isGateway": false,
       "ipMasq": false,
-      "hairpinMode": false,
+      "hairpinMode": true,
       "ipam": {
         "type": "host-local",
         "ranges": [[{"subnet": %q, "rangeStart": %q, "rangeEnd": %q}]],
+        "routes": [{"dst": %q, "gw": %q}],
         "dataDir": %q
       }
     }
   ]
 }
-`, BridgeName, podSubnet, podRangeFrom, podRangeTo, filepath.Join(r, "cni", "ipam"))
+`, BridgeName, podSubnet, podRangeFrom, podRangeTo, ServiceCIDR, NodeIP, filepath.Join(r, "cni", "ipam"))
 	return writeAll(map[string]string{
 		filepath.Join(r, "containerd", "config.toml"):                 cfg,
 		filepath.Join(r, "cni", "net.d", "10-gmesh-k8stest.conflist"): cni,
@@ -136,6 +141,48 @@ shutdownGracePeriod: 0s
 		filepath.Join(r, "kubelet", "config.yaml"): cfg,
 		resolv: "",
 	})
+}
+
+// kubeProxyConfig is kube-proxy's configuration: iptables mode (the
+// default; the iptables here is iptables-nft, so the rules live in
+// nf_tables all the same), NodePorts only on the node IP (none on the
+// machine's other addresses, none on loopback, so route_localnet stays
+// off), conntrack limits and timeouts left as the machine has them (0
+// leaves each unchanged; kube-proxy would otherwise raise nf_conntrack_max
+// and the conntrack hash size), its oom_score_adj left alone (root here lacks
+// CAP_SYS_RESOURCE), and its health and metrics servers on free loopback
+// ports.
+func kubeProxyConfig(kubeconfig string, healthzPort, metricsPort int, masqueradeAll bool) string {
+	return fmt.Sprintf(`apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection:
+  kubeconfig: %[1]s
+  qps: 50
+  burst: 100
+hostnameOverride: %[2]s
+bindAddress: %[3]s
+healthzBindAddress: 127.0.0.1:%[4]d
+metricsBindAddress: 127.0.0.1:%[5]d
+mode: iptables
+clusterCIDR: %[6]s
+detectLocalMode: ClusterCIDR
+nodePortAddresses: ["%[3]s/32"]
+oomScoreAdj: 0
+iptables:
+  masqueradeAll: %[7]t
+  localhostNodePorts: false
+  syncPeriod: 30s
+  minSyncPeriod: 1s
+conntrack:
+  maxPerCore: 0
+  min: 0
+  tcpEstablishedTimeout: 0s
+  tcpCloseWaitTimeout: 0s
+  tcpBeLiberal: false
+  udpTimeout: 0s
+  udpStreamTimeout: 0s
+configSyncPeriod: 15m
+`, kubeconfig, NodeName, NodeIP, healthzPort, metricsPort, PodCIDR, masqueradeAll)
 }
 
 func writeAll(files map[string]string) error {

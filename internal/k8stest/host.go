@@ -52,7 +52,7 @@ func readSysctl(name string) (string, error) {
 
 func writeSysctl(name, value string) error {
 	if err := os.WriteFile(sysctlPath(name), []byte(value+"\n"), 0o644); err != nil {
-		return fmt.Errorf("restore sysctl %s=%s: %w", name, value, err)
+		return fmt.Errorf("write sysctl %s=%s: %w", name, value, err)
 	}
 	return nil
 }
@@ -160,7 +160,7 @@ func ownedPids(st State) map[int]string {
 
 func clusterExe(base string) bool {
 	switch base {
-	case "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet",
+	case "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy",
 		"containerd", "runc", "reaper", "pause":
 		return true
 	}
@@ -290,16 +290,21 @@ func mountsUnder(dirs []string) []string {
 	return out
 }
 
-// chains lists the chains of one iptables table ("iptables/filter"), or nil
-// when the tool or table is missing.
-func chains(key string) []string {
+// dumpTable is one iptables table's rules as `-S` prints them ("-N CHAIN",
+// "-A CHAIN ..."), or "" when the tool or table is missing.
+func dumpTable(key string) string {
 	tool, table, _ := strings.Cut(key, "/")
 	out, err := exec.Command(tool, "-w", "-t", table, "-S").Output()
 	if err != nil {
-		return nil
+		return ""
 	}
+	return string(out)
+}
+
+// parseChains lists the user-defined chains of a `-S` dump.
+func parseChains(dump string) []string {
 	var cs []string
-	for _, line := range strings.Split(string(out), "\n") {
+	for _, line := range strings.Split(dump, "\n") {
 		if name, ok := strings.CutPrefix(line, "-N "); ok {
 			cs = append(cs, strings.TrimSpace(name))
 		}
@@ -307,70 +312,160 @@ func chains(key string) []string {
 	return cs
 }
 
+// ours reports whether a chain is of the kind the cluster's parts make:
+// the kubelet's and kube-proxy's KUBE-*, the CNI plugins' CNI-*, Start's
+// GMESH-* (guardChain).
+func ours(chain string) bool {
+	return strings.HasPrefix(chain, "KUBE-") || strings.HasPrefix(chain, "CNI-") || strings.HasPrefix(chain, "GMESH-")
+}
+
+// ruleTarget is the chain a "-A CHAIN ..." line jumps or goes to, if any.
+func ruleTarget(rule string) string {
+	args := strings.Fields(rule)
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == "-j" || args[i] == "-g" {
+			return args[i+1]
+		}
+	}
+	return ""
+}
+
+// parseJumps lists the rules of a `-S` dump that sit in a built-in chain
+// (PREROUTING, INPUT, FORWARD, OUTPUT, POSTROUTING: those with a policy,
+// "-P") and jump to a KUBE-* or CNI-* chain: kube-proxy's and the kubelet's
+// hooks into the machine's tables.
+func parseJumps(dump string) []string {
+	builtin := map[string]bool{}
+	var rules []string
+	for _, line := range strings.Split(dump, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == "-P" {
+			builtin[f[1]] = true
+		}
+	}
+	for _, line := range strings.Split(dump, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == "-A" && builtin[f[1]] && ours(ruleTarget(line)) {
+			rules = append(rules, strings.TrimSpace(line))
+		}
+	}
+	return rules
+}
+
 var chainTables = []string{
 	"iptables/filter", "iptables/nat", "iptables/mangle",
 	"ip6tables/filter", "ip6tables/nat", "ip6tables/mangle",
 }
 
-func allChains() map[string][]string {
-	m := map[string][]string{}
+// allChains and allJumps read, per table, the chains and the built-in
+// chains' jumps to KUBE-*/CNI-* chains: what was there before a start.
+func allChains() (chains, jumps map[string][]string) {
+	chains, jumps = map[string][]string{}, map[string][]string{}
 	for _, k := range chainTables {
-		m[k] = chains(k)
+		d := dumpTable(k)
+		chains[k], jumps[k] = parseChains(d), parseJumps(d)
 	}
-	return m
+	return chains, jumps
 }
 
-// newChains lists, per table, the KUBE-* and CNI-* chains that exist now but
-// not in before.
-func newChains(before map[string][]string) map[string][]string {
-	out := map[string][]string{}
-	for _, k := range chainTables {
-		had := map[string]bool{}
-		for _, c := range before[k] {
-			had[c] = true
-		}
-		for _, c := range chains(k) {
-			if !had[c] && (strings.HasPrefix(c, "KUBE-") || strings.HasPrefix(c, "CNI-")) {
-				out[k] = append(out[k], c)
-			}
+// added lists what is in now but not in before.
+func added(before, now []string) []string {
+	had := map[string]bool{}
+	for _, x := range before {
+		had[x] = true
+	}
+	var out []string
+	for _, x := range now {
+		if !had[x] {
+			out = append(out, x)
 		}
 	}
 	return out
 }
 
-// deleteChains removes chains from a table: first the rules elsewhere that
-// jump to them, then their rules, then the chains.
-func deleteChains(key string, cs []string) error {
-	tool, table, _ := strings.Cut(key, "/")
+// tableLeft is what a start added to one table and is still there: KUBE-*
+// and CNI-* chains, and jumps from built-in chains to such chains.
+type tableLeft struct {
+	dump   string
+	chains []string
+	jumps  []string
+}
+
+// leftInTables compares each table with what it held before a start.
+func leftInTables(chains, jumps map[string][]string) map[string]tableLeft {
+	out := map[string]tableLeft{}
+	for _, k := range chainTables {
+		d := dumpTable(k)
+		var t tableLeft
+		for _, c := range added(chains[k], parseChains(d)) {
+			if ours(c) {
+				t.chains = append(t.chains, c)
+			}
+		}
+		t.jumps = added(jumps[k], parseJumps(d))
+		if len(t.chains) > 0 || len(t.jumps) > 0 {
+			t.dump = d
+			out[k] = t
+		}
+	}
+	return out
+}
+
+// cleanupScript is the iptables-restore input that removes what t lists
+// from a table: every rule outside the doomed chains that jumps to one of
+// them, the added built-in jumps, then the chains' rules, then the chains.
+// Rules are the `-S` lines with -A turned into -D, so their quoting (a
+// comment such as "kubernetes service portals") is parsed by iptables
+// itself.
+func cleanupScript(table string, t tableLeft) []string {
 	doomed := map[string]bool{}
-	for _, c := range cs {
+	for _, c := range t.chains {
 		doomed[c] = true
 	}
-	out, err := exec.Command(tool, "-w", "-t", table, "-S").Output()
-	if err != nil {
-		return fmt.Errorf("%s -t %s -S: %w", tool, table, err)
+	del := map[string]bool{}
+	for _, r := range t.jumps {
+		del[r] = true
 	}
-	var errs []error
-	for _, line := range strings.Split(string(out), "\n") {
-		args := strings.Fields(line)
-		if len(args) < 2 || args[0] != "-A" || doomed[args[1]] {
+	var lines []string
+	for _, line := range strings.Split(t.dump, "\n") {
+		line = strings.TrimSpace(line)
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != "-A" || doomed[f[1]] {
 			continue
 		}
-		for i := 0; i+1 < len(args); i++ {
-			if (args[i] == "-j" || args[i] == "-g") && doomed[args[i+1]] {
-				del := append([]string{"-w", "-t", table, "-D"}, args[1:]...)
-				if out, err := exec.Command(tool, del...).CombinedOutput(); err != nil {
-					errs = append(errs, fmt.Errorf("%s %s: %w: %s", tool, strings.Join(del, " "), err, out))
-				}
-				break
-			}
+		if doomed[ruleTarget(line)] || del[line] {
+			lines = append(lines, "-D"+strings.TrimPrefix(line, "-A"))
 		}
 	}
-	for _, op := range []string{"-F", "-X"} {
-		for _, c := range cs {
-			if out, err := exec.Command(tool, "-w", "-t", table, op, c).CombinedOutput(); err != nil {
-				errs = append(errs, fmt.Errorf("%s -t %s %s %s: %w: %s", tool, table, op, c, err, out))
-			}
+	for _, c := range t.chains {
+		lines = append(lines, "-F "+c)
+	}
+	for _, c := range t.chains {
+		lines = append(lines, "-X "+c)
+	}
+	return lines
+}
+
+// cleanTable applies cleanupScript in one iptables-restore transaction; if
+// that fails (a rule or chain changed meanwhile), line by line.
+func cleanTable(key string, t tableLeft) error {
+	tool, table, _ := strings.Cut(key, "/")
+	lines := cleanupScript(table, t)
+	restore := func(lines []string) error {
+		cmd := exec.Command(tool+"-restore", "-w", "--noflush")
+		cmd.Stdin = strings.NewReader("*" + table + "\n" + strings.Join(lines, "\n") + "\nCOMMIT\n")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%s-restore -t %s %q: %w: %s", tool, table, lines, err, strings.TrimSpace(string(out)))
+		}
+		return nil
+	}
+	if restore(lines) == nil {
+		return nil
+	}
+	var errs []error
+	for _, l := range lines {
+		if err := restore([]string{l}); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)

@@ -23,6 +23,8 @@ var debianPackages = []struct{ path, pkg string }{
 	{"/usr/sbin/conntrack", "conntrack"},
 	{"/usr/sbin/iptables", "iptables"},
 	{"/usr/sbin/ip6tables", "iptables"},
+	{"/usr/sbin/iptables-restore", "iptables"}, // kube-proxy's and the teardown's
+	{"/usr/sbin/ip6tables-restore", "iptables"},
 	{"/usr/sbin/ip", "iproute2"},
 }
 

@@ -36,6 +36,19 @@ var watchedSysctls = []string{
 	"kernel.keys.root_maxbytes",
 	"net.ipv4.ip_forward",
 	"net.ipv6.conf.all.forwarding",
+	// Start sets bridge-nf-call-iptables to 1 when it is 0 (see
+	// kubeProxyConfig); kube-proxy sets route_localnet with
+	// localhostNodePorts and the conntrack values from its conntrack
+	// settings, which its configuration here turns off. Watched all the same.
+	"net.bridge.bridge-nf-call-iptables",
+	"net.bridge.bridge-nf-call-ip6tables",
+	"net.ipv4.conf.all.route_localnet",
+	"net.netfilter.nf_conntrack_max",
+	"net.netfilter.nf_conntrack_tcp_timeout_established",
+	"net.netfilter.nf_conntrack_tcp_timeout_close_wait",
+	"net.netfilter.nf_conntrack_tcp_be_liberal",
+	"net.netfilter.nf_conntrack_udp_timeout",
+	"net.netfilter.nf_conntrack_udp_timeout_stream",
 }
 
 // Proc is a process the harness started.
@@ -56,6 +69,7 @@ type State struct {
 	Sysctls  map[string]string   `json:"sysctls,omitempty"`  // values before the start
 	Created  []string            `json:"created,omitempty"`  // fixed paths absent before the start
 	Chains   map[string][]string `json:"chains,omitempty"`   // "iptables/filter" -> chains before the start
+	Jumps    map[string][]string `json:"jumps,omitempty"`    // "iptables/nat" -> built-in chains' rules to KUBE-*/CNI-* before the start
 	Sockaddr string              `json:"sockaddr,omitempty"` // containerd's socket, named in its shims' arguments
 }
 

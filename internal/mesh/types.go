@@ -7,6 +7,8 @@
 // Mesh's API so that existing manifests and habits carry over.
 package mesh
 
+import "slices"
+
 // APIVersion is the apiVersion every gmesh manifest document carries.
 const APIVersion = "gmesh.dev/v1"
 
@@ -107,6 +109,9 @@ type VirtualNodeSpec struct {
 	Listeners        []Listener        `json:"listeners,omitempty"`
 	ServiceDiscovery *ServiceDiscovery `json:"serviceDiscovery,omitempty"`
 	Backends         []Backend         `json:"backends,omitempty"`
+	// BackendDefaults is the client policy of every backend that has none
+	// of its own.
+	BackendDefaults *BackendDefaults `json:"backendDefaults,omitempty"`
 }
 
 // Listener is a virtual node's or gateway's listener.
@@ -115,6 +120,72 @@ type Listener struct {
 	HealthCheck      *HealthCheck      `json:"healthCheck,omitempty"`
 	OutlierDetection *OutlierDetection `json:"outlierDetection,omitempty"`
 	Timeout          *ListenerTimeout  `json:"timeout,omitempty"`
+	// TLS is how the listener's callers authenticate (mTLS with the mesh's
+	// certificates); nil is DISABLED.
+	TLS *ListenerTLS `json:"tls,omitempty"`
+}
+
+// ListenerTLS is App Mesh's listener TLS. gmesh issues every workload's
+// certificate from the mesh's CA, so Certificate and Validation.Trust, which
+// name other sources in App Mesh, are refused for now.
+type ListenerTLS struct {
+	// Mode is STRICT (mTLS only: a caller must present a mesh certificate),
+	// PERMISSIVE (plain text is served; the node still gets its
+	// certificate) or DISABLED.
+	Mode        string         `json:"mode"`
+	Certificate *TLSSource     `json:"certificate,omitempty"`
+	Validation  *TLSValidation `json:"validation,omitempty"`
+}
+
+// TLS modes of a listener.
+const (
+	TLSStrict     = "STRICT"
+	TLSPermissive = "PERMISSIVE"
+	TLSDisabled   = "DISABLED"
+)
+
+// TLSSource is App Mesh's certificate or trust source (exactly one of file,
+// sds, acm). gmesh keeps the shape so App Mesh manifests decode, and says
+// which it does not support.
+type TLSSource struct {
+	File *TLSFileSource `json:"file,omitempty"`
+	SDS  *TLSSDSSource  `json:"sds,omitempty"`
+	ACM  *TLSACMSource  `json:"acm,omitempty"`
+}
+
+// TLSFileSource names PEM files.
+type TLSFileSource struct {
+	CertificateChain string `json:"certificateChain"`
+	PrivateKey       string `json:"privateKey,omitempty"`
+}
+
+// TLSSDSSource names an SDS secret.
+type TLSSDSSource struct {
+	SecretName string `json:"secretName"`
+}
+
+// TLSACMSource names AWS Certificate Manager resources.
+type TLSACMSource struct {
+	CertificateArn           string   `json:"certificateArn,omitempty"`
+	CertificateAuthorityArns []string `json:"certificateAuthorityArns,omitempty"`
+}
+
+// TLSValidation says which peers to accept: those with a certificate from
+// Trust (refused for now: the mesh CA is the trust) whose subject
+// alternative names include one of SubjectAlternativeNames.
+type TLSValidation struct {
+	SubjectAlternativeNames *SubjectAlternativeNames `json:"subjectAlternativeNames,omitempty"`
+	Trust                   *TLSSource               `json:"trust,omitempty"`
+}
+
+// SubjectAlternativeNames matches a peer certificate's SANs.
+type SubjectAlternativeNames struct {
+	Match SubjectAlternativeNameMatch `json:"match"`
+}
+
+// SubjectAlternativeNameMatch lists SANs, one of which the peer must have.
+type SubjectAlternativeNameMatch struct {
+	Exact []string `json:"exact"`
 }
 
 // PortMapping is a port and its protocol: grpc, http, http2 or tcp.
@@ -209,9 +280,96 @@ type Backend struct {
 	VirtualService *VirtualServiceBackend `json:"virtualService,omitempty"`
 }
 
-// VirtualServiceBackend names the called virtual service.
+// VirtualServiceBackend names the called virtual service. As a node's
+// backend it may carry a client policy; as a gateway route's target it may
+// not.
 type VirtualServiceBackend struct {
-	VirtualServiceName string `json:"virtualServiceName"`
+	VirtualServiceName string        `json:"virtualServiceName"`
+	ClientPolicy       *ClientPolicy `json:"clientPolicy,omitempty"`
+}
+
+// BackendDefaults is the policy of a node's backends that set none.
+type BackendDefaults struct {
+	ClientPolicy *ClientPolicy `json:"clientPolicy,omitempty"`
+}
+
+// ClientPolicy is how a node calls a backend.
+type ClientPolicy struct {
+	TLS *ClientPolicyTLS `json:"tls,omitempty"`
+}
+
+// ClientPolicyTLS is App Mesh's client TLS policy: with Enforce (the
+// default, as in App Mesh) the node calls the backend with mTLS, presenting
+// its mesh certificate, on Ports (empty: every port) and accepts only a
+// server whose certificate chains to the mesh CA and, when Validation lists
+// subject alternative names, has one of them; when it lists none, the
+// server must have the SPIFFE ID of the virtual node it was routed to.
+type ClientPolicyTLS struct {
+	Enforce     *bool          `json:"enforce,omitempty"`
+	Ports       []int          `json:"ports,omitempty"`
+	Certificate *TLSSource     `json:"certificate,omitempty"`
+	Validation  *TLSValidation `json:"validation,omitempty"`
+}
+
+// Enforced reports whether p asks for TLS (Enforce unset means true).
+func (p *ClientPolicyTLS) Enforced() bool {
+	return p != nil && (p.Enforce == nil || *p.Enforce)
+}
+
+// AppliesTo reports whether p enforces TLS on calls to port.
+func (p *ClientPolicyTLS) AppliesTo(port int) bool {
+	if !p.Enforced() {
+		return false
+	}
+	return len(p.Ports) == 0 || slices.Contains(p.Ports, port)
+}
+
+// BackendTLS returns the client TLS policy the node applies to calls to the
+// virtual service named vs: the backend's own, else the node's
+// backendDefaults; nil when neither sets one.
+func (s *VirtualNodeSpec) BackendTLS(vs string) *ClientPolicyTLS {
+	for _, b := range s.Backends {
+		if b.VirtualService != nil && b.VirtualService.VirtualServiceName == vs {
+			if cp := b.VirtualService.ClientPolicy; cp != nil && cp.TLS != nil {
+				return cp.TLS
+			}
+			break
+		}
+	}
+	if d := s.BackendDefaults; d != nil && d.ClientPolicy != nil {
+		return d.ClientPolicy.TLS
+	}
+	return nil
+}
+
+// TLSMode is the TLS mode the node's tasks serve with: that of its first
+// listener (the one its tasks listen on and its cluster is built from;
+// validation refuses tls on any other), DISABLED when it has none.
+func (s *VirtualNodeSpec) TLSMode() string {
+	if len(s.Listeners) == 0 || s.Listeners[0].TLS == nil || s.Listeners[0].TLS.Mode == "" {
+		return TLSDisabled
+	}
+	return s.Listeners[0].TLS.Mode
+}
+
+// NeedsIdentity reports whether the node's workloads need a mesh
+// certificate: a listener whose TLS mode is not DISABLED, or an enforced
+// client TLS policy.
+func (s *VirtualNodeSpec) NeedsIdentity() bool {
+	for _, l := range s.Listeners {
+		if l.TLS != nil && l.TLS.Mode != "" && l.TLS.Mode != TLSDisabled {
+			return true
+		}
+	}
+	if d := s.BackendDefaults; d != nil && d.ClientPolicy != nil && d.ClientPolicy.TLS.Enforced() {
+		return true
+	}
+	for _, b := range s.Backends {
+		if b.VirtualService != nil && b.VirtualService.ClientPolicy != nil && b.VirtualService.ClientPolicy.TLS.Enforced() {
+			return true
+		}
+	}
+	return false
 }
 
 // ---- VirtualRouter and Route ----

@@ -437,6 +437,20 @@ func (v *validator) virtualNode(s *VirtualNodeSpec) {
 			v.routeTimeout(f+".timeout.http", t.HTTP)
 			v.routeTimeout(f+".timeout.http2", t.HTTP2)
 		}
+		if t := l.TLS; t != nil {
+			g := f + ".tls"
+			v.oneOf(g+".mode", t.Mode, TLSStrict, TLSPermissive, TLSDisabled)
+			if i > 0 && t.Mode != TLSDisabled {
+				v.fail(g+".mode", "only the first listener may have TLS: a node's tasks serve on it")
+			}
+			if t.Mode == TLSStrict && l.PortMapping.Protocol != ProtocolGRPC {
+				v.fail(g+".mode", "STRICT needs protocol grpc (gmesh's workloads serve mTLS as xDS gRPC servers), got %q", l.PortMapping.Protocol)
+			}
+			v.tlsSource(g+".certificate", t.Certificate)
+			if t.Validation != nil {
+				v.fail(g+".validation", "not supported yet: grpc-go checks a caller's SAN only through an RBAC filter, which gmesh does not translate yet; a STRICT listener accepts any caller with a certificate from the mesh's CA")
+			}
+		}
 	}
 	if sd := s.ServiceDiscovery; sd != nil {
 		f := "spec.serviceDiscovery"
@@ -484,6 +498,65 @@ func (v *validator) virtualNode(s *VirtualNodeSpec) {
 			v.fail(f+".virtualServiceName", "duplicate backend %q", n)
 		}
 		seen[n] = true
+		if cp := b.VirtualService.ClientPolicy; cp != nil {
+			v.clientPolicyTLS(f+".clientPolicy.tls", cp.TLS)
+		}
+	}
+	if d := s.BackendDefaults; d != nil && d.ClientPolicy != nil {
+		v.clientPolicyTLS("spec.backendDefaults.clientPolicy.tls", d.ClientPolicy.TLS)
+	}
+}
+
+// whyMeshCA is why gmesh refuses App Mesh's certificate and trust sources.
+const whyMeshCA = "not supported: gmesh issues every workload's certificate from the mesh's CA and trusts only that CA (docs/security.md); remove it"
+
+func (v *validator) tlsSource(field string, src *TLSSource) {
+	if src != nil {
+		v.fail(field, whyMeshCA)
+	}
+}
+
+func (v *validator) tlsValidation(field string, val *TLSValidation) {
+	if val == nil {
+		return
+	}
+	v.tlsSource(field+".trust", val.Trust)
+	if sans := val.SubjectAlternativeNames; sans != nil {
+		f := field + ".subjectAlternativeNames.match.exact"
+		if len(sans.Match.Exact) == 0 {
+			v.fail(f, "required: at least one subject alternative name (or leave subjectAlternativeNames out)")
+		}
+		seen := map[string]bool{}
+		for i, san := range sans.Match.Exact {
+			g := fmt.Sprintf("%s[%d]", f, i)
+			switch {
+			case san == "" || strings.ContainsAny(san, " \t\n"):
+				v.fail(g, "must be a non-empty name without spaces, got %q", san)
+			case seen[san]:
+				v.fail(g, "duplicate %q", san)
+			}
+			seen[san] = true
+		}
+	}
+}
+
+func (v *validator) clientPolicyTLS(field string, p *ClientPolicyTLS) {
+	if p == nil {
+		return
+	}
+	seen := map[int]bool{}
+	for i, port := range p.Ports {
+		g := fmt.Sprintf("%s.ports[%d]", field, i)
+		v.intRange(g, int64(port), 1, 65535)
+		if seen[port] {
+			v.fail(g, "duplicate port %d", port)
+		}
+		seen[port] = true
+	}
+	v.tlsSource(field+".certificate", p.Certificate)
+	v.tlsValidation(field+".validation", p.Validation)
+	if p.Validation != nil && p.Validation.SubjectAlternativeNames != nil {
+		v.fail(field+".validation.subjectAlternativeNames", "not supported yet: every caller shares a backend's cluster, so the server's certificate is checked against the SPIFFE ID of the virtual node a call is routed to")
 	}
 }
 
@@ -717,6 +790,9 @@ func (v *validator) gatewayRoute(s *GatewayRouteSpec) {
 		v.port(f+".match.port", m.Port, false)
 		v.ref(f+".action.target.virtualService.virtualServiceName", KindVirtualService, h.Action.Target.VirtualService.VirtualServiceName)
 		v.port(f+".action.target.port", h.Action.Target.Port, false)
+		if h.Action.Target.VirtualService.ClientPolicy != nil {
+			v.fail(f+".action.target.virtualService.clientPolicy", "not allowed on a gateway route's target")
+		}
 		if rw := h.Action.Rewrite; rw != nil {
 			rf := f + ".action.rewrite"
 			if rw.Prefix != nil && rw.Path != nil {
@@ -752,6 +828,9 @@ func (v *validator) gatewayRoute(s *GatewayRouteSpec) {
 		v.port(f+".match.port", g.Match.Port, false)
 		v.ref(f+".action.target.virtualService.virtualServiceName", KindVirtualService, g.Action.Target.VirtualService.VirtualServiceName)
 		v.port(f+".action.target.port", g.Action.Target.Port, false)
+		if g.Action.Target.VirtualService.ClientPolicy != nil {
+			v.fail(f+".action.target.virtualService.clientPolicy", "not allowed on a gateway route's target")
+		}
 		if rw := g.Action.Rewrite; rw != nil {
 			v.hostnameRewrite(f+".action.rewrite.hostname", rw.Hostname)
 		}

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -44,10 +45,10 @@ type checker struct {
 	prober prober
 }
 
-func newProber(addr string, hc *mesh.HealthCheck) prober {
+func newProber(addr string, hc *mesh.HealthCheck, creds credentials.TransportCredentials) prober {
 	switch hc.Protocol {
 	case mesh.ProtocolGRPC:
-		return &grpcProber{addr: addr, timeout: timeout(hc)}
+		return &grpcProber{addr: addr, timeout: timeout(hc), creds: creds}
 	case mesh.ProtocolHTTP, mesh.ProtocolHTTP2:
 		return newHTTPProber(addr, hc)
 	case mesh.ProtocolTCP:
@@ -99,14 +100,19 @@ func (c *checker) wait(ctx context.Context, d time.Duration) bool {
 type grpcProber struct {
 	addr    string
 	timeout time.Duration
+	creds   credentials.TransportCredentials // nil: plaintext
 	conn    *grpc.ClientConn
 	client  healthpb.HealthClient
 }
 
 func (p *grpcProber) probe(ctx context.Context) error {
 	if p.conn == nil {
+		creds := p.creds
+		if creds == nil {
+			creds = insecure.NewCredentials()
+		}
 		conn, err := grpc.NewClient("passthrough:///"+p.addr,
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithTransportCredentials(creds),
 			grpc.WithUserAgent(userAgent),
 			grpc.WithDisableServiceConfig(),
 			grpc.WithConnectParams(grpc.ConnectParams{

@@ -67,6 +67,8 @@ type entry struct {
 	ep *mesh.Endpoint
 	// policy is the normalized active check, nil for none.
 	policy *mesh.HealthCheck
+	// credsKey is the key of its credentials (CredsFunc).
+	credsKey string
 	// passes and fails count consecutive check results.
 	passes, fails int
 	// everHealthy is whether this process has been HEALTHY since it started

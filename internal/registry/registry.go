@@ -46,6 +46,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/credentials"
+
 	"github.com/gmesh-dev/gmesh/internal/clock"
 	"github.com/gmesh-dev/gmesh/internal/mesh"
 )
@@ -73,6 +75,12 @@ type Persister interface {
 // it must be quick, must not call the Registry, and must not keep or modify
 // ep.
 type PolicyFunc func(ep *mesh.Endpoint) *mesh.HealthCheck
+
+// CredsFunc returns the transport credentials of ep's gRPC health checks
+// and a key that changes whenever they must (nil, "": plaintext). It is
+// called with the registry locked, like PolicyFunc: it must be quick (build
+// credentials ahead; let them fetch certificates during the handshake).
+type CredsFunc func(ep *mesh.Endpoint) (creds credentials.TransportCredentials, key string)
 
 // Options tune a Registry. The zero value is usable.
 type Options struct {
@@ -127,6 +135,7 @@ type Registry struct {
 	entries map[string]*entry
 	ids     []string // sorted keys of entries
 	policy  PolicyFunc
+	creds   CredsFunc
 	subs    map[chan struct{}]struct{}
 	runCtx  context.Context // non-nil while Run runs
 	running bool
@@ -195,7 +204,7 @@ func (r *Registry) Restore(ctx context.Context) error {
 			in.Health = mesh.HealthUnknown
 		}
 		e := &entry{ep: in, everHealthy: in.Health == mesh.HealthHealthy}
-		e.policy = r.policyForLocked(in)
+		e.policy, e.credsKey = r.policyForLocked(in), r.credsKeyLocked(in)
 		if r.policy != nil {
 			// Without a PolicyFunc yet, the persisted health stands until
 			// SetPolicy says whether there is a check.
@@ -212,6 +221,25 @@ func (r *Registry) Restore(ctx context.Context) error {
 	return nil
 }
 
+// SetCreds sets the function that gives each endpoint's gRPC checks their
+// credentials (mTLS for an endpoint that demands it). It takes effect at
+// the next SetPolicy, which restarts the checkers whose credentials' key
+// changed.
+func (r *Registry) SetCreds(f CredsFunc) {
+	r.mu.Lock()
+	r.creds = f
+	r.mu.Unlock()
+}
+
+// credsKeyLocked is the key of ep's check credentials.
+func (r *Registry) credsKeyLocked(ep *mesh.Endpoint) string {
+	if r.creds == nil {
+		return ""
+	}
+	_, k := r.creds(ep)
+	return k
+}
+
 // SetPolicy sets the function that gives each endpoint its active health
 // check, and re-evaluates every endpoint at once: a changed policy restarts
 // the endpoint's checker (counters start again, health is kept); a removed
@@ -223,13 +251,14 @@ func (r *Registry) SetPolicy(f PolicyFunc) {
 	for _, id := range r.ids {
 		e := r.entries[id]
 		np := r.policyForLocked(e.ep)
+		nk := r.credsKeyLocked(e.ep)
 		before := *e.ep
-		if samePolicy(np, e.policy) {
+		if samePolicy(np, e.policy) && nk == e.credsKey {
 			// Still settle: an endpoint restored before any policy
 			// was known becomes HEALTHY here if it has no check.
 			e.settle()
 		} else {
-			e.policy = np
+			e.policy, e.credsKey = np, nk
 			e.passes, e.fails = 0, 0
 			e.settle()
 			r.syncCheckerLocked(e, true)
@@ -278,7 +307,7 @@ func (r *Registry) Register(ctx context.Context, ep *mesh.Endpoint) error {
 			}
 		}
 		e = &entry{ep: in}
-		e.policy = r.policyForLocked(in)
+		e.policy, e.credsKey = r.policyForLocked(in), r.credsKeyLocked(in)
 		e.settle()
 		r.insertLocked(e)
 		r.syncCheckerLocked(e, false)
@@ -291,9 +320,9 @@ func (r *Registry) Register(ctx context.Context, ep *mesh.Endpoint) error {
 		newProcess := in.State == mesh.TaskRunning &&
 			(old.State != mesh.TaskRunning || (old.PID != 0 && in.PID != 0 && old.PID != in.PID))
 		e.ep = in
-		np := r.policyForLocked(in)
-		policyChanged := !samePolicy(np, e.policy)
-		e.policy = np
+		np, nk := r.policyForLocked(in), r.credsKeyLocked(in)
+		policyChanged := !samePolicy(np, e.policy) || nk != e.credsKey
+		e.policy, e.credsKey = np, nk
 		switch {
 		case moved || newProcess:
 			e.resetHealth()
@@ -530,13 +559,22 @@ func (r *Registry) startCheckerLocked(e *entry, delay time.Duration) {
 		gen:    e.gen,
 		delay:  delay,
 		policy: *e.policy,
-		prober: newProber(hostPort(e.ep.Address, e.policy.Port), e.policy),
+		prober: newProber(hostPort(e.ep.Address, e.policy.Port), e.policy, r.credsLocked(e.ep)),
 	}
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
 		c.run(ctx)
 	}()
+}
+
+// credsLocked is ep's check credentials, nil for plaintext.
+func (r *Registry) credsLocked(ep *mesh.Endpoint) credentials.TransportCredentials {
+	if r.creds == nil {
+		return nil
+	}
+	c, _ := r.creds(ep)
+	return c
 }
 
 func (r *Registry) stopCheckerLocked(e *entry) {

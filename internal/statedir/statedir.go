@@ -7,6 +7,8 @@
 //	DIR/logs/             controlplane.log, up.log, <service>/<task>.log
 //	DIR/artifacts/        content-addressed builds: sha256-<hex>/<name>
 //	DIR/up.lock           held by the running `gmesh up`
+//	DIR/ca/               the mesh CA (0700): ca.crt, ca.key (0600), made when a mesh first has TLS on
+//	DIR/tasks/<task>/tls/ a task's certificate files (0700/0600), while it runs
 package statedir
 
 import (
@@ -79,6 +81,9 @@ func (d Dir) LogDir() string { return filepath.Join(d.Path, "logs") }
 
 // ArtifactDir is where builds go.
 func (d Dir) ArtifactDir() string { return filepath.Join(d.Path, "artifacts") }
+
+// CADir holds the mesh CA gmesh made (internal/pki).
+func (d Dir) CADir() string { return filepath.Join(d.Path, "ca") }
 
 // LockPath is the lock `gmesh up` holds.
 func (d Dir) LockPath() string { return filepath.Join(d.Path, "up.lock") }

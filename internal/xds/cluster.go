@@ -32,6 +32,13 @@ func (t *translator) cluster(vn *mesh.Resource) (*clusterpb.Cluster, *endpointpb
 		ConnectTimeout: durationpb.New(ConnectTimeout),
 		LbPolicy:       clusterpb.Cluster_ROUND_ROBIN,
 	}
+	if spec.TLSMode() == mesh.TLSStrict {
+		ts, err := upstreamTLS(NodeID(vn.Metadata.Mesh, vn.Metadata.Name))
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", vn.Ref(), err)
+		}
+		c.TransportSocket = ts
+	}
 	if len(spec.Listeners) > 0 {
 		od, err := outlierDetection(spec.Listeners[0].OutlierDetection)
 		if err != nil {

@@ -282,6 +282,15 @@ func Translate(in Input) (*Resources, error) {
 			out.Endpoints = append(out.Endpoints, cla)
 		}
 	}
+	serverNames := map[string]bool{}
+	for _, vn := range t.nodes {
+		ls, err := t.serverListeners(vn, serverNames)
+		if err != nil {
+			problems = append(problems, Problem{Ref: vn.Ref(), Err: err})
+			continue
+		}
+		out.Listeners = append(out.Listeners, ls...)
+	}
 	listeners := map[string]mesh.Ref{}
 	for _, vs := range t.services {
 		l, rc, err := t.service(vs, listeners, leftOut)
@@ -349,6 +358,7 @@ type translator struct {
 	endpoints []*mesh.Endpoint
 	eps       map[mesh.Ref][]*mesh.Endpoint // serving endpoints by node, filled as asked
 	hold      map[string]bool
+	tlsMeshes map[string]bool // mesh.MeshTLS by mesh, filled as asked
 }
 
 func newTranslator(in Input) *translator {
@@ -357,6 +367,7 @@ func newTranslator(in Input) *translator {
 		endpoints: in.Endpoints,
 		eps:       map[mesh.Ref][]*mesh.Endpoint{},
 		hold:      in.Hold,
+		tlsMeshes: map[string]bool{},
 	}
 	st := mesh.NewState()
 	for _, r := range in.Resources {

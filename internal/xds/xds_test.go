@@ -59,6 +59,7 @@ func TestTranslateGolden(t *testing.T) {
 		{"echo-100-0", echoTopology(100, 0), echoEndpoints()},
 		{"echo-no-endpoints", echoTopology(0, 100), nil},
 		{"http-routes", httpTopology(), echoEndpoints()},
+		{"echo-strict", strictTopology(), echoEndpoints()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -56,8 +56,14 @@ type Config struct {
 	StateDir  string
 	Registrar Registrar // nil: report nothing
 	// Bootstrap returns the xDS bootstrap JSON for a task, passed to it as
-	// GRPC_XDS_BOOTSTRAP_CONFIG. Nil: none.
-	Bootstrap func(taskID string) ([]byte, error)
+	// GRPC_XDS_BOOTSTRAP_CONFIG, before each start. It may write files the
+	// task reads into the task's own directory (TaskStart.Dir), which the
+	// supervisor removes when the task goes away for good. Nil: none.
+	Bootstrap func(TaskStart) ([]byte, error)
+	// Released, when set, is called once a task has gone away for good
+	// (after it stopped and was deregistered), before its directory is
+	// removed.
+	Released func(TaskStart)
 	// IPBase is the first three octets of task addresses: tasks get
 	// IPBase.2, .3, ... Tests pass a random "127.0.N".
 	IPBase string
@@ -74,6 +80,21 @@ type Config struct {
 	MaxLogBytes int64
 	Clock       clock.Clock
 }
+
+// TaskStart is a task about to start, as Bootstrap sees it.
+type TaskStart struct {
+	ID          string
+	Mesh        string
+	VirtualNode string
+	// Dir is the task's own directory, StateDir/tasks/<id>; it does not
+	// exist until someone makes it (owner-only, please).
+	Dir string
+	// Env is the task set's environment (not the process's).
+	Env map[string]string
+}
+
+// TaskDir is the directory of task id under stateDir.
+func TaskDir(stateDir, id string) string { return filepath.Join(stateDir, "tasks", id) }
 
 // TaskInfo is a task as the supervisor sees it.
 type TaskInfo struct {

@@ -237,7 +237,12 @@ func TestTasksGetOwnIPsAndTheEnvContract(t *testing.T) {
 	t.Setenv("GMESH_PARENT_VAR", "kept")
 	reg := newRecorder()
 	s := newTestSupervisor(t, reg, func(c *Config) {
-		c.Bootstrap = func(id string) ([]byte, error) { return []byte(`{"node":"` + id + `"}`), nil }
+		c.Bootstrap = func(ts TaskStart) ([]byte, error) {
+			if ts.Mesh != "echo" || ts.Env["GREETING"] != "hi" || ts.Dir != TaskDir(c.StateDir, ts.ID) {
+				return nil, fmt.Errorf("bootstrap asked for %+v, want mesh echo, the set's env and the task's directory", ts)
+			}
+			return []byte(`{"node":"` + ts.ID + `"}`), nil
+		}
 	})
 	s.Apply([]*mesh.Resource{taskSet("echo-server-v1", 2, map[string]string{"GREETING": "hi", "PORT": "1"})})
 	waitFor(t, "2 running tasks", 20*time.Second, running(s, 2))
@@ -588,4 +593,48 @@ func TestLogRotates(t *testing.T) {
 	if n := len(l.lines()); n != 50 {
 		t.Errorf("got %d lines in memory, want 50", n)
 	}
+}
+
+// TestTaskDirectory: Bootstrap may write into the task's own directory;
+// when the task goes away for good, Released is told and the directory is
+// removed.
+func TestTaskDirectory(t *testing.T) {
+	var mu sync.Mutex
+	released := map[string]TaskStart{}
+	s := newTestSupervisor(t, newRecorder(), func(c *Config) {
+		c.Bootstrap = func(ts TaskStart) ([]byte, error) {
+			if err := os.MkdirAll(filepath.Join(ts.Dir, "tls"), 0o700); err != nil {
+				return nil, err
+			}
+			return []byte(`{}`), os.WriteFile(filepath.Join(ts.Dir, "tls", "f"), []byte("x"), 0o600)
+		}
+		c.Released = func(ts TaskStart) {
+			mu.Lock()
+			released[ts.ID] = ts
+			mu.Unlock()
+		}
+	})
+	s.Apply([]*mesh.Resource{taskSet("echo-server-v1", 1, nil)})
+	waitFor(t, "1 running task", 20*time.Second, running(s, 1))
+	dir := TaskDir(s.cfg.StateDir, "echo-server-v1-1")
+	if _, err := os.Stat(filepath.Join(dir, "tls", "f")); err != nil {
+		t.Fatalf("the task's file: %v", err)
+	}
+	s.Apply(nil)
+	waitFor(t, "the task released", 20*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		_, ok := released["echo-server-v1-1"]
+		return ok
+	})
+	mu.Lock()
+	ts := released["echo-server-v1-1"]
+	mu.Unlock()
+	if ts.Mesh != "echo" || ts.Dir != dir {
+		t.Errorf("released %+v, want mesh echo and dir %s", ts, dir)
+	}
+	waitFor(t, "the task directory removed", 10*time.Second, func() bool {
+		_, err := os.Stat(dir)
+		return errors.Is(err, os.ErrNotExist)
+	})
 }

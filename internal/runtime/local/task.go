@@ -295,6 +295,19 @@ func (t *task) finish() bool {
 			s.log.Warn("task log", "task", t.id, "err", err)
 		}
 	}
+	dir := TaskDir(s.cfg.StateDir, t.id)
+	if s.cfg.Released != nil {
+		ts := TaskStart{ID: t.id, Dir: dir}
+		t.mu.Lock()
+		if c := t.cur; c != nil {
+			ts.Mesh, ts.VirtualNode = c.mesh, c.spec.VirtualNode
+		}
+		t.mu.Unlock()
+		s.cfg.Released(ts)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		s.log.Warn("task directory", "task", t.id, "err", err)
+	}
 	return true
 }
 
@@ -352,7 +365,8 @@ func (t *task) start(w *slotSpec) (*proc, error) {
 	env["GMESH_MESH"] = w.mesh
 	env["GMESH_VIRTUAL_NODE"] = w.spec.VirtualNode
 	if s.cfg.Bootstrap != nil {
-		b, err := s.cfg.Bootstrap(t.id)
+		b, err := s.cfg.Bootstrap(TaskStart{ID: t.id, Mesh: w.mesh, VirtualNode: w.spec.VirtualNode,
+			Dir: TaskDir(s.cfg.StateDir, t.id), Env: cloneMap(w.spec.Env)})
 		if err != nil {
 			return nil, fmt.Errorf("xds bootstrap: %w", err)
 		}

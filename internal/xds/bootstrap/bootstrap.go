@@ -20,6 +20,11 @@
 //     fields may be empty). gmesh puts every endpoint in one locality,
 //     region "gmesh" zone "local", and clients default to it too.
 //   - node.cluster and node.metadata: optional everywhere.
+//   - certificate_providers and server_listener_resource_name_template, only
+//     when the client has a workload certificate (Config.TLS): the
+//     file_watcher provider instance CertProviderInstance (gRFC A29), which
+//     the translation's TLS contexts name, and the name an xDS-enabled gRPC
+//     server asks for its listener by (ServerListenerName).
 //
 // grpc-go, grpc-java, grpc-js-xds and the C core (C++, Python, Ruby, PHP)
 // read GRPC_XDS_BOOTSTRAP (a file) or, when it is unset,
@@ -39,6 +44,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // EnvConfig is the environment variable that carries the bootstrap JSON.
@@ -78,11 +84,57 @@ type Config struct {
 	Locality Locality
 	// Metadata is node.metadata (nil leaves it out).
 	Metadata map[string]string
+	// TLS, when set, adds the certificate provider and the server listener
+	// name template; nil leaves both out (plaintext only).
+	TLS *TLS
+}
+
+// TLS names a workload's certificate files for grpc-go's file_watcher
+// certificate provider.
+type TLS struct {
+	// CertificateFile and PrivateKeyFile may name the same file holding
+	// both (internal/pki writes it so; grpc-go pairs what it reads with
+	// tls.X509KeyPair, which skips the blocks it does not want).
+	CertificateFile   string
+	PrivateKeyFile    string
+	CACertificateFile string
+	// RefreshInterval is how often the provider rereads the files (grpc-go's
+	// default, 10 minutes, when 0).
+	RefreshInterval time.Duration
+}
+
+// CertProviderInstance is the name of the certificate provider instance in
+// the bootstrap; the TLS contexts of the xDS resources refer to it.
+const CertProviderInstance = "gmesh"
+
+// ServerListenerTemplate is server_listener_resource_name_template: an
+// xDS-enabled gRPC server listening on host:port asks for the listener
+// ServerListenerName(host:port).
+const ServerListenerTemplate = "grpc/server?xds.resource.listening_address=%s"
+
+// ServerListenerName is the listener resource name a server listening on
+// addr (host:port, as net.JoinHostPort writes it) asks for.
+func ServerListenerName(addr string) string {
+	return strings.Replace(ServerListenerTemplate, "%s", addr, 1)
 }
 
 type file struct {
-	XDSServers []server `json:"xds_servers"`
-	Node       node     `json:"node"`
+	XDSServers                         []server                `json:"xds_servers"`
+	Node                               node                    `json:"node"`
+	CertificateProviders               map[string]certProvider `json:"certificate_providers,omitempty"`
+	ServerListenerResourceNameTemplate string                  `json:"server_listener_resource_name_template,omitempty"`
+}
+
+type certProvider struct {
+	PluginName string      `json:"plugin_name"`
+	Config     fileWatcher `json:"config"`
+}
+
+type fileWatcher struct {
+	CertificateFile   string `json:"certificate_file"`
+	PrivateKeyFile    string `json:"private_key_file"`
+	CACertificateFile string `json:"ca_certificate_file"`
+	RefreshInterval   string `json:"refresh_interval,omitempty"`
 }
 
 type server struct {
@@ -114,14 +166,30 @@ func (c Config) JSON() ([]byte, error) {
 	if loc == (Locality{}) {
 		loc = Locality{Region: LocalRegion, Zone: LocalZone}
 	}
-	b, err := json.MarshalIndent(file{
+	f := file{
 		XDSServers: []server{{
 			ServerURI:      c.ServerURI,
 			ChannelCreds:   []channelCred{{Type: "insecure"}},
 			ServerFeatures: []string{ServerFeatureV3},
 		}},
 		Node: node{ID: c.NodeID, Cluster: c.Cluster, Locality: loc, Metadata: c.Metadata},
-	}, "", "  ")
+	}
+	if t := c.TLS; t != nil {
+		if t.CertificateFile == "" || t.PrivateKeyFile == "" || t.CACertificateFile == "" {
+			return nil, errors.New("bootstrap: tls needs a certificate file, a private key file and a CA certificate file")
+		}
+		if t.RefreshInterval < 0 {
+			return nil, fmt.Errorf("bootstrap: tls refresh interval %s is negative", t.RefreshInterval)
+		}
+		fw := fileWatcher{CertificateFile: t.CertificateFile, PrivateKeyFile: t.PrivateKeyFile, CACertificateFile: t.CACertificateFile}
+		if t.RefreshInterval > 0 {
+			// A google.protobuf.Duration in JSON: seconds with an "s".
+			fw.RefreshInterval = strconv.FormatFloat(t.RefreshInterval.Seconds(), 'f', -1, 64) + "s"
+		}
+		f.CertificateProviders = map[string]certProvider{CertProviderInstance: {PluginName: "file_watcher", Config: fw}}
+		f.ServerListenerResourceNameTemplate = ServerListenerTemplate
+	}
+	b, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("bootstrap: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/xds"
@@ -133,5 +134,55 @@ func TestEnv(t *testing.T) {
 	}
 	if !strings.HasPrefix(got, "GRPC_XDS_BOOTSTRAP_CONFIG={") {
 		t.Errorf("Env = %q, want GRPC_XDS_BOOTSTRAP_CONFIG={...", got)
+	}
+}
+
+// TestTLS: with a workload certificate the bootstrap names grpc-go's
+// file_watcher provider and the server listener template; grpc-go parses
+// both (its bootstrap parser builds the provider's config).
+func TestTLS(t *testing.T) {
+	cfg := bootstrap.Config{ServerURI: "127.0.0.1:15010", NodeID: "n", TLS: &bootstrap.TLS{
+		CertificateFile:   "/s/tasks/t-1/tls/identity.pem",
+		PrivateKeyFile:    "/s/tasks/t-1/tls/identity.pem",
+		CACertificateFile: "/s/tasks/t-1/tls/ca.pem",
+		RefreshInterval:   90 * time.Second,
+	}}
+	b, err := cfg.JSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	wantProviders := map[string]any{"gmesh": map[string]any{
+		"plugin_name": "file_watcher",
+		"config": map[string]any{
+			"certificate_file":    "/s/tasks/t-1/tls/identity.pem",
+			"private_key_file":    "/s/tasks/t-1/tls/identity.pem",
+			"ca_certificate_file": "/s/tasks/t-1/tls/ca.pem",
+			"refresh_interval":    "90s",
+		},
+	}}
+	if diff := cmp.Diff(wantProviders, got["certificate_providers"]); diff != "" {
+		t.Errorf("certificate_providers mismatch (-want +got):\n%s", diff)
+	}
+	if got, want := got["server_listener_resource_name_template"], "grpc/server?xds.resource.listening_address=%s"; got != want {
+		t.Errorf("server_listener_resource_name_template = %v, want %q", got, want)
+	}
+	if _, err := xds.NewXDSResolverWithConfigForTesting(b); err != nil {
+		t.Errorf("grpc-go rejects the bootstrap: %v", err)
+	}
+	if got, want := bootstrap.ServerListenerName("127.0.0.3:50051"), "grpc/server?xds.resource.listening_address=127.0.0.3:50051"; got != want {
+		t.Errorf("ServerListenerName = %q, want %q", got, want)
+	}
+
+	for _, bad := range []*bootstrap.TLS{
+		{CertificateFile: "c", PrivateKeyFile: "k"},
+		{CertificateFile: "c", PrivateKeyFile: "k", CACertificateFile: "ca", RefreshInterval: -time.Second},
+	} {
+		if _, err := (bootstrap.Config{ServerURI: "127.0.0.1:1", NodeID: "n", TLS: bad}).JSON(); err == nil {
+			t.Errorf("TLS %+v: got no error", bad)
+		}
 	}
 }

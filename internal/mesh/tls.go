@@ -1,0 +1,39 @@
+package mesh
+
+// MeshTLS reports whether the mesh has TLS on: some virtual node of it
+// needs a certificate (VirtualNodeSpec.NeedsIdentity). Then every task of
+// the mesh gets one, with the certificate provider in its bootstrap, so
+// that any caller can present one to a STRICT node.
+func MeshTLS(nodes []*Resource, meshName string) bool {
+	for _, r := range nodes {
+		if r.Kind != KindVirtualNode || r.Metadata.Mesh != meshName {
+			continue
+		}
+		if s := r.VirtualNode(); s != nil && s.NeedsIdentity() {
+			return true
+		}
+	}
+	return false
+}
+
+// ListeningEndpoints returns the endpoints vn's service discovery selects
+// that may be listening: registered with an address and port and not
+// stopped, whatever their health. A task serving through grpc-go's xDS
+// server needs its server listener before its first health check passes.
+func ListeningEndpoints(vn *Resource, eps []*Endpoint) []*Endpoint {
+	spec := vn.VirtualNode()
+	if spec == nil {
+		return nil
+	}
+	sel := spec.ServiceDiscovery.Selector()
+	if sel == nil {
+		return nil
+	}
+	var out []*Endpoint
+	for _, e := range eps {
+		if e != nil && e.Mesh == vn.Metadata.Mesh && e.Matches(sel) && e.State != TaskStopped && e.Port > 0 && e.Address != "" {
+			out = append(out, e)
+		}
+	}
+	return out
+}

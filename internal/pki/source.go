@@ -1,0 +1,111 @@
+package pki
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/gmesh-dev/gmesh/internal/clock"
+)
+
+// Source is an identity held in memory by a gmesh process (the control
+// plane's health checker): its certificate is issued on first use and again
+// once half its life has passed.
+type Source struct {
+	issuer   Issuer
+	id       ID
+	lifetime time.Duration
+	clock    clock.Clock
+
+	mu      sync.Mutex
+	cert    *tls.Certificate
+	renewAt time.Time
+}
+
+// NewSource returns a Source for id; nothing is issued until asked.
+func NewSource(issuer Issuer, id ID, lifetime time.Duration, clk clock.Clock) *Source {
+	if clk == nil {
+		clk = clock.Real{}
+	}
+	if lifetime == 0 {
+		lifetime = DefaultLifetime
+	}
+	return &Source{issuer: issuer, id: id, lifetime: lifetime, clock: clk}
+}
+
+// Certificate returns the current certificate, issuing a new one when there
+// is none or half its life has passed. When renewing fails while the
+// current one is still valid, the current one is returned.
+func (s *Source) Certificate() (*tls.Certificate, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.clock.Now()
+	if s.cert != nil && now.Before(s.renewAt) {
+		return s.cert, nil
+	}
+	ident, err := s.issuer.Issue(s.id, s.lifetime)
+	if err != nil {
+		if s.cert != nil && now.Before(s.cert.Leaf.NotAfter) {
+			return s.cert, nil
+		}
+		return nil, fmt.Errorf("certificate for %s: %w", s.id, err)
+	}
+	pair, err := tls.X509KeyPair(ident.CertPEM, ident.KeyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("certificate for %s: %w", s.id, err)
+	}
+	s.cert = &pair
+	s.renewAt = now.Add(ident.Leaf.NotAfter.Sub(now) / 2)
+	return s.cert, nil
+}
+
+// ClientTLS is the TLS configuration for calling a workload whose
+// certificate must carry the SPIFFE ID peer: it presents s's certificate and
+// accepts only a server certificate that chains to the issuer's trust
+// bundle, may authenticate a server, and names exactly peer (no host name
+// is checked: the SPIFFE ID is the identity).
+func (s *Source) ClientTLS(peer ID) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return s.Certificate()
+		},
+		// The chain and the SPIFFE ID are checked in VerifyConnection.
+		InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			return VerifyPeer(cs.PeerCertificates, s.issuer.BundlePEM(), peer, s.clock.Now())
+		},
+	}
+}
+
+// VerifyPeer checks a peer's certificate chain (leaf first) against the
+// trust bundle at time now, for server authentication, and that the leaf's
+// one SPIFFE ID is want.
+func VerifyPeer(chain []*x509.Certificate, bundle []byte, want ID, now time.Time) error {
+	if len(chain) == 0 {
+		return errors.New("peer sent no certificate")
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(bundle) {
+		return errors.New("no trust bundle to verify the peer with")
+	}
+	inter := x509.NewCertPool()
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+		return fmt.Errorf("peer certificate: %w", err)
+	}
+	got, err := IDFromURIs(chain[0].URIs)
+	if err != nil {
+		return fmt.Errorf("peer certificate: %w", err)
+	}
+	if got != want {
+		return fmt.Errorf("peer is %s, want %s", got, want)
+	}
+	return nil
+}
