@@ -160,7 +160,7 @@ func LoadFiles(certPath, keyPath string, clk clock.Clock) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ca key: %w", err)
 	}
-	certs, err := parseCerts(certPEM)
+	certs, err := ParseCertificates(certPEM)
 	if err != nil {
 		return nil, fmt.Errorf("ca certificate %s: %w", certPath, err)
 	}
@@ -178,7 +178,7 @@ func LoadFiles(certPath, keyPath string, clk clock.Clock) (*CA, error) {
 	if now.Before(cert.NotBefore) {
 		return nil, fmt.Errorf("ca certificate %s: not valid before %s (now %s)", certPath, cert.NotBefore.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}
-	key, err := parseKey(keyPEM)
+	key, err := ParsePrivateKey(keyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("ca key %s: %w", keyPath, err)
 	}
@@ -207,7 +207,9 @@ func checkKeyMode(keyPath string) error {
 	return nil
 }
 
-func parseCerts(b []byte) ([]*x509.Certificate, error) {
+// ParseCertificates returns every CERTIFICATE block of b, in order; other
+// blocks are skipped.
+func ParseCertificates(b []byte) ([]*x509.Certificate, error) {
 	var certs []*x509.Certificate
 	for {
 		var blk *pem.Block
@@ -230,7 +232,9 @@ func parseCerts(b []byte) ([]*x509.Certificate, error) {
 	return certs, nil
 }
 
-func parseKey(b []byte) (crypto.Signer, error) {
+// ParsePrivateKey returns the first private key of b (PKCS #8, SEC 1 EC or
+// PKCS #1 RSA).
+func ParsePrivateKey(b []byte) (crypto.Signer, error) {
 	for {
 		var blk *pem.Block
 		blk, b = pem.Decode(b)

@@ -10,11 +10,12 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"math/big"
 	"slices"
 	"time"
+
+	"github.com/gmesh-dev/gmesh/internal/pki"
 )
 
 // The keys of the webhook's Secret. tls.crt and tls.key make it a
@@ -60,7 +61,7 @@ func parseSecret(data map[string][]byte) (*material, error) {
 			return nil, fmt.Errorf("data.%s: missing", k)
 		}
 	}
-	bundle, err := parseCerts(data[KeyCACert])
+	bundle, err := pki.ParseCertificates(data[KeyCACert])
 	if err != nil {
 		return nil, fmt.Errorf("data.%s: %w", KeyCACert, err)
 	}
@@ -68,7 +69,7 @@ func parseSecret(data map[string][]byte) (*material, error) {
 	if !m.ca.IsCA {
 		return nil, fmt.Errorf("data.%s: the first certificate is not a CA", KeyCACert)
 	}
-	if m.caKey, err = parseKey(data[KeyCAKey]); err != nil {
+	if m.caKey, err = pki.ParsePrivateKey(data[KeyCAKey]); err != nil {
 		return nil, fmt.Errorf("data.%s: %w", KeyCAKey, err)
 	}
 	if !publicKeysEqual(m.ca.PublicKey, m.caKey.Public()) {
@@ -82,48 +83,6 @@ func parseSecret(data map[string][]byte) (*material, error) {
 	}
 	m.keyPair.Leaf = m.leaf
 	return m, nil
-}
-
-func parseCerts(b []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for {
-		var blk *pem.Block
-		blk, b = pem.Decode(b)
-		if blk == nil {
-			break
-		}
-		if blk.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no PEM certificate")
-	}
-	return out, nil
-}
-
-func parseKey(b []byte) (crypto.Signer, error) {
-	blk, _ := pem.Decode(b)
-	if blk == nil {
-		return nil, errors.New("no PEM key")
-	}
-	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
-	if err != nil {
-		if ek, err2 := x509.ParseECPrivateKey(blk.Bytes); err2 == nil {
-			return ek, nil
-		}
-		return nil, err
-	}
-	s, ok := k.(crypto.Signer)
-	if !ok {
-		return nil, fmt.Errorf("a %T cannot sign", k)
-	}
-	return s, nil
 }
 
 func publicKeysEqual(a, b crypto.PublicKey) bool {
