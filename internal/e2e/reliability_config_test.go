@@ -15,11 +15,13 @@ import (
 	"github.com/gmesh-dev/gmesh/internal/mesh"
 )
 
-// crashStack is the echo stack of `gmesh init` with prebuilt programs, plus
-// a service whose program exits at once.
-func crashStack(t *testing.T, dir string) string {
+// prebuiltStack returns the path where the echo stack of `gmesh init`
+// belongs in dir and its text, with its programs prebuilt (a stack file
+// outside the module cannot name its packages); the caller edits and writes
+// it.
+func prebuiltStack(t *testing.T, dir string) (path, stack string) {
 	t.Helper()
-	path := filepath.Join(dir, "stack.yaml")
+	path = filepath.Join(dir, "stack.yaml")
 	if out, err := gmesh(t, dir, "init", "-o", path); err != nil {
 		t.Fatalf("gmesh init: %v\n%s", err, out)
 	}
@@ -41,6 +43,14 @@ func crashStack(t *testing.T, dir string) string {
 		}
 		s = strings.Replace(s, "package: "+pkg, fmt.Sprintf("command: [%q]", bin), 1)
 	}
+	return path, s
+}
+
+// crashStack is the echo stack of `gmesh init` with prebuilt programs, plus
+// a service whose program exits at once.
+func crashStack(t *testing.T, dir string) string {
+	t.Helper()
+	path, s := prebuiltStack(t, dir)
 	s += `---
 apiVersion: gmesh.dev/v1
 kind: VirtualNode
