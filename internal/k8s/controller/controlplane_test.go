@@ -173,19 +173,19 @@ func TestPodLeavesEDSAtOnce(t *testing.T) {
 	)
 	cp := startCP(t, c, controller.Config{Source: controller.Options{Debounce: time.Hour, MaxDelay: time.Hour}})
 	pollUntil(ctx, t, "ready", func() (bool, error) { return cp.Ready(), nil })
-	c.waitWatches(ctx, t, watchesPerSource)
+	c.WaitWatches(ctx, t, watchesPerSource)
 	client := dialXDS(t, cp.XDSAddr(), "echo/client-0", echoTarget)
 	if _, err := said(ctx, client); err != nil {
 		t.Fatal(err)
 	}
 
 	// echo-b turns NotReady.
-	p, err := c.kube.CoreV1().Pods("echo").Get(ctx, "echo-b", metav1.GetOptions{})
+	p, err := c.Kube.CoreV1().Pods("echo").Get(ctx, "echo-b", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	p.Status.Conditions[0].Status = corev1.ConditionFalse
-	if _, err := c.kube.CoreV1().Pods("echo").UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+	if _, err := c.Kube.CoreV1().Pods("echo").UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	waitPublished(ctx, t, cp, "echo-b leaves EDS", func(s *controller.Snapshot) bool {
@@ -193,12 +193,12 @@ func TestPodLeavesEDSAtOnce(t *testing.T) {
 	})
 
 	// echo-c is relabelled out of the node's selector.
-	p, err = c.kube.CoreV1().Pods("echo").Get(ctx, "echo-c", metav1.GetOptions{})
+	p, err = c.Kube.CoreV1().Pods("echo").Get(ctx, "echo-c", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	p.Labels = map[string]string{"app": "debugging"}
-	if _, err := c.kube.CoreV1().Pods("echo").Update(ctx, p, metav1.UpdateOptions{}); err != nil {
+	if _, err := c.Kube.CoreV1().Pods("echo").Update(ctx, p, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	waitPublished(ctx, t, cp, "echo-c leaves EDS", func(s *controller.Snapshot) bool {
@@ -215,13 +215,13 @@ func TestPodLeavesEDSAtOnce(t *testing.T) {
 	}
 
 	// echo-a starts terminating.
-	p, err = c.kube.CoreV1().Pods("echo").Get(ctx, "echo-a", metav1.GetOptions{})
+	p, err = c.Kube.CoreV1().Pods("echo").Get(ctx, "echo-a", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	now := metav1.Now()
 	p.DeletionTimestamp = &now
-	if _, err := c.kube.CoreV1().Pods("echo").Update(ctx, p, metav1.UpdateOptions{}); err != nil {
+	if _, err := c.Kube.CoreV1().Pods("echo").Update(ctx, p, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	waitPublished(ctx, t, cp, "echo-a leaves EDS", func(s *controller.Snapshot) bool {
@@ -279,7 +279,7 @@ func TestReadyz(t *testing.T) {
 	ctx := testContext(t, 30*time.Second)
 	c := newFakeCluster(t, echoManifests(50051), echoNamespace())
 	release := make(chan struct{})
-	c.dyn.PrependReactor("list", "meshes", func(k8stesting.Action) (bool, runtime.Object, error) {
+	c.Dyn.PrependReactor("list", "meshes", func(k8stesting.Action) (bool, runtime.Object, error) {
 		select {
 		case <-release:
 		case <-ctx.Done():
@@ -336,7 +336,7 @@ spec:
 	)
 	cp := startCP(t, c, controller.Config{})
 	pollUntil(ctx, t, "ready", func() (bool, error) { return cp.Ready(), nil })
-	c.waitWatches(ctx, t, watchesPerSource)
+	c.WaitWatches(ctx, t, watchesPerSource)
 	client := dialXDS(t, cp.XDSAddr(), "echo/client-0", echoTarget)
 	if ip, err := said(ctx, client); err != nil || ip != e09.ip {
 		t.Fatalf("got a reply from %q (err %v), want %s", ip, err, e09.ip)
@@ -375,7 +375,7 @@ spec:
 		done <- o
 	}()
 
-	vr, err := c.dyn.Resource(controller.GVRVirtualRouters).Namespace("echo").Get(ctx, "echo-server", metav1.GetOptions{})
+	vr, err := c.Dyn.Resource(controller.GVRVirtualRouters).Namespace("echo").Get(ctx, "echo-server", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -392,7 +392,7 @@ spec:
 	if err := unstructured.SetNestedSlice(vr.Object, routes, "spec", "routes"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.dyn.Resource(controller.GVRVirtualRouters).Namespace("echo").Update(ctx, vr, metav1.UpdateOptions{}); err != nil {
+	if _, err := c.Dyn.Resource(controller.GVRVirtualRouters).Namespace("echo").Update(ctx, vr, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	close(edited)

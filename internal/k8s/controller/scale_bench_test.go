@@ -79,7 +79,7 @@ func BenchmarkScale(b *testing.B) {
 			before := heapInUse()
 
 			srv := xdsserver.New(testLogger(b), xdsserver.Options{})
-			s := controller.NewSource(c.kube, c.dyn, srv, controller.Options{Logger: testLogger(b)})
+			s := controller.NewSource(c.Kube, c.Dyn, srv, controller.Options{Logger: testLogger(b)})
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
 			go func() { done <- s.Run(ctx) }()
@@ -91,7 +91,7 @@ func BenchmarkScale(b *testing.B) {
 			}()
 			wctx, wcancel := context.WithTimeout(ctx, 5*time.Minute)
 			defer wcancel()
-			c.waitWatches(wctx, b, watchesPerSource)
+			c.WaitWatches(wctx, b, watchesPerSource)
 			pollUntil(wctx, b, "the first publish", func() (bool, error) { return s.Ready(), nil })
 			if snap := s.Last(); snap == nil || snap.Resources == nil || len(snap.Resources.Endpoints) != nodes {
 				b.Fatalf("first snapshot: %+v, want %d endpoint assignments", snap, nodes)
@@ -99,7 +99,7 @@ func BenchmarkScale(b *testing.B) {
 			heap := float64(heapInUse()-before) / (1 << 20)
 
 			pods0 := pods
-			pods := c.kube.CoreV1().Pods("scale")
+			pods := c.Kube.CoreV1().Pods("scale")
 			set := func(name string, st corev1.ConditionStatus) {
 				p, err := pods.Get(ctx, name, metav1.GetOptions{})
 				if err != nil {

@@ -39,7 +39,7 @@ func (r *recorder) get() ([]uint64, *xds.Resources) {
 func runSource(t *testing.T, c *fakeCluster, pub controller.Publisher, opts controller.Options) *controller.Source {
 	t.Helper()
 	opts.Logger = testLogger(t)
-	s := controller.NewSource(c.kube, c.dyn, pub, opts)
+	s := controller.NewSource(c.Kube, c.Dyn, pub, opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
@@ -68,13 +68,13 @@ func TestDebounceBurst(t *testing.T) {
 	rec := &recorder{}
 	src := runSource(t, c, rec, controller.Options{Debounce: debounce, MaxDelay: 10 * debounce, Clock: clk})
 	pollUntil(ctx, t, "ready", func() (bool, error) { return src.Ready(), nil })
-	c.waitWatches(ctx, t, watchesPerSource)
+	c.WaitWatches(ctx, t, watchesPerSource)
 	if gens, _ := rec.get(); len(gens) != 1 {
 		t.Fatalf("got %d publishes after start, want 1", len(gens))
 	}
 
 	const burst = 50
-	nodes := c.dyn.Resource(controller.GVRVirtualNodes).Namespace("echo")
+	nodes := c.Dyn.Resource(controller.GVRVirtualNodes).Namespace("echo")
 	for i := range burst {
 		obj := appmeshObject(t, fmt.Sprintf(`
 apiVersion: appmesh.k8s.aws/v1beta2

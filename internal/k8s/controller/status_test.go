@@ -57,7 +57,7 @@ spec:
 // statusOf reads an object's gmesh status from the fake API server.
 func statusOf(ctx context.Context, t testing.TB, c *fakeCluster, gvr schema.GroupVersionResource, ns, name string) v1beta2.GmeshStatus {
 	t.Helper()
-	u, err := c.dyn.Resource(gvr).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+	u, err := c.Dyn.Resource(gvr).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +171,7 @@ func TestBadObjectReportedRestServed(t *testing.T) {
 	}
 
 	// The leader holds the Lease.
-	lease, err := c.kube.CoordinationV1().Leases("gmesh-system").Get(ctx, "gmesh-controlplane", metav1.GetOptions{})
+	lease, err := c.Kube.CoordinationV1().Leases("gmesh-system").Get(ctx, "gmesh-controlplane", metav1.GetOptions{})
 	if err != nil {
 		t.Fatalf("lease: %v", err)
 	}
@@ -201,7 +201,7 @@ func TestOnlyLeaderWritesStatus(t *testing.T) {
 	}
 	replicas := map[string]*running{"replica-0": replica("replica-0"), "replica-1": replica("replica-1")}
 	holder := func() string {
-		lease, err := c.kube.CoordinationV1().Leases("gmesh-system").Get(ctx, "gmesh-controlplane", metav1.GetOptions{})
+		lease, err := c.Kube.CoordinationV1().Leases("gmesh-system").Get(ctx, "gmesh-controlplane", metav1.GetOptions{})
 		if err != nil || lease.Spec.HolderIdentity == nil {
 			return ""
 		}
@@ -231,9 +231,9 @@ func TestOnlyLeaderWritesStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	pollUntil(ctx, t, other+" holds the Lease", func() (bool, error) { return holder() == other, nil })
-	c.waitWatches(ctx, t, 2*watchesPerSource)
+	c.WaitWatches(ctx, t, 2*watchesPerSource)
 	// The router is fixed: a new generation with a listener.
-	vr, err := c.dyn.Resource(controller.GVRVirtualRouters).Namespace("echo").Get(ctx, "broken", metav1.GetOptions{})
+	vr, err := c.Dyn.Resource(controller.GVRVirtualRouters).Namespace("echo").Get(ctx, "broken", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +241,7 @@ func TestOnlyLeaderWritesStatus(t *testing.T) {
 	if err := unstructuredSet(vr.Object, []any{map[string]any{"portMapping": map[string]any{"port": int64(8080), "protocol": "grpc"}}}, "spec", "listeners"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.dyn.Resource(controller.GVRVirtualRouters).Namespace("echo").Update(ctx, vr, metav1.UpdateOptions{}); err != nil {
+	if _, err := c.Dyn.Resource(controller.GVRVirtualRouters).Namespace("echo").Update(ctx, vr, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	pollUntil(ctx, t, "the new leader reports generation 4", func() (bool, error) {

@@ -67,13 +67,13 @@ func TestWebhooksOnTheControlPlane(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK, nil
 	})
-	sec, err := c.kube.CoreV1().Secrets("gmesh-system").Get(ctx, webhook.DefaultSecretName, metav1.GetOptions{})
+	sec, err := c.Kube.CoreV1().Secrets("gmesh-system").Get(ctx, webhook.DefaultSecretName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatalf("the leader made no secret: %v", err)
 	}
 	ca := sec.Data[webhook.KeyCACert]
 	pollUntil(ctx, t, "caBundle set", func() (bool, error) {
-		v, err := c.kube.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(ctx, webhook.ValidatingConfigName, metav1.GetOptions{})
+		v, err := c.Kube.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(ctx, webhook.ValidatingConfigName, metav1.GetOptions{})
 		return err == nil && bytes.Equal(v.Webhooks[0].ClientConfig.CABundle, ca), err
 	})
 	pool := x509.NewCertPool()
