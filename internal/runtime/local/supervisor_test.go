@@ -295,7 +295,7 @@ func TestTasksGetOwnIPsAndTheEnvContract(t *testing.T) {
 
 		waitFor(t, "registered RUNNING", 10*time.Second, func() bool {
 			ep, ok := reg.endpoint(ti.ID)
-			return ok && ep.State == mesh.TaskRunning && ep.PID == ti.PID
+			return ok && ep.State == mesh.TaskRunning && ep.Proc().PID == ti.PID
 		})
 		ep, _ := reg.endpoint(ti.ID)
 		if ep.Mesh != "echo" || ep.Service != "echo-server" || ep.Address != ti.Address || ep.Port != ti.Port ||
@@ -348,7 +348,7 @@ func TestKilledTaskIsRestartedAndReRegistered(t *testing.T) {
 	}
 	waitFor(t, "re-registered", 10*time.Second, func() bool {
 		ep, ok := reg.endpoint("svc-v1-1")
-		return ok && ep.PID == after.PID && ep.Restarts == 1 && ep.State == mesh.TaskRunning
+		return ok && ep.Proc().PID == after.PID && ep.Proc().Restarts == 1 && ep.State == mesh.TaskRunning
 	})
 }
 
@@ -525,7 +525,7 @@ func TestRegistrarFailuresDoNotBlockSupervision(t *testing.T) {
 	waitFor(t, "latest state delivered once the registrar is back", 30*time.Second, func() bool {
 		ep, ok := reg.endpoint("svc-v1-1")
 		_, stale := reg.endpoint("svc-v1-2")
-		return ok && ep.PID == now.PID && ep.Restarts == 1 && ep.State == mesh.TaskRunning && !stale
+		return ok && ep.Proc().PID == now.PID && ep.Proc().Restarts == 1 && ep.State == mesh.TaskRunning && !stale
 	})
 }
 
