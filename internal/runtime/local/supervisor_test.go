@@ -23,6 +23,7 @@ import (
 
 	"github.com/gmesh-dev/gmesh/internal/clock"
 	"github.com/gmesh-dev/gmesh/internal/mesh"
+	rt "github.com/gmesh-dev/gmesh/internal/runtime"
 )
 
 // recorder is a Registrar that records calls and can fail or hang.
@@ -35,7 +36,7 @@ type recorder struct {
 	latest map[string]mesh.Endpoint
 }
 
-var _ Registrar = (*recorder)(nil)
+var _ rt.Registrar = (*recorder)(nil)
 
 func newRecorder() *recorder { return &recorder{latest: map[string]mesh.Endpoint{}} }
 
@@ -90,7 +91,7 @@ func (r *recorder) eventsFor(id string) []string {
 
 func testIPBase() string { return "127.0." + strconv.Itoa(2+rand.IntN(250)) }
 
-func newTestSupervisor(t *testing.T, reg Registrar, mod func(*Config)) *Supervisor {
+func newTestSupervisor(t *testing.T, reg rt.Registrar, mod func(*Config)) *Supervisor {
 	t.Helper()
 	cfg := Config{
 		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
