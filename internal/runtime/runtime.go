@@ -42,7 +42,7 @@
 // Health HEALTHY (the kubelet's readiness probe is the check), Process nil.
 // Drain before stop is the pod's: a pod that stops being Ready or gets a
 // deletionTimestamp leaves EDS at once, while its preStop hook or drain
-// delay keeps it serving.
+// delay keeps it serving. docs/runtime.md describes both sides.
 package runtime
 
 import (
