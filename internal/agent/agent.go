@@ -1,6 +1,6 @@
 // Package agent is the data-plane side of `gmesh up`: it follows the
 // control plane's desired task sets and endpoints, runs the tasks through
-// the local supervisor, and feeds the gateway its healthy backends. When the
+// the local supervisor (a runtime.TaskRunner), and feeds the gateway its healthy backends. When the
 // control plane is unreachable it keeps the last state it had, so tasks and
 // the gateway keep serving, and reconnects with backoff.
 package agent
@@ -17,12 +17,8 @@ import (
 	meshv1 "github.com/gmesh-dev/gmesh/api/mesh/v1"
 	"github.com/gmesh-dev/gmesh/internal/gateway"
 	"github.com/gmesh-dev/gmesh/internal/mesh"
+	"github.com/gmesh-dev/gmesh/internal/runtime"
 )
-
-// Supervisor runs task sets (internal/runtime/local implements it).
-type Supervisor interface {
-	Apply(sets []*mesh.Resource)
-}
 
 // Routes receives the gateway's routing table (internal/gateway implements
 // it).
@@ -34,8 +30,10 @@ var _ Routes = (*gateway.Gateway)(nil)
 
 // Config configures an agent.
 type Config struct {
-	API        meshv1.MeshAdminClient
-	Supervisor Supervisor
+	API meshv1.MeshAdminClient
+	// Supervisor runs the task sets: the local runtime
+	// (internal/runtime/local).
+	Supervisor runtime.TaskRunner
 	// Gateway and GatewayName: the virtual gateway whose routes to feed;
 	// nil Gateway: none. GatewayMesh is its mesh; empty: the mesh that has a
 	// virtual gateway of that name.

@@ -113,7 +113,7 @@ func (s *Scraper) Sample(ctx context.Context, meshName, service, taskSet string)
 		go func() {
 			defer wg.Done()
 			smp, err := s.scrape(ctx, ep.MetricsAddr)
-			results[i] = result{key: TaskKey(ep.ID, ep.PID), s: smp, err: err, id: ep.ID}
+			results[i] = result{key: TaskKey(ep.ID, ep.Proc().PID), s: smp, err: err, id: ep.ID}
 		}()
 	}
 	wg.Wait()

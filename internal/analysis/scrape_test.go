@@ -67,11 +67,11 @@ func TestScraperSample(t *testing.T) {
 	}))
 	defer hang.Close()
 	eps := fakeLister{
-		{ID: "a", Mesh: "m", Service: "echo", PID: 1, MetricsAddr: a.addr(), State: mesh.TaskRunning, Attributes: map[string]string{"taskSet": "echo-1-0"}},
-		{ID: "b", Mesh: "m", Service: "echo", PID: 2, MetricsAddr: b.addr(), State: mesh.TaskRunning, Health: mesh.HealthUnhealthy, Attributes: map[string]string{"taskSet": "echo-1-0"}},
-		{ID: "h", Mesh: "m", Service: "echo", PID: 3, MetricsAddr: strings.TrimPrefix(hang.URL, "http://"), State: mesh.TaskRunning, Attributes: map[string]string{"taskSet": "echo-1-0"}},
-		{ID: "old", Mesh: "m", Service: "echo", PID: 4, MetricsAddr: a.addr(), State: mesh.TaskRunning, Attributes: map[string]string{"taskSet": "echo-0-9"}},
-		{ID: "nom", Mesh: "m", Service: "echo", PID: 5, State: mesh.TaskRunning, Attributes: map[string]string{"taskSet": "echo-1-0"}},
+		{ID: "a", Mesh: "m", Service: "echo", Process: &mesh.ProcessStatus{PID: 1}, MetricsAddr: a.addr(), State: mesh.TaskRunning, Attributes: map[string]string{"taskSet": "echo-1-0"}},
+		{ID: "b", Mesh: "m", Service: "echo", Process: &mesh.ProcessStatus{PID: 2}, MetricsAddr: b.addr(), State: mesh.TaskRunning, Health: mesh.HealthUnhealthy, Attributes: map[string]string{"taskSet": "echo-1-0"}},
+		{ID: "h", Mesh: "m", Service: "echo", Process: &mesh.ProcessStatus{PID: 3}, MetricsAddr: strings.TrimPrefix(hang.URL, "http://"), State: mesh.TaskRunning, Attributes: map[string]string{"taskSet": "echo-1-0"}},
+		{ID: "old", Mesh: "m", Service: "echo", Process: &mesh.ProcessStatus{PID: 4}, MetricsAddr: a.addr(), State: mesh.TaskRunning, Attributes: map[string]string{"taskSet": "echo-0-9"}},
+		{ID: "nom", Mesh: "m", Service: "echo", Process: &mesh.ProcessStatus{PID: 5}, State: mesh.TaskRunning, Attributes: map[string]string{"taskSet": "echo-1-0"}},
 	}
 	s := NewScraper(eps, ScraperOptions{Timeout: 2 * time.Second}) // a loaded machine answers well within it; the hanging task waits it out
 

@@ -141,13 +141,14 @@ func printStatus(w io.Writer, st *controlplane.Status) error {
 			health += ": " + truncate(ep.LastHealthError, 60)
 		}
 		state := string(ep.State)
-		if ep.RestartAt != "" && ep.State == mesh.TaskStopped {
+		proc := ep.Proc() // the local runtime's; zero on Kubernetes
+		if proc.RestartAt != "" && ep.State == mesh.TaskStopped {
 			state = "CRASHLOOP"
-			if at, err := time.Parse(time.RFC3339Nano, ep.RestartAt); err == nil {
-				state += fmt.Sprintf(" (%s; restart in %s)", ep.LastExit, max(time.Until(at), 0).Round(100*time.Millisecond))
+			if at, err := time.Parse(time.RFC3339Nano, proc.RestartAt); err == nil {
+				state += fmt.Sprintf(" (%s; restart in %s)", proc.LastExit, max(time.Until(at), 0).Round(100*time.Millisecond))
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s:%d\t%d\t%s\t%s\t%d\n", ep.ID, ep.Service, ep.Attributes[mesh.AttrVersion], ep.Address, ep.Port, ep.PID, state, health, ep.Restarts)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s:%d\t%d\t%s\t%s\t%d\n", ep.ID, ep.Service, ep.Attributes[mesh.AttrVersion], ep.Address, ep.Port, proc.PID, state, health, proc.Restarts)
 	}
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "ROUTE\tMESH\tWEIGHTS")

@@ -10,6 +10,7 @@ import (
 
 	meshv1 "github.com/gmesh-dev/gmesh/api/mesh/v1"
 	"github.com/gmesh-dev/gmesh/internal/mesh"
+	"github.com/gmesh-dev/gmesh/internal/runtime"
 )
 
 // Client is a typed client of the admin API, used by the CLI, `gmesh up`'s
@@ -112,7 +113,9 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 	return &st, nil
 }
 
-// Register implements the runtime's Registrar.
+var _ runtime.Registrar = (*Client)(nil)
+
+// Register implements runtime.Registrar.
 func (c *Client) Register(ctx context.Context, ep *mesh.Endpoint) error {
 	b, err := json.Marshal(ep)
 	if err != nil {
@@ -122,7 +125,7 @@ func (c *Client) Register(ctx context.Context, ep *mesh.Endpoint) error {
 	return c.wrap(err)
 }
 
-// Deregister implements the runtime's Registrar.
+// Deregister implements runtime.Registrar.
 func (c *Client) Deregister(ctx context.Context, id string) error {
 	_, err := c.api.DeregisterEndpoint(ctx, &meshv1.DeregisterEndpointRequest{Id: id})
 	return c.wrap(err)

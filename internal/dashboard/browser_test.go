@@ -64,11 +64,11 @@ func demoStatus(oldW, newW int, oldAddr, newAddr string) *controlplane.Status {
 	for i, port := range []int{8081, 8082} {
 		st.Endpoints = append(st.Endpoints, &mesh.Endpoint{ID: "echo-client-1-" + string(rune('a'+i)), Mesh: "echo", Service: "echo-client",
 			Address: "127.0.0.1", Port: port, Attributes: map[string]string{mesh.AttrVersion: "1.0", mesh.AttrTaskSet: "echo-client-1"},
-			PID: 2000 + i, State: mesh.TaskRunning, Health: mesh.HealthHealthy})
+			Process: &mesh.ProcessStatus{PID: 2000 + i}, State: mesh.TaskRunning, Health: mesh.HealthHealthy})
 	}
 	st.Endpoints = append(st.Endpoints, &mesh.Endpoint{ID: "echo-server-0-9-b", Mesh: "echo", Service: "echo-server",
 		Address: "127.0.0.1", Port: 50053, Attributes: map[string]string{mesh.AttrVersion: "0.9", mesh.AttrTaskSet: "echo-server-0-9"},
-		PID: 3001, Restarts: 1, State: mesh.TaskRunning, Health: mesh.HealthHealthy})
+		Process: &mesh.ProcessStatus{PID: 3001, Restarts: 1}, State: mesh.TaskRunning, Health: mesh.HealthHealthy})
 	st.Clients[0].NodeID, st.Clients[1].NodeID = "echo-client-1-a", "echo-client-1-b"
 	c := st.Clients[0]
 	c.NodeID = "echo-gateway"

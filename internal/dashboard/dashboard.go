@@ -262,7 +262,7 @@ func (d *Dashboard) scrapeAll(ctx context.Context, st *controlplane.Status) map[
 			defer cancel()
 			s, err := d.cfg.Scrape(sctx, ep.MetricsAddr, path)
 			mu.Lock()
-			out[analysis.TaskKey(ep.ID, ep.PID)] = scrapeResult{s, err}
+			out[analysis.TaskKey(ep.ID, ep.Proc().PID)] = scrapeResult{s, err}
 			mu.Unlock()
 		}()
 	}

@@ -211,7 +211,9 @@ func TestHistoryBounded(t *testing.T) {
 }
 
 func TestCounterResets(t *testing.T) {
-	ep := func(id string, pid int) *mesh.Endpoint { return &mesh.Endpoint{ID: id, PID: pid} }
+	ep := func(id string, pid int) *mesh.Endpoint {
+		return &mesh.Endpoint{ID: id, Process: &mesh.ProcessStatus{PID: pid}}
+	}
 	sample := func(req, errs int64) analysis.Sample { return analysis.Sample{Requests: req, Errors: errs} }
 	tr := newTraffic()
 	tr.begin([]*mesh.Endpoint{ep("a", 1)})
@@ -255,8 +257,7 @@ func TestCounterResetThroughPolls(t *testing.T) {
 
 	// The 0.9 task restarts: new pid, counters from zero.
 	st2 := echoStatus(50, 50, oldT.addr(), newT.addr())
-	st2.Endpoints[0].PID = 4242
-	st2.Endpoints[0].Restarts = 1
+	st2.Endpoints[0].Process = &mesh.ProcessStatus{PID: 4242, Restarts: 1}
 	src.set(st2, nil)
 	oldT.ok.Store(30)
 	newT.add(30, 0)

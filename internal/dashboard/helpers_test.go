@@ -128,7 +128,7 @@ func echoStatus(oldW, newW int, oldAddr, newAddr string) *controlplane.Status {
 	ep := func(id, version, ts, metrics string, port int) *mesh.Endpoint {
 		return &mesh.Endpoint{ID: id, Mesh: "echo", Service: "echo-server", Address: "127.0.0.1", Port: port,
 			Attributes: map[string]string{mesh.AttrVersion: version, mesh.AttrTaskSet: ts}, MetricsAddr: metrics,
-			PID: 1000 + port, State: mesh.TaskRunning, Health: mesh.HealthHealthy}
+			Process: &mesh.ProcessStatus{PID: 1000 + port}, State: mesh.TaskRunning, Health: mesh.HealthHealthy}
 	}
 	pub := map[string]string{
 		"type.googleapis.com/envoy.config.listener.v3.Listener":              "e-3",

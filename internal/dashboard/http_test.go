@@ -56,7 +56,7 @@ func TestHTTPServiceRateAndGatewayListen(t *testing.T) {
 	st.Endpoints = []*mesh.Endpoint{{ID: "echo-client-1-a", Mesh: "echo", Service: "echo-client",
 		Address: "127.0.0.1", Port: cli.Addr().(*net.TCPAddr).Port,
 		Attributes:  map[string]string{mesh.AttrVersion: "1.0", mesh.AttrTaskSet: "echo-client-1"},
-		MetricsAddr: cli.MetricsAddr().String(), PID: 2000, State: mesh.TaskRunning, Health: mesh.HealthHealthy}}
+		MetricsAddr: cli.MetricsAddr().String(), Process: &mesh.ProcessStatus{PID: 2000}, State: mesh.TaskRunning, Health: mesh.HealthHealthy}}
 	src := &listingSource{fakeSource: &fakeSource{}, lists: echoLists()}
 	src.set(st, nil)
 	d, fc, srv := newTest(t, src, Config{GatewayListen: map[string]string{"echo/echo-gateway": "127.0.0.1:18181"}})

@@ -44,7 +44,7 @@ func (t *traffic) begin(eps []*mesh.Endpoint) {
 // observe records ep's cumulative counters and returns the delta since the
 // previous observation.
 func (t *traffic) observe(ep *mesh.Endpoint, s analysis.Sample) counts {
-	key := analysis.TaskKey(ep.ID, ep.PID)
+	key := analysis.TaskKey(ep.ID, ep.Proc().PID)
 	cur := counts{s.Requests, s.Errors}
 	p, seen := t.prev[key]
 	t.prev[key] = cur
@@ -66,7 +66,7 @@ func (t *traffic) gc(eps []*mesh.Endpoint) {
 	live := make(map[string]bool, len(eps))
 	ids := make(map[string]bool, len(eps))
 	for _, ep := range eps {
-		live[analysis.TaskKey(ep.ID, ep.PID)] = true
+		live[analysis.TaskKey(ep.ID, ep.Proc().PID)] = true
 		ids[ep.ID] = true
 	}
 	for k := range t.prev {

@@ -285,11 +285,11 @@ func build(st *controlplane.Status, topo topology, tr *traffic, samples map[stri
 			ver = "-"
 		}
 		v := version(sv, ver)
-		t := &TaskView{ID: ep.ID, Address: ep.Address, Port: ep.Port, MetricsAddr: ep.MetricsAddr, PID: ep.PID,
-			Restarts: ep.Restarts, State: string(ep.State), Health: string(ep.Health), Draining: ep.Draining,
+		t := &TaskView{ID: ep.ID, Address: ep.Address, Port: ep.Port, MetricsAddr: ep.MetricsAddr, PID: ep.Proc().PID,
+			Restarts: ep.Proc().Restarts, State: string(ep.State), Health: string(ep.Health), Draining: ep.Draining,
 			LastHealthError: ep.LastHealthError}
 		v.Tasks = append(v.Tasks, t)
-		res, ok := samples[analysis.TaskKey(ep.ID, ep.PID)]
+		res, ok := samples[analysis.TaskKey(ep.ID, ep.Proc().PID)]
 		if !ok {
 			continue
 		}

@@ -176,7 +176,7 @@ func TestDeployUnderLoad(t *testing.T) {
 	var oldPIDs []int
 	for _, ep := range before.Endpoints {
 		if ep.Attributes[mesh.AttrVersion] == "0.9" {
-			oldPIDs = append(oldPIDs, ep.PID)
+			oldPIDs = append(oldPIDs, ep.Proc().PID)
 		}
 	}
 

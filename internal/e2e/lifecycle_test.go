@@ -103,8 +103,8 @@ func TestUpDetachDownAndLogs(t *testing.T) {
 		t.Errorf("down --state-dir of a stopped mesh: %v, %q; want exit 1 and one line", err, out)
 	}
 	for _, ep := range st.Endpoints {
-		if processAlive(ep.PID) {
-			t.Errorf("task %s (pid %d) is alive after gmesh down", ep.ID, ep.PID)
+		if processAlive(ep.Proc().PID) {
+			t.Errorf("task %s (pid %d) is alive after gmesh down", ep.ID, ep.Proc().PID)
 		}
 	}
 	if _, _, err := get(m[1] + "/"); err == nil {

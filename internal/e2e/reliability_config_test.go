@@ -143,7 +143,7 @@ func crashLoop(t *testing.T, stateDir, url string) {
 	var samples []string
 	restarts := func() int {
 		if ep := crasherEndpoint(t, stateDir); ep != nil {
-			return ep.Restarts
+			return ep.Proc().Restarts
 		}
 		return 0
 	}

@@ -262,8 +262,8 @@ func checkNoTaskRestarted(t *testing.T, before map[string]*mesh.Endpoint, stateD
 		switch {
 		case !ok:
 			t.Errorf("task %s is no longer registered", id)
-		case a.PID != b.PID || a.Restarts != b.Restarts:
-			t.Errorf("task %s: pid %d restarts %d, want pid %d restarts %d (restarted needlessly)", id, a.PID, a.Restarts, b.PID, b.Restarts)
+		case a.Proc().PID != b.Proc().PID || a.Proc().Restarts != b.Proc().Restarts:
+			t.Errorf("task %s: pid %d restarts %d, want pid %d restarts %d (restarted needlessly)", id, a.Proc().PID, a.Proc().Restarts, b.Proc().PID, b.Proc().Restarts)
 		case !a.Serving():
 			t.Errorf("task %s: state %s health %s, want serving", id, a.State, a.Health)
 		}
@@ -353,8 +353,8 @@ func taskKill(t *testing.T, stateDir, url, service string) {
 	victim := firstOf(t, stateDir, service)
 	lr := startFaultLoad(t, url, faultRPS, 2*time.Minute)
 	holdFor(2 * time.Second)
-	if err := syscall.Kill(victim.PID, syscall.SIGKILL); err != nil {
-		t.Fatalf("kill %s task %s pid %d: %v", service, victim.ID, victim.PID, err)
+	if err := syscall.Kill(victim.Proc().PID, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill %s task %s pid %d: %v", service, victim.ID, victim.Proc().PID, err)
 	}
 	killed := time.Now()
 	sawEjected := false
@@ -367,8 +367,8 @@ func taskKill(t *testing.T, stateDir, url, service string) {
 		if !ep.Serving() {
 			sawEjected = true
 		}
-		if ep.PID == victim.PID || ep.Restarts <= victim.Restarts || !ep.Serving() {
-			return fmt.Errorf("task %s: pid %d restarts %d state %s health %s", ep.ID, ep.PID, ep.Restarts, ep.State, ep.Health)
+		if ep.Proc().PID == victim.Proc().PID || ep.Proc().Restarts <= victim.Proc().Restarts || !ep.Serving() {
+			return fmt.Errorf("task %s: pid %d restarts %d state %s health %s", ep.ID, ep.Proc().PID, ep.Proc().Restarts, ep.State, ep.Health)
 		}
 		return nil
 	})
@@ -389,11 +389,11 @@ func taskHang(t *testing.T, stateDir, url string, hold time.Duration) {
 	victim := firstOf(t, stateDir, "echo-server")
 	lr := startFaultLoad(t, url, faultRPS, hold+2*time.Minute)
 	holdFor(2 * time.Second)
-	if err := syscall.Kill(victim.PID, syscall.SIGSTOP); err != nil {
-		t.Fatalf("stop task %s pid %d: %v", victim.ID, victim.PID, err)
+	if err := syscall.Kill(victim.Proc().PID, syscall.SIGSTOP); err != nil {
+		t.Fatalf("stop task %s pid %d: %v", victim.ID, victim.Proc().PID, err)
 	}
 	stopped := time.Now()
-	cont := func() { _ = syscall.Kill(victim.PID, syscall.SIGCONT) }
+	cont := func() { _ = syscall.Kill(victim.Proc().PID, syscall.SIGCONT) }
 	t.Cleanup(cont)
 	poll(t, 30*time.Second, "hung task UNHEALTHY and out of EDS", func() error {
 		ep := byID(status(t, stateDir).Endpoints)[victim.ID]
@@ -418,8 +418,8 @@ func taskHang(t *testing.T, stateDir, url string, hold time.Duration) {
 		if ep == nil || !ep.Serving() {
 			return fmt.Errorf("task %s not serving", victim.ID)
 		}
-		if ep.PID != victim.PID {
-			t.Logf("the hung task was replaced (pid %d, was %d)", ep.PID, victim.PID)
+		if ep.Proc().PID != victim.Proc().PID {
+			t.Logf("the hung task was replaced (pid %d, was %d)", ep.Proc().PID, victim.Proc().PID)
 		}
 		return nil
 	})

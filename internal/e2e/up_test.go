@@ -62,7 +62,7 @@ func TestUpEchoStack(t *testing.T) {
 	}
 	pids := map[int]bool{}
 	for _, ep := range st.Endpoints {
-		pids[ep.PID] = true
+		pids[ep.Proc().PID] = true
 	}
 
 	// SIGKILL an echo-server task under load: the supervisor replaces it,
@@ -89,16 +89,16 @@ func TestUpEchoStack(t *testing.T) {
 		}()
 	}
 	victim := servers[0]
-	if err := syscall.Kill(victim.PID, syscall.SIGKILL); err != nil {
-		t.Fatalf("kill task %s pid %d: %v", victim.ID, victim.PID, err)
+	if err := syscall.Kill(victim.Proc().PID, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill task %s pid %d: %v", victim.ID, victim.Proc().PID, err)
 	}
 	poll(t, 60*time.Second, "killed task restarted and healthy", func() error {
 		for _, ep := range status(t, stateDir).Endpoints {
 			if ep.ID == victim.ID {
-				if ep.PID == victim.PID || ep.Restarts < 1 || !ep.Serving() {
-					return fmt.Errorf("task %s: pid %d restarts %d health %s", ep.ID, ep.PID, ep.Restarts, ep.Health)
+				if ep.Proc().PID == victim.Proc().PID || ep.Proc().Restarts < 1 || !ep.Serving() {
+					return fmt.Errorf("task %s: pid %d restarts %d health %s", ep.ID, ep.Proc().PID, ep.Proc().Restarts, ep.Health)
 				}
-				pids[ep.PID] = true
+				pids[ep.Proc().PID] = true
 				return nil
 			}
 		}

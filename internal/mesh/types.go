@@ -7,7 +7,10 @@
 // Mesh's API so that existing manifests and habits carry over.
 package mesh
 
-import "slices"
+import (
+	"encoding/json"
+	"slices"
+)
 
 // APIVersion is the apiVersion every gmesh manifest document carries.
 const APIVersion = "gmesh.dev/v1"
@@ -715,20 +718,68 @@ type Endpoint struct {
 	Port       int               `json:"port"`
 	Attributes map[string]string `json:"attributes,omitempty"`
 	// MetricsAddr is host:port of the task's Prometheus endpoint, if any.
-	MetricsAddr string       `json:"metricsAddr,omitempty"`
-	PID         int          `json:"pid,omitempty"`
-	Restarts    int          `json:"restarts,omitempty"`
-	State       TaskState    `json:"state"`
-	Health      HealthStatus `json:"health"`
+	MetricsAddr string `json:"metricsAddr,omitempty"`
+	// State is the task's lifecycle state as its runtime reports it.
+	State  TaskState    `json:"state"`
+	Health HealthStatus `json:"health"`
 	// Draining endpoints leave EDS before their task stops.
 	Draining bool `json:"draining,omitempty"`
 	// LastHealthError is the last failed check's error.
 	LastHealthError string `json:"lastHealthError,omitempty"`
+	// Process is the local runtime's status of the task's OS process; nil
+	// for every other runtime (a Kubernetes endpoint, a Ready pod, never
+	// sets it). Read it through Proc, which is nil-safe.
+	Process *ProcessStatus `json:"process,omitempty"`
+}
+
+// ProcessStatus is the local runtime's status of the OS process that runs a
+// task (internal/runtime/local, `gmesh up`). It lives here, not in the
+// runtime, so the registry, the CLI and the dashboard can read it without
+// importing the runtime; nothing outside the local runtime sets it.
+type ProcessStatus struct {
+	// PID is the running process's id; 0 while none runs.
+	PID int `json:"pid,omitempty"`
+	// Restarts counts the times the task's process ended unexpectedly (or
+	// failed to start) and was started again.
+	Restarts int `json:"restarts,omitempty"`
 	// LastExit is how the task's process last ended ("exit status 3"), and
 	// RestartAt (RFC 3339), when set, when a crashed task starts again: a
 	// task in a crash loop waits longer each time.
 	LastExit  string `json:"lastExit,omitempty"`
 	RestartAt string `json:"restartAt,omitempty"`
+}
+
+// Proc returns e's process status, or the zero ProcessStatus when its
+// runtime reports none.
+func (e *Endpoint) Proc() ProcessStatus {
+	if e == nil || e.Process == nil {
+		return ProcessStatus{}
+	}
+	return *e.Process
+}
+
+// UnmarshalJSON decodes an endpoint, including one written before Process
+// existed, with pid, restarts, lastExit and restartAt at the top level (as
+// the control plane's store may still hold them): those become Process when
+// the JSON has no "process".
+func (e *Endpoint) UnmarshalJSON(b []byte) error {
+	type plain Endpoint // without this method
+	var v struct {
+		plain
+		PID       int    `json:"pid"`
+		Restarts  int    `json:"restarts"`
+		LastExit  string `json:"lastExit"`
+		RestartAt string `json:"restartAt"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*e = Endpoint(v.plain)
+	legacy := ProcessStatus{PID: v.PID, Restarts: v.Restarts, LastExit: v.LastExit, RestartAt: v.RestartAt}
+	if e.Process == nil && legacy != (ProcessStatus{}) {
+		e.Process = &legacy
+	}
+	return nil
 }
 
 // Attribute names gmesh sets on every endpoint it registers.

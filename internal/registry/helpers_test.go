@@ -174,7 +174,7 @@ func newEndpoint(id string, port int) *mesh.Endpoint {
 		Address:    "127.0.0.1",
 		Port:       port,
 		Attributes: map[string]string{mesh.AttrVersion: "v1"},
-		PID:        1000,
+		Process:    &mesh.ProcessStatus{PID: 1000},
 		State:      mesh.TaskRunning,
 	}
 }

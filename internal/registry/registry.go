@@ -318,7 +318,7 @@ func (r *Registry) Register(ctx context.Context, ep *mesh.Endpoint) error {
 		in.Draining = old.Draining || in.Draining
 		moved := old.Address != in.Address || old.Port != in.Port
 		newProcess := in.State == mesh.TaskRunning &&
-			(old.State != mesh.TaskRunning || (old.PID != 0 && in.PID != 0 && old.PID != in.PID))
+			(old.State != mesh.TaskRunning || (old.Proc().PID != 0 && in.Proc().PID != 0 && old.Proc().PID != in.Proc().PID))
 		e.ep = in
 		np, nk := r.policyForLocked(in), r.credsKeyLocked(in)
 		policyChanged := !samePolicy(np, e.policy) || nk != e.credsKey

@@ -398,7 +398,7 @@ func TestStoppingLeavesServingAtOnce(t *testing.T) {
 	}
 
 	// A heartbeat re-register of the same process keeps health.
-	ep.Restarts = 0
+	ep.Process.Restarts = 0
 	if err := s.r.Register(ctx, ep); err != nil {
 		t.Fatal(err)
 	}
@@ -423,7 +423,7 @@ func TestStoppingLeavesServingAtOnce(t *testing.T) {
 	s.settled(0) // the checker stopped
 	checks := h.checks.Load()
 
-	ep.State, ep.PID, ep.Restarts = mesh.TaskRunning, 1001, 1
+	ep.State, ep.Process = mesh.TaskRunning, &mesh.ProcessStatus{PID: 1001, Restarts: 1}
 	if err := s.r.Register(ctx, ep); err != nil {
 		t.Fatal(err)
 	}
@@ -434,8 +434,8 @@ func TestStoppingLeavesServingAtOnce(t *testing.T) {
 	if got := h.checks.Load(); got != checks+1 {
 		t.Errorf("got %d checks after restart, want %d", got, checks+1)
 	}
-	if got := get(t, s.r, "t1"); got.Health != mesh.HealthHealthy || got.Restarts != 1 {
-		t.Errorf("restarted process: got %s restarts=%d, want HEALTHY restarts=1", got.Health, got.Restarts)
+	if got := get(t, s.r, "t1"); got.Health != mesh.HealthHealthy || got.Proc().Restarts != 1 {
+		t.Errorf("restarted process: got %s restarts=%d, want HEALTHY restarts=1", got.Health, got.Proc().Restarts)
 	}
 }
 
@@ -512,7 +512,7 @@ func TestRestoreKeepsLastHealth(t *testing.T) {
 	h.set(false)
 	healthy := newEndpoint("a-healthy", port)
 	healthy.Health = mesh.HealthHealthy
-	healthy.PID = 42
+	healthy.Process = &mesh.ProcessStatus{PID: 42}
 	sick := newEndpoint("b-sick", port)
 	sick.Health = mesh.HealthUnhealthy
 	sick.LastHealthError = "grpc health status NOT_SERVING"
@@ -566,7 +566,7 @@ func TestRestoreKeepsLastHealth(t *testing.T) {
 
 func newEndpointPID(id string, port, pid int) *mesh.Endpoint {
 	ep := newEndpoint(id, port)
-	ep.PID = pid
+	ep.Process = &mesh.ProcessStatus{PID: pid}
 	return ep
 }
 
@@ -764,8 +764,8 @@ func TestValidation(t *testing.T) {
 		{"port 0", func(e *mesh.Endpoint) { e.Port = 0 }, "port: 0 is out of range 1-65535"},
 		{"port too big", func(e *mesh.Endpoint) { e.Port = 65536 }, "port: 65536 is out of range"},
 		{"bad state", func(e *mesh.Endpoint) { e.State = "running" }, `state: "running" is not one of`},
-		{"negative pid", func(e *mesh.Endpoint) { e.PID = -1 }, "pid: -1 is negative"},
-		{"negative restarts", func(e *mesh.Endpoint) { e.Restarts = -1 }, "restarts: -1 is negative"},
+		{"negative pid", func(e *mesh.Endpoint) { e.Process = &mesh.ProcessStatus{PID: -1} }, "process.pid: -1 is negative"},
+		{"negative restarts", func(e *mesh.Endpoint) { e.Process = &mesh.ProcessStatus{Restarts: -1} }, "process.restarts: -1 is negative"},
 		{"empty attribute key", func(e *mesh.Endpoint) { e.Attributes[""] = "x" }, "attributes: a key is empty"},
 		{"long attribute value", func(e *mesh.Endpoint) { e.Attributes["k"] = long }, "attributes.k: value is 254 characters long"},
 		{"bad metrics addr", func(e *mesh.Endpoint) { e.MetricsAddr = "127.0.0.1" }, `metricsAddr: "127.0.0.1" is not host:port`},
@@ -930,7 +930,7 @@ func TestConcurrentUse(t *testing.T) {
 			for i := range 50 {
 				id := "w" + itoa(w) + "-" + itoa(i%5)
 				ep := newEndpoint(id, port)
-				ep.Restarts = i
+				ep.Process.Restarts = i
 				if i%7 == 0 {
 					ep.State = mesh.TaskStopping
 				}

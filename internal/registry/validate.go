@@ -61,11 +61,11 @@ func validate(ep *mesh.Endpoint) error {
 	default:
 		add("state", "%q is not one of PENDING, RUNNING, STOPPING, STOPPED", ep.State)
 	}
-	if ep.PID < 0 {
-		add("pid", "%d is negative", ep.PID)
+	if p := ep.Proc(); p.PID < 0 {
+		add("process.pid", "%d is negative", p.PID)
 	}
-	if ep.Restarts < 0 {
-		add("restarts", "%d is negative", ep.Restarts)
+	if p := ep.Proc(); p.Restarts < 0 {
+		add("process.restarts", "%d is negative", p.Restarts)
 	}
 	if len(ep.Attributes) > maxAttributes {
 		add("attributes", "has %d entries, more than %d", len(ep.Attributes), maxAttributes)
@@ -114,6 +114,10 @@ func printable(s string) bool {
 func clone(ep *mesh.Endpoint) *mesh.Endpoint {
 	cp := *ep
 	cp.Attributes = maps.Clone(ep.Attributes)
+	if ep.Process != nil {
+		p := *ep.Process
+		cp.Process = &p
+	}
 	return &cp
 }
 
@@ -124,7 +128,7 @@ func sameEndpoint(a, b *mesh.Endpoint) bool {
 	}
 	return a.ID == b.ID && a.Mesh == b.Mesh && a.Service == b.Service &&
 		a.Address == b.Address && a.Port == b.Port && a.MetricsAddr == b.MetricsAddr &&
-		a.PID == b.PID && a.Restarts == b.Restarts && a.State == b.State &&
+		(a.Process == nil) == (b.Process == nil) && a.Proc() == b.Proc() && a.State == b.State &&
 		a.Health == b.Health && a.Draining == b.Draining &&
 		a.LastHealthError == b.LastHealthError && maps.Equal(a.Attributes, b.Attributes)
 }

@@ -212,7 +212,7 @@ func (f *fakeRuntime) sync(t *testing.T, s Store) {
 			}
 			if ep == nil {
 				f.pid++
-				ep = &mesh.Endpoint{ID: id, Mesh: r.Metadata.Mesh, Service: "echo-server", PID: f.pid,
+				ep = &mesh.Endpoint{ID: id, Mesh: r.Metadata.Mesh, Service: "echo-server", Process: &mesh.ProcessStatus{PID: f.pid},
 					Address: "127.0.0.1", Port: ts.Port, MetricsAddr: "127.0.0.1:9", State: mesh.TaskPending,
 					Health: mesh.HealthUnknown, Attributes: map[string]string{mesh.AttrTaskSet: name, mesh.AttrVersion: ts.Version}}
 				f.eps[id] = ep

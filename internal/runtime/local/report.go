@@ -8,6 +8,7 @@ import (
 
 	"github.com/gmesh-dev/gmesh/internal/clock"
 	"github.com/gmesh-dev/gmesh/internal/mesh"
+	rt "github.com/gmesh-dev/gmesh/internal/runtime"
 )
 
 // reportCallTimeout bounds one Registrar call.
@@ -18,7 +19,7 @@ const reportCallTimeout = 5 * time.Second
 // Deregister replaces both), retries failures with backoff, and never blocks
 // its callers: process supervision goes on while the control plane is down.
 type reporter struct {
-	reg    Registrar
+	reg    rt.Registrar
 	log    *slog.Logger
 	clock  clock.Clock
 	minB   time.Duration
@@ -37,7 +38,7 @@ type report struct {
 	nextTry  time.Time
 }
 
-func newReporter(reg Registrar, log *slog.Logger, clk clock.Clock, minB, maxB time.Duration) *reporter {
+func newReporter(reg rt.Registrar, log *slog.Logger, clk clock.Clock, minB, maxB time.Duration) *reporter {
 	return &reporter{
 		reg: reg, log: log, clock: clk, minB: minB, maxB: maxB,
 		notify:  make(chan struct{}, 1),

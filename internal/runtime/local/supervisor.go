@@ -3,7 +3,9 @@
 // supervised OS process with its own loopback address, keeps the desired
 // count (restarting dead tasks with exponential backoff), writes each task's
 // output to a log file, drains and stops tasks gracefully, and reports every
-// task to the control plane's registry in the background.
+// task to the control plane's registry in the background. It is the local
+// implementation of the runtime contract (internal/runtime); what only it
+// knows about a task, the process, it reports in mesh.Endpoint.Process.
 package local
 
 import (
@@ -24,16 +26,10 @@ import (
 
 	"github.com/gmesh-dev/gmesh/internal/clock"
 	"github.com/gmesh-dev/gmesh/internal/mesh"
+	rt "github.com/gmesh-dev/gmesh/internal/runtime"
 )
 
-// Registrar is how the supervisor reports tasks; the admin API client
-// implements it. Calls may fail while the control plane is down: the
-// supervisor retries in the background with backoff, keeps only the latest
-// state per task, and never holds process supervision up on it.
-type Registrar interface {
-	Register(ctx context.Context, ep *mesh.Endpoint) error
-	Deregister(ctx context.Context, id string) error
-}
+var _ rt.Runtime = (*Supervisor)(nil)
 
 // TaskBackoff is the state of a task waiting to be restarted after it
 // exited. It is a TaskInfo state only; the registry sees TaskStopped.
@@ -53,8 +49,13 @@ const (
 type Config struct {
 	Logger *slog.Logger
 	// StateDir holds task logs, under StateDir/logs/<service>/<task-id>.log.
-	StateDir  string
-	Registrar Registrar // nil: report nothing
+	StateDir string
+	// Registrar is where the supervisor reports tasks; the admin API client
+	// implements it. Calls may fail while the control plane is down: the
+	// supervisor retries in the background with backoff, keeps only the
+	// latest state per task, and never holds process supervision up on it.
+	// Nil: report nothing.
+	Registrar rt.Registrar
 	// Bootstrap returns the xDS bootstrap JSON for a task, passed to it as
 	// GRPC_XDS_BOOTSTRAP_CONFIG, before each start. It may write files the
 	// task reads into the task's own directory (TaskStart.Dir), which the

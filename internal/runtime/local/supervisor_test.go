@@ -23,6 +23,7 @@ import (
 
 	"github.com/gmesh-dev/gmesh/internal/clock"
 	"github.com/gmesh-dev/gmesh/internal/mesh"
+	rt "github.com/gmesh-dev/gmesh/internal/runtime"
 )
 
 // recorder is a Registrar that records calls and can fail or hang.
@@ -35,7 +36,7 @@ type recorder struct {
 	latest map[string]mesh.Endpoint
 }
 
-var _ Registrar = (*recorder)(nil)
+var _ rt.Registrar = (*recorder)(nil)
 
 func newRecorder() *recorder { return &recorder{latest: map[string]mesh.Endpoint{}} }
 
@@ -90,7 +91,7 @@ func (r *recorder) eventsFor(id string) []string {
 
 func testIPBase() string { return "127.0." + strconv.Itoa(2+rand.IntN(250)) }
 
-func newTestSupervisor(t *testing.T, reg Registrar, mod func(*Config)) *Supervisor {
+func newTestSupervisor(t *testing.T, reg rt.Registrar, mod func(*Config)) *Supervisor {
 	t.Helper()
 	cfg := Config{
 		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -295,7 +296,7 @@ func TestTasksGetOwnIPsAndTheEnvContract(t *testing.T) {
 
 		waitFor(t, "registered RUNNING", 10*time.Second, func() bool {
 			ep, ok := reg.endpoint(ti.ID)
-			return ok && ep.State == mesh.TaskRunning && ep.PID == ti.PID
+			return ok && ep.State == mesh.TaskRunning && ep.Proc().PID == ti.PID
 		})
 		ep, _ := reg.endpoint(ti.ID)
 		if ep.Mesh != "echo" || ep.Service != "echo-server" || ep.Address != ti.Address || ep.Port != ti.Port ||
@@ -348,7 +349,7 @@ func TestKilledTaskIsRestartedAndReRegistered(t *testing.T) {
 	}
 	waitFor(t, "re-registered", 10*time.Second, func() bool {
 		ep, ok := reg.endpoint("svc-v1-1")
-		return ok && ep.PID == after.PID && ep.Restarts == 1 && ep.State == mesh.TaskRunning
+		return ok && ep.Proc().PID == after.PID && ep.Proc().Restarts == 1 && ep.State == mesh.TaskRunning
 	})
 }
 
@@ -525,7 +526,7 @@ func TestRegistrarFailuresDoNotBlockSupervision(t *testing.T) {
 	waitFor(t, "latest state delivered once the registrar is back", 30*time.Second, func() bool {
 		ep, ok := reg.endpoint("svc-v1-1")
 		_, stale := reg.endpoint("svc-v1-2")
-		return ok && ep.PID == now.PID && ep.Restarts == 1 && ep.State == mesh.TaskRunning && !stale
+		return ok && ep.Proc().PID == now.PID && ep.Proc().Restarts == 1 && ep.State == mesh.TaskRunning && !stale
 	})
 }
 

@@ -82,15 +82,15 @@ func (t *task) info() TaskInfo {
 
 // endpoint is the task's registry entry. Called with t.mu held.
 func (t *task) endpoint() mesh.Endpoint {
+	proc := &mesh.ProcessStatus{PID: t.pid, Restarts: t.restarts, LastExit: t.lastExit}
 	ep := mesh.Endpoint{
-		ID: t.id, Address: t.ip, Port: t.port, PID: t.pid, Restarts: t.restarts,
-		State: t.state, Health: mesh.HealthUnknown,
+		ID: t.id, Address: t.ip, Port: t.port,
+		State: t.state, Health: mesh.HealthUnknown, Process: proc,
 	}
-	ep.LastExit = t.lastExit
 	if ep.State == TaskBackoff {
 		ep.State = mesh.TaskStopped
 		if !t.nextStart.IsZero() {
-			ep.RestartAt = t.nextStart.UTC().Format(time.RFC3339Nano)
+			proc.RestartAt = t.nextStart.UTC().Format(time.RFC3339Nano)
 		}
 	}
 	if t.metrics != 0 {
