@@ -3,6 +3,7 @@ package pki_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -157,12 +158,7 @@ func TestRunRenews(t *testing.T) {
 			t.Errorf("renewal %d due %s, want %s", i+1, next, want)
 		}
 		clk.Set(next)
-		for serial(t, f) == before {
-			if ctx.Err() != nil {
-				t.Fatalf("renewal %d: files not rewritten", i+1)
-			}
-			time.Sleep(time.Millisecond) // poll the files with the test's deadline
-		}
+		pollUntil(ctx, t, fmt.Sprintf("renewal %d: files rewritten", i+1), func() bool { return serial(t, f) != before })
 	}
 }
 
@@ -316,7 +312,7 @@ func TestPemfileProviderFollowsRotation(t *testing.T) {
 
 	for i := range 3 {
 		want := serial(t, f)
-		for {
+		pollUntil(ctx, t, fmt.Sprintf("rotation %d: the provider serving certificate %s", i, want), func() bool {
 			km, err := prov.KeyMaterial(ctx)
 			if err != nil {
 				t.Fatalf("rotation %d: KeyMaterial: %v", i, err)
@@ -324,14 +320,8 @@ func TestPemfileProviderFollowsRotation(t *testing.T) {
 			if km.Roots == nil || len(km.Certs) != 1 {
 				t.Fatalf("rotation %d: key material has roots %v and %d certificates; want roots and 1", i, km.Roots != nil, len(km.Certs))
 			}
-			if km.Certs[0].Leaf.SerialNumber.String() == want {
-				break
-			}
-			if ctx.Err() != nil {
-				t.Fatalf("rotation %d: provider never served certificate %s", i, want)
-			}
-			time.Sleep(time.Millisecond) // poll the provider with the test's deadline
-		}
+			return km.Certs[0].Leaf.SerialNumber.String() == want
+		})
 		clk.Advance(30 * time.Minute)
 		r.RenewDue()
 	}
@@ -355,6 +345,21 @@ func TestRefreshInterval(t *testing.T) {
 	} {
 		if got := pki.RefreshInterval(tt.lifetime); got != tt.want {
 			t.Errorf("RefreshInterval(%s) = %s, want %s", tt.lifetime, got, tt.want)
+		}
+	}
+}
+
+// pollUntil checks cond every millisecond until it holds, failing t when
+// ctx ends first.
+func pollUntil(ctx context.Context, t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s: not by the test's deadline", what)
+		case <-tick.C:
 		}
 	}
 }
