@@ -62,6 +62,11 @@ type Config struct {
 	// that saw any activity. Calls are sequential and all happen before Run
 	// returns. A slow Every delays later reports, never the load.
 	Every func(Report)
+	// Stop, if set, ends the sending early when closed, as if Duration had
+	// passed: requests in flight finish and are counted (unlike a
+	// cancelled ctx, which abandons them). Result.Duration is then the
+	// time until Stop.
+	Stop <-chan struct{}
 }
 
 // Latency holds latency percentiles.
@@ -277,9 +282,11 @@ func (r *runner) openLoop(start, end time.Time) {
 			select {
 			case <-r.ctx.Done():
 				return
+			case <-r.cfg.Stop:
+				return
 			case <-timer.C:
 			}
-		} else if r.ctx.Err() != nil {
+		} else if r.ctx.Err() != nil || r.stopped() {
 			return
 		}
 		if due.Equal(end) {
@@ -315,13 +322,23 @@ func (r *runner) closedLoop(end time.Time) {
 			defer workers.Done()
 			// Bounded by MaxRequests across all workers.
 			for reserved.Add(1) <= r.cfg.MaxRequests {
-				if r.ctx.Err() != nil || !time.Now().Before(end) {
+				if r.ctx.Err() != nil || r.stopped() || !time.Now().Before(end) {
 					return
 				}
 				r.stats.addSent()
 				r.do(time.Now())
 			}
 		}()
+	}
+}
+
+// stopped reports whether cfg.Stop is closed (never, when it is nil).
+func (r *runner) stopped() bool {
+	select {
+	case <-r.cfg.Stop:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -478,3 +478,36 @@ func TestResultPrint(t *testing.T) {
 		}
 	}
 }
+
+// TestRunStop: closing Stop ends the sending, in both loops, and the
+// requests in flight finish and count: none is cancelled or failed.
+func TestRunStop(t *testing.T) {
+	for _, rps := range []int{0, 200} {
+		t.Run(fmt.Sprintf("rps=%d", rps), func(t *testing.T) {
+			stop := make(chan struct{})
+			release := make(chan struct{})
+			var n atomic.Int64
+			s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+				if n.Add(1) == 10 {
+					close(stop)
+					close(release)
+				}
+				<-release // the first nine wait for the stop: they are in flight
+				reply(w, "1.0")
+			})
+			res, err := Run(testContext(t), Config{URL: s.URL, RPS: rps, Concurrency: 16, Duration: time.Hour, Stop: stop})
+			if err != nil {
+				t.Fatalf("Run: %v, want no error: Stop is not an interruption", err)
+			}
+			if res.Interrupted || res.Canceled != 0 || res.Failed != 0 {
+				t.Errorf("interrupted %v, canceled %d, failed %d %v; want the in-flight requests to finish", res.Interrupted, res.Canceled, res.Failed, res.Failures)
+			}
+			if res.Sent < 10 || res.OK != res.Sent || res.ByVersion["1.0"] != res.OK {
+				t.Errorf("sent %d, OK %d, by version %v; want every sent request answered by 1.0", res.Sent, res.OK, res.ByVersion)
+			}
+			if res.Duration >= time.Hour {
+				t.Errorf("duration %s, want the time until Stop", res.Duration)
+			}
+		})
+	}
+}
