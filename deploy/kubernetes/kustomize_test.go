@@ -40,6 +40,7 @@ import (
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 
+	"github.com/gmesh-dev/gmesh/api/gmesh/v1alpha1"
 	"github.com/gmesh-dev/gmesh/internal/cli"
 	"github.com/gmesh-dev/gmesh/internal/k8s/controller"
 	"github.com/gmesh-dev/gmesh/internal/k8s/webhook"
@@ -390,16 +391,42 @@ func TestWebhookConfigurations(t *testing.T) {
 		}
 	}
 	var crdResources []string
+	var rolloutVersions []string
 	for _, crd := range in.crds {
-		if crd.Spec.Group == "appmesh.k8s.aws" {
+		switch crd.Spec.Group {
+		case "appmesh.k8s.aws":
 			crdResources = append(crdResources, crd.Spec.Names.Plural)
+		case v1alpha1.GroupName:
+			if crd.Spec.Names.Plural == webhook.GVRRollouts.Resource {
+				for _, v := range crd.Spec.Versions {
+					if v.Served {
+						rolloutVersions = append(rolloutVersions, v.Name)
+					}
+				}
+			}
 		}
 	}
 	slices.Sort(crdResources)
+	if !slices.Equal(rolloutVersions, []string{webhook.GVRRollouts.Version}) {
+		t.Errorf("the Rollout CRD serves %v, want %s (what the validator decodes)", rolloutVersions, webhook.GVRRollouts.Version)
+	}
 	ops := map[admissionregistrationv1.OperationType]admissionregistrationv1.FailurePolicyType{}
+	rollouts := 0
 	for _, w := range in.validating.Webhooks {
 		check(in.validating.Name, w.Name, w.ClientConfig, webhook.PathValidate, w.SideEffects, w.AdmissionReviewVersions)
 		for _, r := range w.Rules {
+			if slices.Contains(r.APIGroups, v1alpha1.GroupName) {
+				// Rollouts: creates and updates, never deletes or the
+				// status, and a failure refuses.
+				rollouts++
+				if !slices.Equal(r.APIGroups, []string{v1alpha1.GroupName}) || !slices.Equal(r.APIVersions, rolloutVersions) ||
+					!slices.Equal(r.Resources, []string{webhook.GVRRollouts.Resource}) ||
+					!slices.Equal(r.Operations, []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update}) ||
+					*w.FailurePolicy != admissionregistrationv1.Fail {
+					t.Errorf("%s: rule %+v, failurePolicy %s; want rollouts of %s CREATE and UPDATE, Fail", w.Name, r, *w.FailurePolicy, webhook.GVRRollouts.GroupVersion())
+				}
+				continue
+			}
 			res := slices.Clone(r.Resources)
 			slices.Sort(res)
 			if !slices.Equal(res, crdResources) || !slices.Equal(r.APIGroups, []string{"appmesh.k8s.aws"}) || !slices.Equal(r.APIVersions, []string{"v1beta2"}) {
@@ -416,6 +443,9 @@ func TestWebhookConfigurations(t *testing.T) {
 	}
 	if fmt.Sprint(ops) != fmt.Sprint(want) {
 		t.Errorf("validated operations and their failure policies %v, want %v", ops, want)
+	}
+	if rollouts != 1 {
+		t.Errorf("%d rules send Rollouts to the validator, want 1", rollouts)
 	}
 }
 
@@ -498,7 +528,9 @@ func TestRBACCoversTheControlPlanesCalls(t *testing.T) {
 		in.service.DeepCopy(), in.mutating.DeepCopy(), in.validating.DeepCopy(),
 	}
 	kube := kubefake.NewClientset(core...)
-	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), controller.ListKinds())
+	listKinds := controller.ListKinds()
+	listKinds[webhook.GVRRollouts] = "RolloutList"
+	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), listKinds)
 	for _, obj := range echoMesh(t) {
 		if err := dyn.Tracker().Create(gvrOf(t, obj.GetKind()), obj, obj.GetNamespace()); err != nil {
 			t.Fatal(err)
@@ -553,6 +585,19 @@ func TestRBACCoversTheControlPlanesCalls(t *testing.T) {
 			UID: "1", Kind: metav1.GroupVersionKind{Version: "v1", Kind: "Pod"}, Resource: metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
 			Namespace: podNS, Operation: admissionv1.Create, Object: runtime.RawExtension{Raw: raw},
 		})
+	}
+
+	// The validator: a Rollout's create GETs its stable Deployment and
+	// LISTs the namespace's Rollouts.
+	ro := []byte(`{"apiVersion":"gmesh.dev/v1alpha1","kind":"Rollout","metadata":{"name":"echo-server","namespace":"echo"},` +
+		`"spec":{"virtualRouterRef":{"name":"echo-server"},"stableDeployment":"echo-server-0-9","version":"1.0","images":[{"container":"echo-server","image":"echo-server:1.0"}]}}`)
+	resp := post(ctx, t, client, "https://"+cp.WebhookAddr()+webhook.PathValidate, &admissionv1.AdmissionRequest{
+		UID: "2", Kind: metav1.GroupVersionKind{Group: v1alpha1.GroupName, Version: "v1alpha1", Kind: "Rollout"},
+		Resource:  metav1.GroupVersionResource{Group: v1alpha1.GroupName, Version: "v1alpha1", Resource: "rollouts"},
+		Namespace: "echo", Name: "echo-server", Operation: admissionv1.Create, Object: runtime.RawExtension{Raw: ro},
+	})
+	if resp.Allowed || !strings.Contains(resp.Result.Message, `deployment "echo-server-0-9" not found`) {
+		t.Errorf("a Rollout of a Deployment that is not there: allowed %v, %+v; want refused", resp.Allowed, resp.Result)
 	}
 
 	used := map[string]bool{}

@@ -94,7 +94,7 @@ func New(cfg Config) (*ControlPlane, error) {
 	if cfg.Webhook != nil {
 		opts := *cfg.Webhook
 		opts.Logger = cfg.Logger.With("component", "webhook")
-		wh, err := webhook.New(cfg.Kube, cp.source, cp.source.Namespaces(), opts)
+		wh, err := webhook.New(cfg.Kube, cfg.Dynamic, cp.source, cp.source.Namespaces(), opts)
 		if err != nil {
 			ln.Close()
 			return nil, fmt.Errorf("kubernetes control plane: %w", err)

@@ -1,10 +1,10 @@
 // Package k8sfake is a cluster for tests of the Kubernetes side of gmesh:
 // client-go's fake clientsets standing in for the API server (the one part
 // a unit test cannot have), with the App Mesh kinds filed under their
-// resources, and a count of the watches the informers opened. The fake
-// tracker has no resource versions, so a change made between an informer's
-// list and its watch would be lost: tests wait for every watch
-// (WaitWatches) before they change anything.
+// resources, gmesh's Rollouts under theirs, and a count of the watches the
+// informers opened. The fake tracker has no resource versions, so a change
+// made between an informer's list and its watch would be lost: tests wait
+// for every watch (WaitWatches) before they change anything.
 package k8sfake
 
 import (
@@ -25,7 +25,9 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 	"sigs.k8s.io/yaml"
 
+	"github.com/gmesh-dev/gmesh/api/gmesh/v1alpha1"
 	"github.com/gmesh-dev/gmesh/internal/k8s/controller"
+	"github.com/gmesh-dev/gmesh/internal/k8s/webhook"
 )
 
 // WatchesPerSource is how many watches a controller.Source opens: six App
@@ -41,13 +43,15 @@ type Cluster struct {
 	watches int
 }
 
-// New returns a cluster holding the App Mesh objects of appmeshYAML
-// (documents separated by "\n---\n") and the core objects.
+// New returns a cluster holding the App Mesh objects and Rollouts of
+// appmeshYAML (documents separated by "\n---\n") and the core objects.
 func New(t testing.TB, appmeshYAML string, core ...runtime.Object) *Cluster {
 	t.Helper()
+	listKinds := controller.ListKinds()
+	listKinds[webhook.GVRRollouts] = "RolloutList"
 	c := &Cluster{
 		Kube: kubefake.NewClientset(core...),
-		Dyn:  dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), controller.ListKinds()),
+		Dyn:  dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), listKinds),
 	}
 	for _, obj := range Objects(t, appmeshYAML) {
 		c.Create(t, obj)
@@ -65,10 +69,16 @@ func New(t testing.TB, appmeshYAML string, core ...runtime.Object) *Cluster {
 	return c
 }
 
-// Create adds an App Mesh object, by resource (the fake client's guess from
-// the kind would file a Mesh under "meshs").
+// Create adds an App Mesh object or a Rollout, by resource (the fake
+// client's guess from the kind would file a Mesh under "meshs").
 func (c *Cluster) Create(t testing.TB, obj *unstructured.Unstructured) {
 	t.Helper()
+	if obj.GroupVersionKind() == v1alpha1.SchemeGroupVersion.WithKind("Rollout") {
+		if err := c.Dyn.Tracker().Create(webhook.GVRRollouts, obj, obj.GetNamespace()); err != nil {
+			t.Fatalf("add Rollout %s: %v", obj.GetName(), err)
+		}
+		return
+	}
 	for _, k := range controller.Kinds {
 		if string(k.Kind) == obj.GetKind() {
 			if err := c.Dyn.Tracker().Create(k.GVR, obj, obj.GetNamespace()); err != nil {
@@ -77,7 +87,7 @@ func (c *Cluster) Create(t testing.TB, obj *unstructured.Unstructured) {
 			return
 		}
 	}
-	t.Fatalf("%s %s: not an App Mesh kind", obj.GetKind(), obj.GetName())
+	t.Fatalf("%s %s: not an App Mesh kind or a Rollout", obj.GetKind(), obj.GetName())
 }
 
 func (c *Cluster) countWatch() {

@@ -14,6 +14,9 @@
 //     exist and be in the referrer's mesh, and a namespaced object must
 //     belong to a mesh. It runs the conversion (internal/k8s/appmesh) over
 //     the informers' caches, so the rules are the ones status reports.
+//     It also checks gmesh's Rollouts against the cluster (rollout.go): the
+//     router, route and stable Deployment they name, one unfinished
+//     Rollout per route, and no new target while a rollout runs.
 //   - Certs keeps a CA and a serving certificate in a Secret; every replica
 //     serves the Secret's certificate and reloads it when it changes, and
 //     the leader creates, renews and publishes it (the caBundle of both

@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/gmesh-dev/gmesh/api/appmesh/v1beta2"
+	"github.com/gmesh-dev/gmesh/api/gmesh/v1alpha1"
 	"github.com/gmesh-dev/gmesh/internal/clock"
 	"github.com/gmesh-dev/gmesh/internal/k8s/appmesh"
 	"github.com/gmesh-dev/gmesh/internal/mesh"
@@ -35,11 +36,15 @@ type ValidatorOptions struct {
 	// WarnOnly admits what would be refused, with the refusal as a
 	// warning.
 	WarnOnly bool
-	Clock    clock.Clock
-	Logger   *slog.Logger
+	// Reads reads the Deployments and Rollouts that a Rollout's checks
+	// need (APIReads); nil admits Rollouts unchecked, with a warning.
+	Reads  RolloutReads
+	Clock  clock.Clock
+	Logger *slog.Logger
 }
 
-// Validator is the validating webhook for the six App Mesh kinds. It
+// Validator is the validating webhook for the six App Mesh kinds and
+// gmesh's Rollouts (reviewRollout). For the App Mesh kinds it
 // converts the cluster with and without the change (appmesh.Convert, the
 // rules that status reports) and
 //
@@ -99,8 +104,11 @@ func referenceReason(reason string) bool {
 // maxWarnings bounds the warnings of one response.
 const maxWarnings = 10
 
-// Review validates one App Mesh request.
+// Review validates one App Mesh or Rollout request.
 func (v *Validator) Review(ctx context.Context, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
+	if req.Kind.Group == v1alpha1.GroupName && req.Kind.Kind == "Rollout" && req.SubResource == "" {
+		return v.reviewRollout(ctx, req)
+	}
 	kind, ok := kindOf[req.Kind.Kind]
 	if req.Kind.Group != v1beta2.GroupName || !ok || req.SubResource != "" {
 		return allow()

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	listerscorev1 "k8s.io/client-go/listers/core/v1"
 
@@ -56,8 +57,10 @@ type Webhooks struct {
 
 // New binds opts.Addr. objs and namespaces are the informers' caches
 // (the control plane's Source); kube reads and writes the Secret, the
-// webhook configurations and, without XDSAddress, the Service.
-func New(kube kubernetes.Interface, objs Objects, namespaces listerscorev1.NamespaceLister, opts Options) (*Webhooks, error) {
+// webhook configurations and, without XDSAddress, the Service, and GETs
+// the stable Deployment of a Rollout; dyn LISTs Rollouts (APIReads). With
+// dyn nil, Rollouts are admitted unchecked.
+func New(kube kubernetes.Interface, dyn dynamic.Interface, objs Objects, namespaces listerscorev1.NamespaceLister, opts Options) (*Webhooks, error) {
 	if kube == nil || objs == nil {
 		return nil, errors.New("webhook: a kubernetes client and the cluster's objects are required")
 	}
@@ -83,11 +86,15 @@ func New(kube kubernetes.Interface, objs Objects, namespaces listerscorev1.Names
 	if opts.XDSAddress == "" {
 		addr = &ServiceAddress{Kube: kube, Namespace: opts.Namespace, Name: opts.Service, Port: opts.XDSPortName, Clock: opts.Clock}
 	}
+	var reads RolloutReads
+	if dyn != nil {
+		reads = APIReads{Kube: kube, Dynamic: dyn}
+	}
 	w := &Webhooks{
 		certs:    certs,
 		injector: NewInjector(addr, namespaces, kube, opts.Logger.With("part", "injector")),
 		val: NewValidator(objs, ValidatorOptions{
-			Settle: opts.Settle, WarnOnly: opts.WarnOnly, Clock: opts.Clock, Logger: opts.Logger.With("part", "validator"),
+			Settle: opts.Settle, WarnOnly: opts.WarnOnly, Reads: reads, Clock: opts.Clock, Logger: opts.Logger.With("part", "validator"),
 		}),
 	}
 	mux := http.NewServeMux()

@@ -64,7 +64,7 @@ func startWebhooks(t *testing.T, objs *staticObjects, lead bool, mod func(*webho
 	if mod != nil {
 		mod(&opts)
 	}
-	w, err := webhook.New(h.kube, objs, nil, opts)
+	w, err := webhook.New(h.kube, nil, objs, nil, opts)
 	if err != nil {
 		t.Fatalf("webhook.New: %v", err)
 	}
