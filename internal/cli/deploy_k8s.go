@@ -451,7 +451,7 @@ func (r *kubeRollouts) stable(ctx context.Context, ro *v1alpha1.Rollout, vr *v1b
 		return d, nil
 	}
 	why := func(err error) error {
-		return fmt.Errorf("the container --image names is that of the stable Deployment, which was not found: %w; give --image CONTAINER=IMAGE or --stable-deployment", err)
+		return fmt.Errorf("--image names no container, so it is the stable Deployment's only one, and the stable Deployment was not found: %w; give --image CONTAINER=IMAGE or --stable-deployment", err)
 	}
 	route := ro.Spec.Route
 	if route == "" {
@@ -639,7 +639,11 @@ func controlPatch(action string, resourceVersion string, paused *bool) ([]byte, 
 	if paused != nil {
 		spec["paused"] = *paused
 	}
-	return json.Marshal(map[string]any{"metadata": map[string]any{"resourceVersion": resourceVersion}, "spec": spec})
+	patch := map[string]any{"spec": spec}
+	if resourceVersion != "" { // a precondition: refused if the Rollout changed since it was read
+		patch["metadata"] = map[string]any{"resourceVersion": resourceVersion}
+	}
+	return json.Marshal(patch)
 }
 
 func kubeRolloutControl(ctx context.Context, g *globals, k *kubeTarget, name, action string, stdio IO) error {
