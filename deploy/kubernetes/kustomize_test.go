@@ -43,6 +43,7 @@ import (
 	"github.com/gmesh-dev/gmesh/api/gmesh/v1alpha1"
 	"github.com/gmesh-dev/gmesh/internal/cli"
 	"github.com/gmesh-dev/gmesh/internal/k8s/controller"
+	"github.com/gmesh-dev/gmesh/internal/k8s/rollouts"
 	"github.com/gmesh-dev/gmesh/internal/k8s/webhook"
 )
 
@@ -397,7 +398,7 @@ func TestWebhookConfigurations(t *testing.T) {
 		case "appmesh.k8s.aws":
 			crdResources = append(crdResources, crd.Spec.Names.Plural)
 		case v1alpha1.GroupName:
-			if crd.Spec.Names.Plural == webhook.GVRRollouts.Resource {
+			if crd.Spec.Names.Plural == rollouts.GVR.Resource {
 				for _, v := range crd.Spec.Versions {
 					if v.Served {
 						rolloutVersions = append(rolloutVersions, v.Name)
@@ -407,23 +408,23 @@ func TestWebhookConfigurations(t *testing.T) {
 		}
 	}
 	slices.Sort(crdResources)
-	if !slices.Equal(rolloutVersions, []string{webhook.GVRRollouts.Version}) {
-		t.Errorf("the Rollout CRD serves %v, want %s (what the validator decodes)", rolloutVersions, webhook.GVRRollouts.Version)
+	if !slices.Equal(rolloutVersions, []string{rollouts.GVR.Version}) {
+		t.Errorf("the Rollout CRD serves %v, want %s (what the validator decodes)", rolloutVersions, rollouts.GVR.Version)
 	}
 	ops := map[admissionregistrationv1.OperationType]admissionregistrationv1.FailurePolicyType{}
-	rollouts := 0
+	rolloutRules := 0
 	for _, w := range in.validating.Webhooks {
 		check(in.validating.Name, w.Name, w.ClientConfig, webhook.PathValidate, w.SideEffects, w.AdmissionReviewVersions)
 		for _, r := range w.Rules {
 			if slices.Contains(r.APIGroups, v1alpha1.GroupName) {
 				// Rollouts: creates and updates, never deletes or the
 				// status, and a failure refuses.
-				rollouts++
+				rolloutRules++
 				if !slices.Equal(r.APIGroups, []string{v1alpha1.GroupName}) || !slices.Equal(r.APIVersions, rolloutVersions) ||
-					!slices.Equal(r.Resources, []string{webhook.GVRRollouts.Resource}) ||
+					!slices.Equal(r.Resources, []string{rollouts.GVR.Resource}) ||
 					!slices.Equal(r.Operations, []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update}) ||
 					*w.FailurePolicy != admissionregistrationv1.Fail {
-					t.Errorf("%s: rule %+v, failurePolicy %s; want rollouts of %s CREATE and UPDATE, Fail", w.Name, r, *w.FailurePolicy, webhook.GVRRollouts.GroupVersion())
+					t.Errorf("%s: rule %+v, failurePolicy %s; want rollouts of %s CREATE and UPDATE, Fail", w.Name, r, *w.FailurePolicy, rollouts.GVR.GroupVersion())
 				}
 				continue
 			}
@@ -444,8 +445,8 @@ func TestWebhookConfigurations(t *testing.T) {
 	if fmt.Sprint(ops) != fmt.Sprint(want) {
 		t.Errorf("validated operations and their failure policies %v, want %v", ops, want)
 	}
-	if rollouts != 1 {
-		t.Errorf("%d rules send Rollouts to the validator, want 1", rollouts)
+	if rolloutRules != 1 {
+		t.Errorf("%d rules send Rollouts to the validator, want 1", rolloutRules)
 	}
 }
 
@@ -529,7 +530,7 @@ func TestRBACCoversTheControlPlanesCalls(t *testing.T) {
 	}
 	kube := kubefake.NewClientset(core...)
 	listKinds := controller.ListKinds()
-	listKinds[webhook.GVRRollouts] = "RolloutList"
+	listKinds[rollouts.GVR] = "RolloutList"
 	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), listKinds)
 	for _, obj := range echoMesh(t) {
 		if err := dyn.Tracker().Create(gvrOf(t, obj.GetKind()), obj, obj.GetNamespace()); err != nil {

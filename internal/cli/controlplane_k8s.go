@@ -38,6 +38,9 @@ type kubeClients struct {
 	dyn    dynamic.Interface
 	config clientcmd.ClientConfig
 	rest   *rest.Config
+	// namespace is the kubeconfig context's namespace (in a pod, its
+	// own), "" if none is set.
+	namespace string
 }
 
 // newKubeClients finds the cluster by client-go's usual rules
@@ -61,7 +64,11 @@ func newKubeClients(logger *slog.Logger, kubeconfig, userAgent string) (*kubeCli
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes dynamic client: %w", err)
 	}
-	return &kubeClients{kube: kube, dyn: dyn, config: cc, rest: rc}, nil
+	ns, _, err := cc.Namespace()
+	if err != nil {
+		ns = ""
+	}
+	return &kubeClients{kube: kube, dyn: dyn, config: cc, rest: rc, namespace: ns}, nil
 }
 
 // defaultK8sXDSAddr is where the control plane serves xDS in a cluster.

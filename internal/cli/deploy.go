@@ -72,20 +72,76 @@ func parseSteps(s string) ([]int, error) {
 
 func newDeployCmd(g *globals, stdio IO) *cobra.Command {
 	o := &deployOptions{}
+	k := &kubeDeployOptions{}
 	cmd := &cobra.Command{
 		Use:   "deploy SERVICE",
 		Short: "Roll out a new version of a service: build, start, health-gate, shift traffic step by step with analysis, retire the old version",
-		Args:  cobra.ExactArgs(1),
+		Long: `Roll out a new version of a service: build, start, health-gate, shift
+traffic step by step with analysis, retire the old version.
+
+On a Kubernetes cluster (--kubernetes, or --kubeconfig FILE) it creates the
+Rollout object SERVICE (rollouts.gmesh.dev) in the namespace -n, or makes a
+new revision of the one there once its last rollout ended, and follows its
+status with the same lines; the control plane carries it out. There the new
+version is --image [CONTAINER=]IMAGE (its tag is the version unless
+--version), and these flags apply: --version, --env (a patch of the pod
+template), --force, --steps, --interval, --timeout, --ack-timeout,
+--on-stalled-client, --min-success, --max-p99, --min-requests, --detach,
+and the cluster's own --image, --replicas, --router (default SERVICE),
+--route, --stable-deployment, -n. --binary is local only.
+See docs/kubernetes-rollouts.md.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := k.check(cmd, kubeOnlyDeployFlags...); err != nil {
+				return err
+			}
+			if k.enabled() {
+				return runKubeDeploy(cmd, g, o, k, args[0], stdio)
+			}
 			return runDeploy(cmd.Context(), g, o, args[0], stdio)
 		},
 	}
-	cmd.Flags().StringVar(&o.binary, "binary", "", "deploy this executable instead of building the service's package")
-	cmd.Flags().StringVar(&o.version, "version", "", "version label (default: asked from the program with --version)")
-	cmd.Flags().StringArrayVar(&o.env, "env", nil, "KEY=VALUE environment for the new version's tasks (repeatable)")
+	cmd.Flags().StringVar(&o.binary, "binary", "", "deploy this executable instead of building the service's package (local only)")
+	cmd.Flags().StringVar(&o.version, "version", "", "version label (default: asked from the program with --version; on a cluster, the image's tag)")
+	cmd.Flags().StringArrayVar(&o.env, "env", nil, "KEY=VALUE environment for the new version's tasks (repeatable; on a cluster, set in the --image containers through the Rollout's templatePatch)")
 	cmd.Flags().BoolVar(&o.force, "force", false, "deploy even if this version already runs")
 	o.flags(cmd)
+	k.flags(cmd)
 	return cmd
+}
+
+// parseEnv parses --env's KEY=VALUE pairs.
+func parseEnv(kvs []string) (map[string]string, error) {
+	env := map[string]string{}
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--env %q: want KEY=VALUE", kv)
+		}
+		env[k] = v
+	}
+	return env, nil
+}
+
+// engineSpec is the rollout engine's spec the flags ask for, with target
+// as the new version: the same for a local deploy and a Rollout object
+// (which takes it through rollouts.FromSpec).
+func (o *deployOptions) engineSpec(service string, steps []int, target mesh.TaskSetSpec) *mesh.RolloutSpec {
+	return &mesh.RolloutSpec{
+		Service:          service,
+		Target:           target,
+		Steps:            steps,
+		IntervalMillis:   o.interval.Milliseconds(),
+		TimeoutMillis:    o.timeout.Milliseconds(),
+		AckTimeoutMillis: min(o.ackTimeout, o.timeout).Milliseconds(),
+		OnStalledClient:  o.onStalled,
+		Gates:            mesh.Gates{MinSuccessRate: o.minSuccess, MaxP99Millis: float64(o.maxP99.Milliseconds()), MinRequests: o.minRequests},
+		Force:            o.force,
+	}
+}
+
+func (o *deployOptions) printDeploying(w io.Writer, service, version string) {
+	fmt.Fprintf(w, "Deploying %s version %s (steps %s, bake %s)\n", service, version, o.steps, o.interval)
 }
 
 func runDeploy(ctx context.Context, g *globals, o *deployOptions, service string, stdio IO) error {
@@ -93,13 +149,9 @@ func runDeploy(ctx context.Context, g *globals, o *deployOptions, service string
 	if err != nil {
 		return err
 	}
-	env := map[string]string{}
-	for _, kv := range o.env {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" {
-			return fmt.Errorf("--env %q: want KEY=VALUE", kv)
-		}
-		env[k] = v
+	env, err := parseEnv(o.env)
+	if err != nil {
+		return err
 	}
 	c, meshName, err := g.clientInMesh(ctx)
 	if err != nil {
@@ -144,26 +196,16 @@ func runDeploy(ctx context.Context, g *globals, o *deployOptions, service string
 	for k, v := range env {
 		merged[k] = v
 	}
-	r := mesh.New(mesh.KindRollout, meshName, service, &mesh.RolloutSpec{
-		Service: service,
-		Target: mesh.TaskSetSpec{
-			Service:      service,
-			Version:      b.version,
-			Command:      b.command,
-			Artifact:     b.digest,
-			Env:          merged,
-			DesiredCount: spec.DesiredCount,
-			Port:         spec.Port,
-		},
-		Steps:            steps,
-		IntervalMillis:   o.interval.Milliseconds(),
-		TimeoutMillis:    o.timeout.Milliseconds(),
-		AckTimeoutMillis: min(o.ackTimeout, o.timeout).Milliseconds(),
-		OnStalledClient:  o.onStalled,
-		Gates:            mesh.Gates{MinSuccessRate: o.minSuccess, MaxP99Millis: float64(o.maxP99.Milliseconds()), MinRequests: o.minRequests},
-		Force:            o.force,
-	})
-	fmt.Fprintf(stdio.Out, "Deploying %s version %s (steps %s, bake %s)\n", service, b.version, o.steps, o.interval)
+	r := mesh.New(mesh.KindRollout, meshName, service, o.engineSpec(service, steps, mesh.TaskSetSpec{
+		Service:      service,
+		Version:      b.version,
+		Command:      b.command,
+		Artifact:     b.digest,
+		Env:          merged,
+		DesiredCount: spec.DesiredCount,
+		Port:         spec.Port,
+	}))
+	o.printDeploying(stdio.Out, service, b.version)
 	if _, err := c.StartRollout(ctx, r); err != nil {
 		return err
 	}
@@ -179,48 +221,14 @@ func runDeploy(ctx context.Context, g *globals, o *deployOptions, service string
 // rollout did not succeed. flags are the --state-dir, --server and --mesh
 // its hints carry (globals.targetFlags).
 func followRollout(ctx context.Context, c *controlplane.Client, ref mesh.Ref, w io.Writer, skip int, flags string) error {
-	printed := skip
-	var lastAnalysis, lastLine string
+	p := &rolloutPrinter{w: w, printed: skip}
 	down := false
 	handle := func(r *mesh.Resource) (bool, error) {
 		st, _ := r.Status.(*mesh.RolloutStatus)
 		if st == nil {
 			return false, nil
 		}
-		// Events are a bounded log; print the ones not printed yet.
-		if printed > len(st.Events) {
-			printed = 0
-		}
-		for _, ev := range st.Events[printed:] {
-			if ev.Message != lastLine {
-				fmt.Fprintln(w, ev.Message)
-				lastLine = ev.Message
-			}
-		}
-		printed = len(st.Events)
-		// Progress that is not an event ("Tasks are starting (1/2)...").
-		if st.Message != "" && st.Message != lastLine && !st.Phase.Terminal() {
-			fmt.Fprintln(w, st.Message)
-			lastLine = st.Message
-		}
-		if a := st.Analysis; a != nil && a.Detail != "" && a.Detail != lastAnalysis && st.Phase == mesh.PhaseBaking {
-			lastAnalysis = a.Detail
-			fmt.Fprintf(w, "  analysis: %s\n", a.Detail)
-		}
-		if st.Phase.Terminal() {
-			if st.Phase == mesh.PhaseSucceeded {
-				return true, nil
-			}
-			// The final event says what happened ("Rolled back to version
-			// 0.9: success rate 80.3% < 99.0% ..."); say it once.
-			if st.Message != "" && st.Message != lastLine {
-				fmt.Fprintln(w, st.Message)
-			} else if st.Message == "" {
-				fmt.Fprintf(w, "Rollout %s: %s\n", st.Phase, st.Reason)
-			}
-			return true, exitError{code: 1}
-		}
-		return false, nil
+		return p.print(st)
 	}
 	for {
 		wctx, cancel := context.WithCancel(ctx)
@@ -267,14 +275,72 @@ func followRollout(ctx context.Context, c *controlplane.Client, ref mesh.Ref, w 
 	}
 }
 
+// rolloutPrinter prints a rollout's progress lines from its successive
+// statuses, each line once: the events not printed yet, the current
+// message, the analysis. Local and Kubernetes rollouts (through
+// rollouts.Status) print the same lines.
+type rolloutPrinter struct {
+	w io.Writer
+	// printed is how many of the events were printed.
+	printed                int
+	lastAnalysis, lastLine string
+}
+
+// print prints what st adds and reports whether the rollout ended; the
+// error is an exitError 1 when it ended without succeeding.
+func (p *rolloutPrinter) print(st *mesh.RolloutStatus) (bool, error) {
+	w := p.w
+	// Events are a bounded log; print the ones not printed yet.
+	if p.printed > len(st.Events) {
+		p.printed = 0
+	}
+	for _, ev := range st.Events[p.printed:] {
+		if ev.Message != p.lastLine {
+			fmt.Fprintln(w, ev.Message)
+			p.lastLine = ev.Message
+		}
+	}
+	p.printed = len(st.Events)
+	// Progress that is not an event ("Tasks are starting (1/2)...").
+	if st.Message != "" && st.Message != p.lastLine && !st.Phase.Terminal() {
+		fmt.Fprintln(w, st.Message)
+		p.lastLine = st.Message
+	}
+	if a := st.Analysis; a != nil && a.Detail != "" && a.Detail != p.lastAnalysis && st.Phase == mesh.PhaseBaking {
+		p.lastAnalysis = a.Detail
+		fmt.Fprintf(w, "  analysis: %s\n", a.Detail)
+	}
+	if st.Phase.Terminal() {
+		if st.Phase == mesh.PhaseSucceeded {
+			return true, nil
+		}
+		// The final event says what happened ("Rolled back to version
+		// 0.9: success rate 80.3% < 99.0% ..."); say it once.
+		if st.Message != "" && st.Message != p.lastLine {
+			fmt.Fprintln(w, st.Message)
+		} else if st.Message == "" {
+			fmt.Fprintf(w, "Rollout %s: %s\n", st.Phase, st.Reason)
+		}
+		return true, exitError{code: 1}
+	}
+	return false, nil
+}
+
 func newRolloutCmd(g *globals, stdio IO) *cobra.Command {
-	root := &cobra.Command{Use: "rollout", Short: "Follow and control a service's rollout"}
+	root := &cobra.Command{Use: "rollout", Short: "Follow and control a service's rollout (locally, or a Rollout object with --kubernetes)"}
 	var watch bool
+	var sk kubeTarget
 	status := &cobra.Command{
 		Use:   "status SERVICE",
 		Short: "Show a service's rollout (--watch: follow it until it ends)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := sk.check(cmd); err != nil {
+				return err
+			}
+			if sk.enabled() {
+				return kubeRolloutStatus(cmd.Context(), g, &sk, args[0], watch, stdio)
+			}
 			c, meshName, err := g.clientInMesh(cmd.Context())
 			if err != nil {
 				return err
@@ -304,6 +370,7 @@ func newRolloutCmd(g *globals, stdio IO) *cobra.Command {
 		},
 	}
 	status.Flags().BoolVarP(&watch, "watch", "w", false, "follow the rollout until it ends")
+	sk.flags(status)
 	root.AddCommand(status)
 	for _, action := range []struct{ name, short string }{
 		{"pause", "Hold the rollout at its current weight"},
@@ -312,11 +379,18 @@ func newRolloutCmd(g *globals, stdio IO) *cobra.Command {
 		{"abort", "Roll back: all traffic to the old version, the new one drained and removed"},
 	} {
 		action := action
-		root.AddCommand(&cobra.Command{
+		var k kubeTarget
+		ctl := &cobra.Command{
 			Use:   action.name + " SERVICE",
 			Short: action.short,
 			Args:  cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
+				if err := k.check(cmd); err != nil {
+					return err
+				}
+				if k.enabled() {
+					return kubeRolloutControl(cmd.Context(), g, &k, args[0], action.name, stdio)
+				}
 				c, meshName, err := g.clientInMesh(cmd.Context())
 				if err != nil {
 					return err
@@ -330,7 +404,9 @@ func newRolloutCmd(g *globals, stdio IO) *cobra.Command {
 				printRollout(stdio.Out, r)
 				return nil
 			},
-		})
+		}
+		k.flags(ctl)
+		root.AddCommand(ctl)
 	}
 	return root
 }
@@ -372,11 +448,18 @@ func printRollout(w io.Writer, r *mesh.Resource) {
 
 func newRollbackCmd(g *globals, stdio IO) *cobra.Command {
 	o := &deployOptions{}
+	var k kubeTarget
 	cmd := &cobra.Command{
 		Use:   "rollback SERVICE",
-		Short: "Roll back to the previous revision, from its kept artifact, through the same progressive flow",
+		Short: "Roll back to the previous revision, from its kept artifact (on a cluster: its recorded pod template), through the same progressive flow",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := k.check(cmd); err != nil {
+				return err
+			}
+			if k.enabled() {
+				return kubeRollback(cmd, g, o, &k, args[0], stdio)
+			}
 			ctx := cmd.Context()
 			c, meshName, err := g.clientInMesh(ctx)
 			if err != nil {
@@ -425,5 +508,6 @@ func newRollbackCmd(g *globals, stdio IO) *cobra.Command {
 		},
 	}
 	o.flags(cmd)
+	k.flags(cmd)
 	return cmd
 }

@@ -32,6 +32,9 @@ type globals struct {
 	mesh     string
 	// stateDirSet: --state-dir was given, so the user named this mesh.
 	stateDirSet bool
+	// kubeClients makes the clients of a command run against a cluster
+	// (--kubernetes, --kubeconfig); nil: newKubeClients. Tests set it.
+	kubeClients func(kubeconfig string) (*kubeClients, error)
 }
 
 // stateDirFlag is what a printed hint must carry to reach this state
@@ -76,7 +79,10 @@ func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
 
 // Main runs gmesh with args and returns the process exit code.
 func Main(ctx context.Context, stdio IO, args []string) int {
-	root := New(stdio)
+	return run(ctx, New(stdio), stdio, args)
+}
+
+func run(ctx context.Context, root *cobra.Command, stdio IO, args []string) int {
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
@@ -92,7 +98,10 @@ func Main(ctx context.Context, stdio IO, args []string) int {
 
 // New builds the command tree.
 func New(stdio IO) *cobra.Command {
-	g := &globals{}
+	return newRoot(stdio, &globals{})
+}
+
+func newRoot(stdio IO, g *globals) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "gmesh",
 		Short:         "gmesh: a gRPC service mesh with zero-downtime progressive delivery",

@@ -168,3 +168,36 @@ func TestAdmission(t *testing.T) {
 		})
 	}
 }
+
+// TestRollbackAdmitted: a revision made by gmesh rollback (rollback: true,
+// the previous pod template as a replacing templatePatch) is admitted, and
+// the pod templates recorded in status.history are kept whole (pruning
+// would report them as unknown fields).
+func TestRollbackAdmitted(t *testing.T) {
+	c := loadCRD(t)
+	obj := example(t)
+	spec := obj["spec"].(map[string]any)
+	delete(spec, "images")
+	spec["rollback"] = true
+	spec["version"] = "0.9"
+	tmpl := map[string]any{
+		"metadata": map[string]any{"labels": map[string]any{"app": "echo-server", "version": "0.9"}},
+		"spec": map[string]any{"containers": []any{map[string]any{"name": "echo-server", "image": "gmesh.local/echo-server:0.9",
+			"env": []any{map[string]any{"name": "A", "value": "b"}}}}},
+	}
+	spec["templatePatch"] = map[string]any{
+		"metadata": map[string]any{"$patch": "replace", "labels": tmpl["metadata"].(map[string]any)["labels"]},
+		"spec":     map[string]any{"$patch": "replace", "containers": tmpl["spec"].(map[string]any)["containers"]},
+	}
+	obj["status"] = map[string]any{"history": []any{
+		map[string]any{"revision": int64(1), "version": "0.9", "template": tmpl},
+		map[string]any{"revision": int64(2), "version": "1.0"},
+	}}
+	msgs, err := c.Admit(obj, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) > 0 {
+		t.Errorf("refused: %v", msgs)
+	}
+}

@@ -163,6 +163,11 @@ type RolloutSpec struct {
 	// version (`gmesh deploy --force`).
 	// +optional
 	Force bool `json:"force,omitempty"`
+	// Rollback marks a revision made by `gmesh rollback`: the previous
+	// entry of status.history deployed again (its pod template, as a
+	// templatePatch that replaces the stable one's).
+	// +optional
+	Rollback bool `json:"rollback,omitempty"`
 	// Analysis holds the gates each bake must pass.
 	// +optional
 	Analysis *AnalysisGates `json:"analysis,omitempty"`
@@ -212,6 +217,14 @@ type RolloutRevision struct {
 	Env         map[string]string `json:"env,omitempty"`
 	Replicas    int32             `json:"replicas,omitempty"`
 	Port        int32             `json:"port,omitempty"`
+	// Template is the pod template (metadata and spec) the revision's
+	// Deployment ran, recorded by the runtime (rollouts.SetRevisionTemplate)
+	// so that `gmesh rollback` can deploy this revision again: the new
+	// revision's templatePatch replaces the stable pod template with it.
+	// +kubebuilder:pruning:PreserveUnknownFields
+	// +kubebuilder:validation:Type=object
+	// +optional
+	Template *runtime.RawExtension `json:"template,omitempty"`
 }
 
 // RolloutStatus is the engine's persisted state (mesh.RolloutStatus) and

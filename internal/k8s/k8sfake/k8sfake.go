@@ -1,10 +1,10 @@
 // Package k8sfake is a cluster for tests of the Kubernetes side of gmesh:
 // client-go's fake clientsets standing in for the API server (the one part
-// a unit test cannot have), with the App Mesh kinds filed under their
-// resources, gmesh's Rollouts under theirs, and a count of the watches the
-// informers opened. The fake tracker has no resource versions, so a change
-// made between an informer's list and its watch would be lost: tests wait
-// for every watch (WaitWatches) before they change anything.
+// a unit test cannot have), with the App Mesh kinds and gmesh's Rollout
+// filed under their resources, and a count of the watches the informers opened. The fake
+// tracker has no resource versions, so a change made between an informer's
+// list and its watch would be lost: tests wait for every watch
+// (WaitWatches) before they change anything.
 package k8sfake
 
 import (
@@ -19,15 +19,15 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	kubefake "k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	"sigs.k8s.io/yaml"
 
-	"github.com/gmesh-dev/gmesh/api/gmesh/v1alpha1"
 	"github.com/gmesh-dev/gmesh/internal/k8s/controller"
-	"github.com/gmesh-dev/gmesh/internal/k8s/webhook"
+	"github.com/gmesh-dev/gmesh/internal/k8s/rollouts"
 )
 
 // WatchesPerSource is how many watches a controller.Source opens: six App
@@ -43,15 +43,13 @@ type Cluster struct {
 	watches int
 }
 
-// New returns a cluster holding the App Mesh objects and Rollouts of
-// appmeshYAML (documents separated by "\n---\n") and the core objects.
+// New returns a cluster holding the App Mesh objects of appmeshYAML
+// (documents separated by "\n---\n") and the core objects.
 func New(t testing.TB, appmeshYAML string, core ...runtime.Object) *Cluster {
 	t.Helper()
-	listKinds := controller.ListKinds()
-	listKinds[webhook.GVRRollouts] = "RolloutList"
 	c := &Cluster{
 		Kube: kubefake.NewClientset(core...),
-		Dyn:  dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), listKinds),
+		Dyn:  dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), listKinds()),
 	}
 	for _, obj := range Objects(t, appmeshYAML) {
 		c.Create(t, obj)
@@ -69,25 +67,35 @@ func New(t testing.TB, appmeshYAML string, core ...runtime.Object) *Cluster {
 	return c
 }
 
+// kinds are the custom kinds the fake cluster serves: App Mesh's, and
+// gmesh's Rollout.
+func kinds() map[string]schema.GroupVersionResource {
+	out := map[string]schema.GroupVersionResource{"Rollout": rollouts.GVR}
+	for _, k := range controller.Kinds {
+		out[string(k.Kind)] = k.GVR
+	}
+	return out
+}
+
+func listKinds() map[schema.GroupVersionResource]string {
+	out := map[schema.GroupVersionResource]string{}
+	for kind, gvr := range kinds() {
+		out[gvr] = kind + "List"
+	}
+	return out
+}
+
 // Create adds an App Mesh object or a Rollout, by resource (the fake
 // client's guess from the kind would file a Mesh under "meshs").
 func (c *Cluster) Create(t testing.TB, obj *unstructured.Unstructured) {
 	t.Helper()
-	if obj.GroupVersionKind() == v1alpha1.SchemeGroupVersion.WithKind("Rollout") {
-		if err := c.Dyn.Tracker().Create(webhook.GVRRollouts, obj, obj.GetNamespace()); err != nil {
-			t.Fatalf("add Rollout %s: %v", obj.GetName(), err)
-		}
-		return
+	gvr, ok := kinds()[obj.GetKind()]
+	if !ok {
+		t.Fatalf("%s %s: not an App Mesh kind or a Rollout", obj.GetKind(), obj.GetName())
 	}
-	for _, k := range controller.Kinds {
-		if string(k.Kind) == obj.GetKind() {
-			if err := c.Dyn.Tracker().Create(k.GVR, obj, obj.GetNamespace()); err != nil {
-				t.Fatalf("add %s %s: %v", obj.GetKind(), obj.GetName(), err)
-			}
-			return
-		}
+	if err := c.Dyn.Tracker().Create(gvr, obj, obj.GetNamespace()); err != nil {
+		t.Fatalf("add %s %s: %v", obj.GetKind(), obj.GetName(), err)
 	}
-	t.Fatalf("%s %s: not an App Mesh kind or a Rollout", obj.GetKind(), obj.GetName())
 }
 
 func (c *Cluster) countWatch() {

@@ -20,6 +20,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/gmesh-dev/gmesh/api/gmesh/v1alpha1"
 	"github.com/gmesh-dev/gmesh/internal/mesh"
@@ -37,6 +38,7 @@ func Spec(ro *v1alpha1.Rollout) (*mesh.RolloutSpec, error) {
 		Target:          mesh.TaskSetSpec{Service: ro.Name, Version: in.Version},
 		OnStalledClient: in.OnStalledClient,
 		Force:           in.Force,
+		Rollback:        in.Rollback,
 	}
 	if in.Replicas != nil {
 		out.Target.DesiredCount = int(*in.Replicas)
@@ -78,8 +80,7 @@ func Spec(ro *v1alpha1.Rollout) (*mesh.RolloutSpec, error) {
 
 // FromSpec writes the engine's spec s into the fields of out it maps to
 // (the inverse of Spec), leaving the Kubernetes-only ones (router, stable
-// Deployment, images, template patch, controls) as they are. Rollback
-// (set by `gmesh rollback`) has no counterpart yet. Engine
+// Deployment, images, template patch, controls) as they are. Engine
 // defaults filled in by Start show up as set.
 func FromSpec(s *mesh.RolloutSpec, out *v1alpha1.RolloutSpec) {
 	out.Route = s.Route
@@ -98,6 +99,7 @@ func FromSpec(s *mesh.RolloutSpec, out *v1alpha1.RolloutSpec) {
 	out.AckTimeout = duration(s.AckTimeoutMillis)
 	out.OnStalledClient = s.OnStalledClient
 	out.Force = s.Force
+	out.Rollback = s.Rollback
 	out.Analysis = nil
 	if g := s.Gates; g != (mesh.Gates{}) {
 		a := &v1alpha1.AnalysisGates{}
@@ -216,12 +218,22 @@ func FromStatus(st *mesh.RolloutStatus, generation int64, steps int, now time.Ti
 	for _, e := range st.Events {
 		out.Events = append(out.Events, v1alpha1.RolloutEvent{Time: e.Time, Phase: string(e.Phase), Message: e.Message})
 	}
+	// The pod templates recorded in the history (SetRevisionTemplate)
+	// have no counterpart in the engine's entries: keep each with its
+	// revision.
+	templates := map[revisionKey]*runtime.RawExtension{}
+	for _, h := range out.History {
+		if h.Template != nil {
+			templates[revisionKey{h.Revision, h.Version}] = h.Template
+		}
+	}
 	out.History = nil
 	for _, h := range st.History {
 		out.History = append(out.History, v1alpha1.RolloutRevision{
 			Revision: int32(h.Revision), Version: h.Version, VirtualNode: h.VirtualNode,
 			Command: clone(h.Command), Artifact: h.Artifact, Env: cloneMap(h.Env),
 			Replicas: int32(h.DesiredCount), Port: int32(h.Port),
+			Template: templates[revisionKey{int32(h.Revision), h.Version}],
 		})
 	}
 	progressing := metav1.Condition{Type: v1alpha1.ConditionProgressing, Status: metav1.ConditionTrue,

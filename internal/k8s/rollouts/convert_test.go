@@ -80,14 +80,13 @@ func TestSpecRoundTrip(t *testing.T) {
 
 // TestEngineSpecRoundTrip: the engine's spec, as Start fills it in, through
 // a Rollout and back is the same spec, but for what only the local runtime
-// has (the target's command, artifact and environment, its revision) and
-// what only `gmesh rollback` sets.
+// has (the target's command, artifact and environment, its revision).
 func TestEngineSpecRoundTrip(t *testing.T) {
 	in := &mesh.RolloutSpec{
 		Service: "echo-server", Route: "echo-server-route",
 		Target: mesh.TaskSetSpec{Service: "echo-server", Version: "1.1", DesiredCount: 4},
 		Steps:  []int{5, 25, 100}, IntervalMillis: 15_000, TimeoutMillis: 300_000, AckTimeoutMillis: 10_000,
-		OnStalledClient: mesh.StalledRollback, Force: true,
+		OnStalledClient: mesh.StalledRollback, Force: true, Rollback: true,
 		Gates: mesh.Gates{MinSuccessRate: 0.995, MaxP99Millis: 123.5, MinRequests: 7},
 	}
 	ro := &v1alpha1.Rollout{ObjectMeta: metav1.ObjectMeta{Name: "echo-server", Namespace: "echo"}}

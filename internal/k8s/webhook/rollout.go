@@ -27,9 +27,6 @@ import (
 	"github.com/gmesh-dev/gmesh/internal/mesh"
 )
 
-// GVRRollouts is gmesh's Rollout resource.
-var GVRRollouts = v1alpha1.SchemeGroupVersion.WithResource("rollouts")
-
 // RolloutReads is what the Rollout checks read besides the App Mesh
 // objects: the stable Deployment and the other Rollouts of the namespace.
 type RolloutReads interface {
@@ -60,7 +57,7 @@ func (a APIReads) Deployment(ctx context.Context, namespace, name string) (*apps
 
 // Rollouts LISTs the namespace's Rollouts.
 func (a APIReads) Rollouts(ctx context.Context, namespace string) ([]v1alpha1.Rollout, error) {
-	l, err := a.Dynamic.Resource(GVRRollouts).Namespace(namespace).List(ctx, metav1.ListOptions{})
+	l, err := a.Dynamic.Resource(rollouts.GVR).Namespace(namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, err
 	}
