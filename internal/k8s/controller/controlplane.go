@@ -117,6 +117,9 @@ func New(cfg Config) (*ControlPlane, error) {
 			return nil, fmt.Errorf("kubernetes control plane: %w", err)
 		}
 		cp.cluster = cc
+		if cp.status != nil {
+			cp.status.CountOtherReplicas(cc.Usage, otherReplicasEvery)
+		}
 	}
 	ln, err := net.Listen("tcp", cfg.XDSAddr)
 	if err != nil {
@@ -162,6 +165,7 @@ func New(cfg Config) (*ControlPlane, error) {
 			fmt.Fprintln(w, "ok")
 		})
 		mux.Handle("GET "+PathConvergedRouter, ConvergedRouterHandler(cp))
+		mux.Handle("GET "+PathUsage, usageHandler(cp))
 		cp.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	}
 	cp.grpc = grpc.NewServer(

@@ -19,9 +19,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"github.com/gmesh-dev/gmesh/api/appmesh/v1beta2"
 	"github.com/gmesh-dev/gmesh/internal/k8s/controller"
 	"github.com/gmesh-dev/gmesh/internal/xds"
 )
@@ -307,4 +309,56 @@ func TestConvergedRouterHandlerBadInput(t *testing.T) {
 	if got.Done || !slices.Equal(got.Pending, []string{"echo/client-0@none"}) || *f != (fakeConvergence{"echo", "echo-server", 7}) {
 		t.Fatalf("good request: got %+v, asked %+v", got, *f)
 	}
+}
+
+// TestStatusCountsEveryReplica: with Peers set, the leader's ACKed
+// condition counts the xDS clients of both replicas, those that have not
+// ACKed included.
+func TestStatusCountsEveryReplica(t *testing.T) {
+	ctx := testContext(t, 60*time.Second)
+	e := startEcho(t, "127.0.0.86", 0, "0.9")
+	l, err := net.Listen("tcp", "127.0.0.81:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	c := newFakeCluster(t, echoManifests(e.port),
+		echoNamespace(),
+		pod("echo", "echo-a", e.ip, true, echoLabels),
+		pod("gmesh-system", "cp-a", "127.0.0.81", true, cpLabels),
+		pod("gmesh-system", "cp-b", "127.0.0.82", true, cpLabels),
+	)
+	replica := func(name, ip string) *running {
+		return startCP(t, c, controller.Config{
+			HealthAddr: net.JoinHostPort(ip, strconv.Itoa(port)),
+			Replica:    name,
+			Status: &controller.StatusConfig{Namespace: "gmesh-system", Identity: name,
+				LeaseDuration: time.Second, RenewDeadline: 500 * time.Millisecond, RetryPeriod: 50 * time.Millisecond},
+			Peers: &controller.PeersConfig{Namespace: "gmesh-system", Port: port, Timeout: time.Second},
+		})
+	}
+	a, b := replica("cp-a", "127.0.0.81"), replica("cp-b", "127.0.0.82")
+	pollUntil(ctx, t, "ready", func() (bool, error) { return a.Ready() && b.Ready(), nil })
+	routeConfig := xds.RouteConfigName("echo", "echo-server.echo.local")
+	var raws []*rdsClient
+	for i, r := range []*running{a, b} {
+		if ip, err := said(ctx, dialXDS(t, r.XDSAddr(), "echo/client-"+strconv.Itoa(i), echoTarget)); err != nil || ip != e.ip {
+			t.Fatalf("got a reply from %q (err %v), want %s", ip, err, e.ip)
+		}
+		raws = append(raws, dialRDS(ctx, t, r.XDSAddr(), "echo/raw-"+strconv.Itoa(i), routeConfig))
+	}
+	acked := func(total, acked int32, status metav1.ConditionStatus) func() (bool, error) {
+		return func() (bool, error) {
+			st := statusOf(ctx, t, c, controller.GVRVirtualRouters, "echo", "echo-server")
+			cond := meta.FindStatusCondition(st.Conditions, v1beta2.ConditionACKed)
+			return st.Clients != nil && st.Clients.Total == total && st.Clients.ACKed == acked && cond != nil && cond.Status == status, nil
+		}
+	}
+	pollUntil(ctx, t, "4 clients over 2 replicas, 2 ACKed", acked(4, 2, metav1.ConditionUnknown))
+	for _, raw := range raws {
+		resp := raw.recv()
+		raw.answer(resp, resp.GetVersionInfo(), "")
+	}
+	pollUntil(ctx, t, "4 clients over 2 replicas, all ACKed", acked(4, 4, metav1.ConditionTrue))
 }

@@ -804,6 +804,15 @@ func (s *Source) Seen(obj appmesh.Object, generation int64) (publish uint64, las
 	return 0, s.lastUsed, false // not reached: the last one qualifies
 }
 
+// LastUsed returns the last snapshot the consumer used (for the xDS
+// publisher: the last published), nil before the first. It is shared: do
+// not change it.
+func (s *Source) LastUsed() *Snapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastUsed
+}
+
 // Pods is the pod informer's lister. Its pods keep only what the source
 // reads: identity, labels, deletionTimestamp, IP, phase and conditions.
 func (s *Source) Pods() listerscorev1.PodLister { return s.pods }
