@@ -195,7 +195,7 @@ func controlplaneArgs(t *testing.T, c corev1.Container) map[string]string {
 		t.Fatalf("args %q: %v", c.Args, err)
 	}
 	out := map[string]string{}
-	for _, name := range []string{"kubernetes", "addr", "health-addr", "webhook-addr", "webhook-service", "webhook-namespace", "webhook-secret", "lease-namespace", "identity", "xds-address", "leader-elect"} {
+	for _, name := range []string{"kubernetes", "addr", "health-addr", "webhook-addr", "webhook-service", "webhook-namespace", "webhook-secret", "lease-namespace", "identity", "xds-address", "leader-elect", "peer-namespace", "peer-selector", "peer-port"} {
 		f := cmd.Flags().Lookup(name)
 		if f == nil {
 			t.Fatalf("gmesh controlplane has no flag --%s", name)
@@ -269,6 +269,21 @@ func TestDeployment(t *testing.T) {
 	}
 	if flags["leader-elect"] != "true" {
 		t.Errorf("--leader-elect=%s: nothing would write status or make the certificates", flags["leader-elect"])
+	}
+	// The leader finds the other replicas (to ask whether their xDS
+	// clients ACKed a router) by these labels in its namespace, on their
+	// health port.
+	if v := flags["peer-namespace"]; v != "" && v != "$(POD_NAMESPACE)" && v != ns {
+		t.Errorf("--peer-namespace=%s, want the pod's namespace", v)
+	}
+	if sel, err := labels.Parse(flags["peer-selector"]); err != nil || !sel.Matches(labels.Set(d.Spec.Template.Labels)) {
+		t.Errorf("--peer-selector=%s does not select the control plane's pods %v (%v)", flags["peer-selector"], d.Spec.Template.Labels, err)
+	}
+	if pp := flags["peer-port"]; pp != "0" && pp != strconv.Itoa(int(port(t, flags["health-addr"]))) {
+		t.Errorf("--peer-port=%s, but the replicas serve %s on --health-addr=%s", pp, controller.PathConvergedRouter, flags["health-addr"])
+	}
+	if env["POD_NAME"] == "" || (flags["identity"] != "$(POD_NAME)" && flags["identity"] != "") {
+		t.Errorf("--identity=%s: a replica must know its own pod (it answers for itself in-process)", flags["identity"])
 	}
 	// The Service's ports reach what the flags serve.
 	svcPorts := map[string]corev1.ServicePort{}
@@ -542,6 +557,7 @@ func TestRBACCoversTheControlPlanesCalls(t *testing.T) {
 		Status: &controller.StatusConfig{Namespace: ns, Identity: "replica-0",
 			LeaseDuration: time.Second, RenewDeadline: 500 * time.Millisecond, RetryPeriod: 50 * time.Millisecond},
 		Webhook: &webhook.Options{Addr: "127.0.0.1:0", Namespace: ns, Service: in.service.Name, SecretName: webhook.DefaultSecretName, Settle: -1},
+		Peers:   &controller.PeersConfig{Namespace: ns},
 		Logger:  slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
@@ -577,6 +593,9 @@ func TestRBACCoversTheControlPlanesCalls(t *testing.T) {
 		sec, err = kube.CoreV1().Secrets(ns).Get(ctx, webhook.DefaultSecretName, metav1.GetOptions{})
 		return err == nil && len(sec.Data[webhook.KeyCACert]) > 0
 	})
+	// The leader's convergence across replicas reads the pod informer:
+	// no call of its own.
+	cp.Cluster().ConvergedRouter("echo", "echo-server", 1)
 	// The injector: a pod of a labelled namespace (the Service's
 	// ClusterIP) and one of a namespace not in the cache (a GET).
 	client := httpsClient(t, sec.Data[webhook.KeyCACert], in.service.Name+"."+ns+".svc")

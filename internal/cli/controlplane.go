@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/gmesh-dev/gmesh/internal/controlplane"
+	"github.com/gmesh-dev/gmesh/internal/k8s/controller"
 	"github.com/gmesh-dev/gmesh/internal/k8s/webhook"
 	"github.com/gmesh-dev/gmesh/internal/pki"
 	"github.com/gmesh-dev/gmesh/internal/statedir"
@@ -27,10 +28,13 @@ func newControlPlaneCmd(g *globals, stdio IO) *cobra.Command {
 
 With --kubernetes it runs against a cluster instead: it watches App Mesh's
 appmesh.k8s.aws/v1beta2 objects, namespaces and pods, serves their mesh over
-xDS on --addr (default :18000), answers /healthz and /readyz on
---health-addr, serves the admission webhooks (pod injection, App Mesh
-validation) over TLS on --webhook-addr, and, while it holds the Lease,
-writes each object's status and keeps the webhooks' certificates.
+xDS on --addr (default :18000), answers /healthz, /readyz, /usage and
+/converged/router (whether this replica's xDS clients ACKed a router's
+generation; the leader asks every replica found by --peer-selector in
+--peer-namespace on --peer-port) on --health-addr, serves the admission
+webhooks (pod injection, App Mesh validation) over TLS on --webhook-addr,
+and, while it holds the Lease, writes each object's status and keeps the
+webhooks' certificates.
 The cluster comes from --kubeconfig, else $KUBECONFIG, else ~/.kube/config,
 else the in-cluster service account.`,
 		Args: cobra.NoArgs,
@@ -100,5 +104,8 @@ else the in-cluster service account.`,
 	cmd.Flags().StringVar(&k8s.webhookSecret, "webhook-secret", webhook.DefaultSecretName, "with --kubernetes: the Secret of the webhooks' CA and serving certificate (the leader creates and renews it)")
 	cmd.Flags().BoolVar(&k8s.webhookWarnOnly, "webhook-warn-only", false, "with --kubernetes: admit App Mesh objects with dangling references, with a warning, instead of refusing them")
 	cmd.Flags().StringVar(&k8s.xdsAddress, "xds-address", "", "with --kubernetes: the xDS address (host:port) injected pods' bootstrap names (default: the --webhook-service Service's ClusterIP and port \"xds\"; with cluster DNS, e.g. gmesh-controlplane.gmesh-system.svc:18000)")
+	cmd.Flags().StringVar(&k8s.peerNamespace, "peer-namespace", "", "with --kubernetes: namespace of the control plane's pods, which the leader asks whether their xDS clients ACKed a router's generation (default: the kubeconfig's or the pod's namespace)")
+	cmd.Flags().StringVar(&k8s.peerSelector, "peer-selector", controller.DefaultPeerSelector, "with --kubernetes: label selector of the control plane's pods")
+	cmd.Flags().IntVar(&k8s.peerPort, "peer-port", 0, "with --kubernetes: the other replicas' --health-addr port, where they answer "+controller.PathConvergedRouter+" and "+controller.PathUsage+" (default: this replica's --health-addr port)")
 	return cmd
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
+	"strconv"
 
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -30,6 +32,11 @@ type k8sFlags struct {
 	webhookSecret    string
 	webhookWarnOnly  bool
 	xdsAddress       string
+	// How the leader finds the other replicas to ask about their clients'
+	// ACKs (controller.ClusterConvergence).
+	peerNamespace string
+	peerSelector  string
+	peerPort      int
 }
 
 // kubeClients are the clients of a command that runs against a cluster.
@@ -111,6 +118,11 @@ func runKubernetesControlPlane(ctx context.Context, stdio IO, logger *slog.Logge
 			XDSAddress: f.xdsAddress, WarnOnly: f.webhookWarnOnly,
 		}
 	}
+	id := f.identity
+	if id == "" {
+		id = os.Getenv("POD_NAME")
+	}
+	cfg.Replica = id
 	if f.leaderElect {
 		ns := f.leaseNamespace
 		if ns == "" {
@@ -118,12 +130,25 @@ func runKubernetesControlPlane(ctx context.Context, stdio IO, logger *slog.Logge
 				return err
 			}
 		}
-		id := f.identity
-		if id == "" {
-			id = os.Getenv("POD_NAME")
-		}
 		cfg.Status = &controller.StatusConfig{Namespace: ns, Identity: id}
 	}
+	peers := &controller.PeersConfig{Namespace: f.peerNamespace, Selector: f.peerSelector, Port: f.peerPort}
+	if peers.Namespace == "" {
+		if peers.Namespace, err = ownNamespace("control plane's replicas", "--peer-namespace"); err != nil {
+			return err
+		}
+	}
+	if peers.Port == 0 {
+		peers.Port = controller.DefaultPeerPort
+		if f.healthAddr != "" {
+			if _, p, err := net.SplitHostPort(f.healthAddr); err == nil {
+				if n, err := strconv.Atoi(p); err == nil && n > 0 {
+					peers.Port = n
+				}
+			}
+		}
+	}
+	cfg.Peers = peers
 	cp, err := controller.New(cfg)
 	if err != nil {
 		return err

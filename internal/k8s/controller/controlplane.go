@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -41,7 +42,15 @@ type Config struct {
 	// App Mesh validation) over TLS on its Addr; the Status leader keeps
 	// their certificates. Its Logger is set by the control plane.
 	Webhook *webhook.Options
-	Logger  *slog.Logger
+	// Replica names this replica in ConvergedRouter's answers ("replica
+	// NAME has not yet seen ..."); default Status.Identity, else the host
+	// name. On Kubernetes: the pod's name.
+	Replica string
+	// Peers, when set, makes Cluster the convergence of every replica
+	// (ClusterConvergence), found through the Source's pod informer; its
+	// Self defaults to Replica. Nil: Cluster is nil.
+	Peers  *PeersConfig
+	Logger *slog.Logger
 }
 
 // ControlPlane is gmesh's control plane on Kubernetes: the source, the xDS
@@ -50,6 +59,8 @@ type Config struct {
 type ControlPlane struct {
 	cfg      Config
 	log      *slog.Logger
+	replica  string
+	cluster  *ClusterConvergence
 	xds      *xdsserver.Server
 	source   *Source
 	status   *StatusWriter
@@ -71,7 +82,17 @@ func New(cfg Config) (*ControlPlane, error) {
 	if cfg.XDSAddr == "" {
 		cfg.XDSAddr = "127.0.0.1:0"
 	}
-	cp := &ControlPlane{cfg: cfg, log: cfg.Logger}
+	cp := &ControlPlane{cfg: cfg, log: cfg.Logger, replica: cfg.Replica}
+	if cp.replica == "" && cfg.Status != nil {
+		cp.replica = cfg.Status.Identity
+	}
+	if cp.replica == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("kubernetes control plane: replica name: %w", err)
+		}
+		cp.replica = h
+	}
 	cp.xds = xdsserver.New(cfg.Logger.With("component", "xds"), xdsserver.Options{})
 	opts := cfg.Source
 	opts.Logger = cfg.Logger.With("component", "source")
@@ -85,6 +106,20 @@ func New(cfg Config) (*ControlPlane, error) {
 			return nil, err
 		}
 		cp.status = sw
+	}
+	if cfg.Peers != nil {
+		pc := *cfg.Peers
+		if pc.Self == "" {
+			pc.Self = cp.replica
+		}
+		cc, err := NewClusterConvergence(cp, cp.source.Pods(), pc, cfg.Logger.With("component", "convergence"))
+		if err != nil {
+			return nil, fmt.Errorf("kubernetes control plane: %w", err)
+		}
+		cp.cluster = cc
+		if cp.status != nil {
+			cp.status.CountOtherReplicas(cc.Usage, otherReplicasEvery)
+		}
 	}
 	ln, err := net.Listen("tcp", cfg.XDSAddr)
 	if err != nil {
@@ -129,6 +164,8 @@ func New(cfg Config) (*ControlPlane, error) {
 			}
 			fmt.Fprintln(w, "ok")
 		})
+		mux.Handle("GET "+PathConvergedRouter, ConvergedRouterHandler(cp))
+		mux.Handle("GET "+PathUsage, usageHandler(cp))
 		cp.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	}
 	cp.grpc = grpc.NewServer(
@@ -165,6 +202,13 @@ func (cp *ControlPlane) WebhookAddr() string {
 	}
 	return cp.webhooks.Addr()
 }
+
+// Replica is this replica's name in ConvergedRouter's answers.
+func (cp *ControlPlane) Replica() string { return cp.replica }
+
+// Cluster is the convergence of every replica's clients, for the leader's
+// rollouts; nil without Config.Peers.
+func (cp *ControlPlane) Cluster() *ClusterConvergence { return cp.cluster }
 
 // Source is the cluster source.
 func (cp *ControlPlane) Source() *Source { return cp.source }

@@ -179,9 +179,30 @@ type Source struct {
 	mu         sync.Mutex
 	generation uint64
 	last       *Snapshot
-	ready      bool
-	changed    chan struct{} // closed and replaced on every rebuild
+	lastUsed   *Snapshot // the last snapshot the consumer used (Err nil)
+	// seen records, per object of the used snapshots, the first publish
+	// generation that held each of its metadata.generations (see Seen).
+	seen    map[appmesh.Object]*objectSeen
+	ready   bool
+	changed chan struct{} // closed and replaced on every rebuild
 }
+
+// objectSeen is one object's metadata.generations as the used snapshots
+// held them, oldest first: the generation and the first publish that held
+// it. A new UID (the object deleted and created again) starts afresh.
+type objectSeen struct {
+	uid  types.UID
+	gens []genSeen
+}
+
+type genSeen struct {
+	generation int64
+	publish    uint64
+}
+
+// seenLimit bounds how many metadata.generations Seen remembers per
+// object; an older generation asked about counts from the oldest kept.
+const seenLimit = 16
 
 // NewSource sets up the informers on kube (Namespaces, Pods) and dyn (the
 // App Mesh kinds) and a consumer that translates every rebuild and
@@ -658,6 +679,9 @@ func (s *Source) rebuild(ctx context.Context) {
 	snap.Err = s.consumer.Consume(ctx, snap)
 	s.mu.Lock()
 	s.last = snap
+	if snap.Err == nil {
+		s.recordSeenLocked(snap)
+	}
 	close(s.changed)
 	s.changed = make(chan struct{})
 	s.mu.Unlock()
@@ -727,6 +751,71 @@ func (s *Source) Last() *Snapshot {
 	defer s.mu.Unlock()
 	return s.last
 }
+
+// recordSeenLocked notes, for Seen, the generation of each object of a
+// used snapshot. Call with s.mu held.
+func (s *Source) recordSeenLocked(snap *Snapshot) {
+	s.lastUsed = snap
+	if s.seen == nil {
+		s.seen = make(map[appmesh.Object]*objectSeen, len(snap.Objects))
+	}
+	for o := range s.seen {
+		if _, ok := snap.Objects[o]; !ok {
+			delete(s.seen, o) // gone: a new object of that name starts afresh
+		}
+	}
+	for o, om := range snap.Objects {
+		h := s.seen[o]
+		if h == nil || h.uid != om.UID {
+			h = &objectSeen{uid: om.UID}
+			s.seen[o] = h
+		}
+		if n := len(h.gens); n > 0 && h.gens[n-1].generation >= om.Generation {
+			continue
+		}
+		h.gens = append(h.gens, genSeen{generation: om.Generation, publish: snap.Generation})
+		if len(h.gens) > seenLimit {
+			h.gens = append(h.gens[:0:0], h.gens[len(h.gens)-seenLimit:]...)
+		}
+	}
+}
+
+// Seen returns the earliest publish generation whose snapshot, and every
+// used one since, held obj at metadata.generation generation or later (the
+// first rebuild that read the object at that generation from the
+// informers' cache, and whose consumer used it: for the xDS publisher,
+// published it), and the last used snapshot. ok is false when the last
+// used snapshot does not hold obj at generation or later (it has not been
+// seen yet, or no longer exists). A generation older than the ones
+// remembered counts from the oldest remembered (a later publish, so a
+// stricter answer).
+func (s *Source) Seen(obj appmesh.Object, generation int64) (publish uint64, last *Snapshot, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h := s.seen[obj]
+	if h == nil || len(h.gens) == 0 || h.gens[len(h.gens)-1].generation < generation {
+		return 0, s.lastUsed, false
+	}
+	for _, g := range h.gens {
+		if g.generation >= generation {
+			return g.publish, s.lastUsed, true
+		}
+	}
+	return 0, s.lastUsed, false // not reached: the last one qualifies
+}
+
+// LastUsed returns the last snapshot the consumer used (for the xDS
+// publisher: the last published), nil before the first. It is shared: do
+// not change it.
+func (s *Source) LastUsed() *Snapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastUsed
+}
+
+// Pods is the pod informer's lister. Its pods keep only what the source
+// reads: identity, labels, deletionTimestamp, IP, phase and conditions.
+func (s *Source) Pods() listerscorev1.PodLister { return s.pods }
 
 // Changed returns a channel closed at the next rebuild.
 func (s *Source) Changed() <-chan struct{} {

@@ -70,6 +70,10 @@ type StatusWriter struct {
 	// alsoLeading run beside the status writing while this replica
 	// leads (the webhook's certificates).
 	alsoLeading []func(ctx context.Context)
+	// others, when set, counts the other replicas' clients, asked every
+	// othersEvery (see CountOtherReplicas).
+	others      func(ctx context.Context) map[appmesh.Object][]ObjectUsage
+	othersEvery time.Duration
 
 	writes atomic.Int64 // status updates sent
 }
@@ -115,6 +119,15 @@ func NewStatusWriter(kube kubernetes.Interface, dyn dynamic.Interface, source *S
 // Run.
 func (w *StatusWriter) AlsoWhileLeading(f func(ctx context.Context)) {
 	w.alsoLeading = append(w.alsoLeading, f)
+}
+
+// CountOtherReplicas makes the ACKed conditions count the xDS clients of
+// every replica, not only this one's: others returns the other replicas'
+// counts per object (ClusterConvergence.Usage), asked before every write
+// pass and, as ACKs on other replicas wake nothing here, every interval
+// while leading. Call it before Run.
+func (w *StatusWriter) CountOtherReplicas(others func(ctx context.Context) map[appmesh.Object][]ObjectUsage, every time.Duration) {
+	w.others, w.othersEvery = others, every
 }
 
 // Run takes part in the leader election until ctx ends; while it leads, it
@@ -164,9 +177,15 @@ func (w *StatusWriter) lead(ctx context.Context) {
 		if snap := w.source.Last(); snap != nil {
 			w.WriteAll(ctx, snap)
 		}
+		var poll <-chan time.Time
+		if w.others != nil {
+			// Unstopped timers are collected (Go 1.23).
+			poll = time.After(w.othersEvery)
+		}
 		select {
 		case <-ctx.Done():
 			return
+		case <-poll:
 		case <-changed:
 		case <-acks:
 			select {
@@ -182,6 +201,10 @@ func (w *StatusWriter) lead(ctx context.Context) {
 // differs. An object that changed since (a newer generation in the cache,
 // or a conflict) is left for the rebuild that change causes.
 func (w *StatusWriter) WriteAll(ctx context.Context, snap *Snapshot) {
+	var others map[appmesh.Object][]ObjectUsage
+	if w.others != nil && w.clients != nil {
+		others = w.others(ctx)
+	}
 	for _, r := range snap.Results {
 		if ctx.Err() != nil {
 			return
@@ -190,13 +213,13 @@ func (w *StatusWriter) WriteAll(ctx context.Context, snap *Snapshot) {
 		if !ok {
 			continue
 		}
-		if err := w.write(ctx, snap, r, om); err != nil {
+		if err := w.write(ctx, snap, r, om, others[r.Object]); err != nil {
 			w.log.Warn("status not written", "object", r.Object.String(), "err", err)
 		}
 	}
 }
 
-func (w *StatusWriter) write(ctx context.Context, snap *Snapshot, r *appmesh.Result, om ObjectMeta) error {
+func (w *StatusWriter) write(ctx context.Context, snap *Snapshot, r *appmesh.Result, om ObjectMeta, others []ObjectUsage) error {
 	cached, err := w.source.cached(om.GVR, r.Object.Namespace, r.Object.Name)
 	if err != nil || cached == nil {
 		return err
@@ -205,6 +228,7 @@ func (w *StatusWriter) write(ctx context.Context, snap *Snapshot, r *appmesh.Res
 		return nil // changed since the snapshot: the next rebuild covers it
 	}
 	want := DesiredStatus(snap, r, om.Generation, w.clients)
+	addUsage(&want, om.Generation, others)
 	obj := cached.DeepCopy()
 	old, _, _ := unstructured.NestedMap(obj.Object, "status")
 	if old == nil {
@@ -310,22 +334,56 @@ func DesiredStatus(snap *Snapshot, r *appmesh.Result, generation int64, clients 
 	}
 	u := clients.Usage(typeURL, names, snap.Generation)
 	st.Clients = &v1beta2.ClientsStatus{PublishGeneration: int64(snap.Generation), Total: int32(u.Total), ACKed: int32(u.ACKed)}
-	acked := metav1.Condition{Type: v1beta2.ConditionACKed, ObservedGeneration: generation}
-	switch {
-	case u.LastNACK != nil:
+	if u.LastNACK != nil {
 		st.Clients.LastNACK = &v1beta2.NACK{Client: u.NACKNode, Version: u.LastNACK.Version, TypeURL: u.LastNACK.TypeURL,
 			Reason: u.LastNACK.Detail, Time: metav1.NewTime(u.LastNACK.At)}
+	}
+	st.Conditions = append(st.Conditions, ackedCondition(st.Clients, generation))
+	return st
+}
+
+// ackedCondition is the ACKed condition of an object's client counts.
+func ackedCondition(c *v1beta2.ClientsStatus, generation int64) metav1.Condition {
+	acked := metav1.Condition{Type: v1beta2.ConditionACKed, ObservedGeneration: generation}
+	switch {
+	case c.LastNACK != nil:
 		acked.Status, acked.Reason = metav1.ConditionFalse, v1beta2.ReasonNACKed
-		acked.Message = fmt.Sprintf("client %s rejected version %s: %s", u.NACKNode, u.LastNACK.Version, u.LastNACK.Detail)
-	case u.ACKed < u.Total:
+		acked.Message = fmt.Sprintf("client %s rejected version %s: %s", c.LastNACK.Client, c.LastNACK.Version, c.LastNACK.Reason)
+	case c.ACKed < c.Total:
 		acked.Status, acked.Reason = metav1.ConditionUnknown, v1beta2.ReasonWaitingACKs
-		acked.Message = fmt.Sprintf("%d of %d xDS clients ACKed", u.ACKed, u.Total)
+		acked.Message = fmt.Sprintf("%d of %d xDS clients ACKed", c.ACKed, c.Total)
 	default:
 		acked.Status, acked.Reason = metav1.ConditionTrue, v1beta2.ReasonAllACKed
-		acked.Message = fmt.Sprintf("%d of %d xDS clients ACKed", u.ACKed, u.Total)
+		acked.Message = fmt.Sprintf("%d of %d xDS clients ACKed", c.ACKed, c.Total)
 	}
-	st.Conditions = append(st.Conditions, acked)
-	return st
+	return acked
+}
+
+// addUsage adds other replicas' counts of one object to st's (the
+// leader's own): a replica that measured the object at another
+// metadata.generation than st's counts its clients as not ACKed (it has
+// not built this generation yet, or the leader is behind and rebuilds
+// next); the newest NACK wins. It rewrites the ACKed condition.
+func addUsage(st *v1beta2.GmeshStatus, generation int64, others []ObjectUsage) {
+	if st.Clients == nil || len(others) == 0 {
+		return
+	}
+	c := st.Clients
+	for _, u := range others {
+		c.Total += int32(u.Total)
+		if u.Generation == generation {
+			c.ACKed += int32(u.ACKed)
+		}
+		if n := u.LastNACK; n != nil && (c.LastNACK == nil || n.Time.After(c.LastNACK.Time.Time)) {
+			nc := *n
+			c.LastNACK = &nc
+		}
+	}
+	for i := range st.Conditions {
+		if st.Conditions[i].Type == v1beta2.ConditionACKed {
+			st.Conditions[i] = ackedCondition(c, generation)
+		}
+	}
 }
 
 // xdsNames are the xDS resources through which clients use an object: a

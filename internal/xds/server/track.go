@@ -441,3 +441,63 @@ func sameNames(have map[string]bool, names []string) bool {
 	}
 	return true
 }
+
+// Lagging is a client that has not ACKed the version Behind asks about.
+type Lagging struct {
+	// Node is the client's node id.
+	Node string
+	// ACKed is the type's version it ACKed last, "none" before any.
+	ACKed string
+	// NACK is its rejection of the awaited version or a newer one, nil if
+	// it has not rejected it (it has not answered yet).
+	NACK *NACK
+}
+
+// Behind lists, sorted by node id, the clients subscribed to one of names
+// of typeURL (or to every resource of the type; no names: every subscribed
+// client) that have not ACKed the type's version as of publish rev, each
+// with its NACK if it rejected that version or a newer one. The version
+// awaited is the one of rev's last publish, not its first as for
+// ConvergedFor: the subscribe-first step publishes a revision twice (new
+// targets held at weight 0, then the weights), and a client that ACKed
+// only the held routes has not got the revision's config yet. When rev was
+// not published itself, the first later publish counts. ok is false while
+// rev is not published yet.
+func (s *Server) Behind(typeURL string, rev uint64, names []string) (ok bool, behind []Lagging) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.published || s.rev < rev {
+		return false, nil
+	}
+	// The first publish after rev, then back to rev's last one if any.
+	i, _ := slices.BinarySearchFunc(s.history, rev+1, func(p publish, rev uint64) int { return cmp.Compare(p.rev, rev) })
+	if i > 0 && s.history[i-1].rev == rev {
+		i--
+	}
+	if i == len(s.history) {
+		return false, nil
+	}
+	target, ok := s.history[i].counters[typeURL]
+	if !ok {
+		return false, nil
+	}
+	seen := map[string]bool{}
+	for _, st := range s.streams {
+		ts := st.types[typeURL]
+		if st.node == "" || ts == nil || !ts.subscribed || ts.ackCounter >= target || !ts.subscribedToAny(names) || seen[st.node] {
+			continue
+		}
+		seen[st.node] = true
+		l := Lagging{Node: st.node, ACKed: ts.ackVersion}
+		if l.ACKed == "" {
+			l.ACKed = "none"
+		}
+		if n := st.lastNACK; n != nil && n.TypeURL == typeURL && ts.nackCounter >= target {
+			c := *n
+			l.NACK = &c
+		}
+		behind = append(behind, l)
+	}
+	slices.SortFunc(behind, func(a, b Lagging) int { return cmp.Compare(a.Node, b.Node) })
+	return true, behind
+}
