@@ -198,34 +198,42 @@ func (w *StatusWriter) lead(ctx context.Context) {
 }
 
 // WriteAll writes the status of every object of snap whose status
-// differs. An object that changed since (a newer generation in the cache,
-// or a conflict) is left for the rebuild that change causes.
-func (w *StatusWriter) WriteAll(ctx context.Context, snap *Snapshot) {
+// differs, and returns how many it wrote. An object that changed since (a
+// newer generation in the cache, or a conflict) is left for the rebuild
+// that change causes.
+func (w *StatusWriter) WriteAll(ctx context.Context, snap *Snapshot) int {
 	var others map[appmesh.Object][]ObjectUsage
 	if w.others != nil && w.clients != nil {
 		others = w.others(ctx)
 	}
+	n := 0
 	for _, r := range snap.Results {
 		if ctx.Err() != nil {
-			return
+			return n
 		}
 		om, ok := snap.Objects[r.Object]
 		if !ok {
 			continue
 		}
-		if err := w.write(ctx, snap, r, om, others[r.Object]); err != nil {
+		wrote, err := w.write(ctx, snap, r, om, others[r.Object])
+		if err != nil {
 			w.log.Warn("status not written", "object", r.Object.String(), "err", err)
 		}
+		if wrote {
+			n++
+		}
 	}
+	return n
 }
 
-func (w *StatusWriter) write(ctx context.Context, snap *Snapshot, r *appmesh.Result, om ObjectMeta, others []ObjectUsage) error {
+// write writes one object's status if it differs, and says whether it did.
+func (w *StatusWriter) write(ctx context.Context, snap *Snapshot, r *appmesh.Result, om ObjectMeta, others []ObjectUsage) (bool, error) {
 	cached, err := w.source.cached(om.GVR, r.Object.Namespace, r.Object.Name)
 	if err != nil || cached == nil {
-		return err
+		return false, err
 	}
 	if cached.GetUID() != om.UID || cached.GetGeneration() != om.Generation {
-		return nil // changed since the snapshot: the next rebuild covers it
+		return false, nil // changed since the snapshot: the next rebuild covers it
 	}
 	want := DesiredStatus(snap, r, om.Generation, w.clients)
 	addUsage(&want, om.Generation, others)
@@ -258,7 +266,7 @@ func (w *StatusWriter) write(ctx context.Context, snap *Snapshot, r *appmesh.Res
 	}
 	wantMap, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&want)
 	if err != nil {
-		return fmt.Errorf("encode status: %w", err)
+		return false, fmt.Errorf("encode status: %w", err)
 	}
 	next := make(map[string]any, len(old)+len(wantMap))
 	for k, v := range old {
@@ -271,19 +279,19 @@ func (w *StatusWriter) write(ctx context.Context, snap *Snapshot, r *appmesh.Res
 		}
 	}
 	if equality.Semantic.DeepEqual(old, next) {
-		return nil
+		return false, nil
 	}
 	obj.Object["status"] = next
 	_, err = w.dyn.Resource(om.GVR).Namespace(r.Object.Namespace).UpdateStatus(ctx, obj, metav1.UpdateOptions{})
 	switch {
 	case apierrors.IsConflict(err), apierrors.IsNotFound(err):
-		return nil // the object changed: its event brings a new rebuild
+		return false, nil // the object changed: its event brings a new rebuild
 	case err != nil:
-		return fmt.Errorf("update status: %w", err)
+		return false, fmt.Errorf("update status: %w", err)
 	}
 	w.writes.Add(1)
 	w.log.Debug("status written", "object", r.Object.String(), "generation", om.Generation)
-	return nil
+	return true, nil
 }
 
 // DesiredStatus is the status gmesh reports for one object of snap, with
