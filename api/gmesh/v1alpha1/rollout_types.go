@@ -309,6 +309,26 @@ type RolloutStatus struct {
 	Promote bool `json:"promote,omitempty"`
 	// +optional
 	Abort bool `json:"abort,omitempty"`
+	// Target is the new version as the rollout began with it (the spec's
+	// version, images, templatePatch and replicas at that time): the
+	// runtime carries out this target, so a spec edited during a rollout
+	// waits for it to end, then begins as the next rollout.
+	// +optional
+	Target *RolloutTarget `json:"target,omitempty"`
+}
+
+// RolloutTarget is what a rollout deploys: the spec's fields that say the
+// new version.
+type RolloutTarget struct {
+	Version string `json:"version"`
+	// +optional
+	Images []ContainerImage `json:"images,omitempty"`
+	// +kubebuilder:pruning:PreserveUnknownFields
+	// +kubebuilder:validation:Type=object
+	// +optional
+	TemplatePatch *runtime.RawExtension `json:"templatePatch,omitempty"`
+	// +optional
+	Replicas *int32 `json:"replicas,omitempty"`
 }
 
 // Rollout moves a VirtualRouter's route from a stable Deployment's version
