@@ -19,12 +19,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	kubefake "k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	"sigs.k8s.io/yaml"
 
+	"github.com/gmesh-dev/gmesh/api/gmesh/v1alpha1"
 	"github.com/gmesh-dev/gmesh/internal/k8s/controller"
 )
 
@@ -47,7 +49,7 @@ func New(t testing.TB, appmeshYAML string, core ...runtime.Object) *Cluster {
 	t.Helper()
 	c := &Cluster{
 		Kube: kubefake.NewClientset(core...),
-		Dyn:  dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), controller.ListKinds()),
+		Dyn:  dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), listKinds()),
 	}
 	for _, obj := range Objects(t, appmeshYAML) {
 		c.Create(t, obj)
@@ -65,10 +67,26 @@ func New(t testing.TB, appmeshYAML string, core ...runtime.Object) *Cluster {
 	return c
 }
 
-// Create adds an App Mesh object, by resource (the fake client's guess from
-// the kind would file a Mesh under "meshs").
+// GVRRollouts is gmesh's Rollout resource, which the fake dynamic client
+// lists too.
+var GVRRollouts = v1alpha1.SchemeGroupVersion.WithResource("rollouts")
+
+func listKinds() map[schema.GroupVersionResource]string {
+	m := controller.ListKinds()
+	m[GVRRollouts] = "RolloutList"
+	return m
+}
+
+// Create adds an App Mesh object or a Rollout, by resource (the fake
+// client's guess from the kind would file a Mesh under "meshs").
 func (c *Cluster) Create(t testing.TB, obj *unstructured.Unstructured) {
 	t.Helper()
+	if obj.GetKind() == "Rollout" {
+		if err := c.Dyn.Tracker().Create(GVRRollouts, obj, obj.GetNamespace()); err != nil {
+			t.Fatalf("add Rollout %s: %v", obj.GetName(), err)
+		}
+		return
+	}
 	for _, k := range controller.Kinds {
 		if string(k.Kind) == obj.GetKind() {
 			if err := c.Dyn.Tracker().Create(k.GVR, obj, obj.GetNamespace()); err != nil {

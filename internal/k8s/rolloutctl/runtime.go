@@ -160,8 +160,8 @@ func (r *Runtime) Notify() {
 // AlsoWhileLeading: when the replica stops leading): it waits for the
 // caches, then, on every notification and at the latest when the engine
 // wants to look again, begins the Rollouts not begun, applies their
-// controls, and runs the engine over those that have begun
-// (rollout.Engine.ReconcileAll, what Engine.Run loops over). It returns
+// controls, and runs the engine over those that have begun (pass: what
+// Engine.Run does, over begun rollouts only). It returns
 // when ctx ends, having started no goroutine. A new leader resumes each
 // rollout from its status: the revisions it waits on are router
 // generations, the same for every replica.
@@ -180,8 +180,7 @@ func (r *Runtime) Lead(ctx context.Context) {
 	defer t.Stop()
 	for ctx.Err() == nil {
 		r.passes.Add(1)
-		r.syncAll(ctx)
-		next := r.engine.ReconcileAll(ctx)
+		next := r.pass(ctx)
 		if next <= 0 || next > resync {
 			next = resync
 		}
@@ -200,29 +199,44 @@ func (r *Runtime) Lead(ctx context.Context) {
 	r.log.Info("not leading: rollouts left to the leader")
 }
 
-// syncAll begins the Rollouts that have not begun and keeps the controls
-// of those running in step with their specs.
-func (r *Runtime) syncAll(ctx context.Context) {
+// pass begins the Rollouts that have not begun, keeps the controls of
+// those running in step with their specs and runs the engine over them
+// (rollout.Engine.Reconcile, as Engine.ReconcileAll would over every
+// unfinished rollout); it returns when the engine wants to look again (0:
+// not waiting on time).
+func (r *Runtime) pass(ctx context.Context) time.Duration {
 	ros, err := r.store.rolloutsIn("")
 	if err != nil {
 		r.log.Error("list rollouts failed", "err", err)
-		return
+		return time.Second
 	}
+	var next time.Duration
 	for _, ro := range ros {
 		if ctx.Err() != nil {
-			return
+			return 0
 		}
 		var err error
 		switch stateOf(ro) {
 		case notBegun:
 			err = r.begin(ctx, ro)
 		case running:
-			err = r.controls(ctx, ro)
+			if err = r.controls(ctx, ro); err != nil {
+				break
+			}
+			var d time.Duration
+			d, err = r.engine.Reconcile(ctx, mesh.Ref{Kind: mesh.KindRollout, Mesh: ro.Namespace, Name: ro.Name})
+			if err != nil {
+				d = time.Second
+			}
+			if d > 0 && (next == 0 || d < next) {
+				next = d
+			}
 		}
 		if err != nil && !mesh.IsConflict(err) && ctx.Err() == nil {
-			r.log.Warn("rollout sync failed", "rollout", ro.Namespace+"/"+ro.Name, "err", err)
+			r.log.Warn("rollout pass failed", "rollout", ro.Namespace+"/"+ro.Name, "err", err)
 		}
 	}
+	return next
 }
 
 // begin checks a Rollout's target against its stable Deployment and

@@ -567,8 +567,10 @@ func meshView(ns string) *mesh.Resource {
 }
 
 // List lists the resources of kind in the namespace meshName. Rollouts
-// are listed once begun only: the runtime begins the others
-// (rollout.Engine.Begin), and the engine reconciles what has begun.
+// not begun are listed too (Begin counts their revisions and history);
+// the runtime reconciles only those that have begun, so it does not use
+// Engine.ReconcileAll, which would take them for rollouts "not started by
+// the rollout engine".
 func (s *Store) List(_ context.Context, kind mesh.Kind, meshName string) ([]*mesh.Resource, error) {
 	var out []*mesh.Resource
 	switch kind {
@@ -592,9 +594,6 @@ func (s *Store) List(_ context.Context, kind mesh.Kind, meshName string) ([]*mes
 		for _, ro := range ros {
 			var r *mesh.Resource
 			if kind == mesh.KindRollout {
-				if stateOf(ro) == notBegun {
-					continue
-				}
 				r, err = s.rolloutView(ro)
 			} else {
 				r, err = s.serviceView(ro)
