@@ -57,8 +57,11 @@ type Runtime struct {
 	store  *Store
 	eps    *Endpoints
 	engine *rollout.Engine
-	synced []cache.InformerSynced
-	kick   chan struct{}
+	// beginner begins Rollouts (Engine.Begin) over the Store's view for
+	// Begin.
+	beginner *rollout.Engine
+	synced   []cache.InformerSynced
+	kick     chan struct{}
 
 	leading atomic.Bool
 	passes  atomic.Int64
@@ -88,7 +91,7 @@ func New(cfg Config) (*Runtime, error) {
 	r.store = &Store{
 		kube: cfg.Kube, dyn: cfg.Dynamic,
 		rollouts: ros.Lister(), routers: routers.Lister(), nodes: nodes.Lister(), deps: deps.Lister(),
-		now: cfg.Clock.Now, answers: map[string]*v1alpha1.Rollout{},
+		now: cfg.Clock.Now, answers: &answers{m: map[string]*v1alpha1.Rollout{}},
 	}
 	r.eps = NewEndpoints(deps.Lister(), pods.Lister())
 	notify := cache.ResourceEventHandlerFuncs{
@@ -124,14 +127,19 @@ func New(cfg Config) (*Runtime, error) {
 	if metrics == nil {
 		metrics = analysis.NewScraper(r.eps, analysis.ScraperOptions{Logger: cfg.Logger.With("component", "scraper")})
 	}
-	r.engine = rollout.NewEngine(rollout.Config{
+	ecfg := rollout.Config{
 		Store: r.store, Endpoints: r.eps, Convergence: convergence{cfg.Convergence}, Metrics: metrics,
 		Clock: cfg.Clock, Logger: cfg.Logger,
 		Poll: cfg.Poll, Resync: cfg.Resync, AnalysisInterval: cfg.AnalysisInterval,
 		// A Kubernetes target is checked against the stable Deployment
 		// before Begin (checkTarget): it has no command.
 		CheckTarget: func(*mesh.TaskSetSpec) error { return nil },
-	})
+	}
+	r.engine = rollout.NewEngine(ecfg)
+	// Begin sees the Rollouts not begun, which the reconciling engine
+	// does not (Store.beginning). Both run on Lead's goroutine only.
+	ecfg.Store = r.store.forBegin()
+	r.beginner = rollout.NewEngine(ecfg)
 	return r, nil
 }
 
@@ -201,8 +209,7 @@ func (r *Runtime) Lead(ctx context.Context) {
 
 // pass begins the Rollouts that have not begun, keeps the controls of
 // those running in step with their specs and runs the engine over them
-// (rollout.Engine.Reconcile, as Engine.ReconcileAll would over every
-// unfinished rollout); it returns when the engine wants to look again (0:
+// (rollout.Engine.Reconcile, as Engine.ReconcileAll does); it returns when the engine wants to look again (0:
 // not waiting on time).
 func (r *Runtime) pass(ctx context.Context) time.Duration {
 	ros, err := r.store.rolloutsIn("")
@@ -249,7 +256,7 @@ func (r *Runtime) begin(ctx context.Context, ro *v1alpha1.Rollout) error {
 	if other := r.otherRollout(ro); other != "" {
 		return r.fail(ctx, ro, other)
 	}
-	_, err := r.engine.Begin(ctx, mesh.Ref{Kind: mesh.KindRollout, Mesh: ro.Namespace, Name: ro.Name})
+	_, err := r.beginner.Begin(ctx, mesh.Ref{Kind: mesh.KindRollout, Mesh: ro.Namespace, Name: ro.Name})
 	switch code := mesh.ErrorCode(err); {
 	case err == nil:
 		r.log.Info("rollout begun", "rollout", ro.Namespace+"/"+ro.Name, "version", ro.Spec.Version)

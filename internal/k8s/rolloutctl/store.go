@@ -86,12 +86,28 @@ type Store struct {
 	nodes    cache.GenericLister
 	deps     appslisters.DeploymentLister
 	now      func() time.Time
+	// beginning is the view of Engine.Begin: a Rollout not begun reads as
+	// one to begin (revision 0). In the view of the engine that reconciles
+	// (the default) it does not exist: a Rollout whose target was edited
+	// after its rollout ended, read in the middle of a pass, is not taken
+	// for a rollout "not started by the rollout engine".
+	beginning bool
+	answers   *answers
+}
 
+// answers are the Rollouts as the last writes returned them: the engine's
+// next write carries their resourceVersion, which the cache may not hold
+// yet.
+type answers struct {
 	mu sync.Mutex
-	// answers are the Rollouts as the last status writes returned them:
-	// the engine's next write carries their resourceVersion, which the
-	// cache may not hold yet.
-	answers map[string]*v1alpha1.Rollout
+	m  map[string]*v1alpha1.Rollout
+}
+
+// forBegin returns the view of s for Engine.Begin.
+func (s *Store) forBegin() *Store {
+	c := *s
+	c.beginning = true
+	return &c
 }
 
 var _ rollout.Store = (*Store)(nil)
@@ -529,6 +545,9 @@ func (s *Store) Get(_ context.Context, ref mesh.Ref) (*mesh.Resource, error) {
 		if err != nil {
 			return nil, err
 		}
+		if !s.beginning && stateOf(ro) == notBegun {
+			return nil, mesh.Errorf(mesh.ENotFound, "rollout %s/%s has not begun", ns, ref.Name)
+		}
 		return s.rolloutView(ro)
 	case mesh.KindRoute:
 		router, route, ok := SplitRoute(ref.Name)
@@ -567,10 +586,8 @@ func meshView(ns string) *mesh.Resource {
 }
 
 // List lists the resources of kind in the namespace meshName. Rollouts
-// not begun are listed too (Begin counts their revisions and history);
-// the runtime reconciles only those that have begun, so it does not use
-// Engine.ReconcileAll, which would take them for rollouts "not started by
-// the rollout engine".
+// not begun are listed in the view of Begin only (it counts their
+// revisions and history).
 func (s *Store) List(_ context.Context, kind mesh.Kind, meshName string) ([]*mesh.Resource, error) {
 	var out []*mesh.Resource
 	switch kind {
@@ -594,6 +611,9 @@ func (s *Store) List(_ context.Context, kind mesh.Kind, meshName string) ([]*mes
 		for _, ro := range ros {
 			var r *mesh.Resource
 			if kind == mesh.KindRollout {
+				if !s.beginning && stateOf(ro) == notBegun {
+					continue
+				}
 				r, err = s.rolloutView(ro)
 			} else {
 				r, err = s.serviceView(ro)
@@ -898,9 +918,9 @@ func (s *Store) objectAt(ctx context.Context, ns, name, rv string) (*v1alpha1.Ro
 	if ro, err := s.rollout(ns, name); err == nil && (rv == "" || ro.ResourceVersion == rv) {
 		return ro, nil
 	}
-	s.mu.Lock()
-	a := s.answers[ns+"/"+name]
-	s.mu.Unlock()
+	s.answers.mu.Lock()
+	a := s.answers.m[ns+"/"+name]
+	s.answers.mu.Unlock()
 	if a != nil && a.ResourceVersion == rv {
 		return a.DeepCopy(), nil
 	}
@@ -973,9 +993,9 @@ func (s *Store) remember(u *unstructured.Unstructured) (*v1alpha1.Rollout, error
 	if err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	s.answers[out.Namespace+"/"+out.Name] = out.DeepCopy()
-	s.mu.Unlock()
+	s.answers.mu.Lock()
+	s.answers.m[out.Namespace+"/"+out.Name] = out.DeepCopy()
+	s.answers.mu.Unlock()
 	return out, nil
 }
 
