@@ -13,6 +13,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/gmesh-dev/gmesh/internal/k8s/controller"
+	"github.com/gmesh-dev/gmesh/internal/k8s/rolloutctl"
 	"github.com/gmesh-dev/gmesh/internal/k8s/webhook"
 )
 
@@ -30,6 +31,17 @@ type k8sFlags struct {
 	webhookSecret    string
 	webhookWarnOnly  bool
 	xdsAddress       string
+	// rollouts drives Rollouts (rollouts.gmesh.dev) on the leader.
+	rollouts bool
+}
+
+// newRouterConvergence is what tells the rollout runtime that the xDS
+// clients of a VirtualRouter ACKed a generation of it. Until the
+// cluster-wide implementation is plugged in here, it is the leader's own
+// clients only (rolloutctl.LocalConvergence): with several replicas, the
+// clients of the others are not waited for.
+var newRouterConvergence = func(cp *controller.ControlPlane) rolloutctl.RouterConvergence {
+	return &rolloutctl.LocalConvergence{Source: cp.Source(), XDS: cp.XDS()}
 }
 
 // kubeClients are the clients of a command that runs against a cluster.
@@ -121,10 +133,26 @@ func runKubernetesControlPlane(ctx context.Context, stdio IO, logger *slog.Logge
 	if err != nil {
 		return err
 	}
+	var rolloutRuntime *rolloutctl.Runtime
+	if f.rollouts {
+		rolloutRuntime, err = rolloutctl.Attach(cp, kube, dyn, newRouterConvergence(cp), logger.With("component", "rollouts"))
+		if err != nil {
+			return err
+		}
+	}
 	fmt.Fprintf(stdio.Out, "Control plane on Kubernetes (%s): xDS on %s, health checks on %s", rc.Host, cp.XDSAddr(), cp.HealthAddr())
 	if a := cp.WebhookAddr(); a != "" {
 		fmt.Fprintf(stdio.Out, ", webhooks on %s", a)
 	}
 	fmt.Fprintln(stdio.Out)
+	if rolloutRuntime != nil && cp.Status() == nil {
+		// No leader election: this one replica drives the Rollouts.
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		done := make(chan struct{})
+		go func() { defer close(done); rolloutRuntime.Lead(ctx) }()
+		defer func() { cancel(); <-done }()
+		return cp.Run(ctx)
+	}
 	return cp.Run(ctx)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -47,6 +48,11 @@ type Config struct {
 	Logger  *slog.Logger
 	// Poll, Resync and AnalysisInterval tune the engine (rollout.Config).
 	Poll, Resync, AnalysisInterval time.Duration
+	// Wake are more channels that wake Lead, each asked again after it
+	// fired (the xDS server's ACKs: xdsserver.Server.Changed; the
+	// Source's publishes: controller.Source.Changed), so that a step sees
+	// its ACKs without waiting for Poll.
+	Wake []func() <-chan struct{}
 }
 
 // Runtime carries out Rollouts with the rollout engine, on the leader:
@@ -170,7 +176,7 @@ func (r *Runtime) Notify() {
 // wants to look again, begins the Rollouts not begun, applies their
 // controls, and runs the engine over those that have begun (pass: what
 // Engine.Run does, over begun rollouts only). It returns
-// when ctx ends, having started no goroutine. A new leader resumes each
+// when ctx ends, once the goroutines it started for Wake have. A new leader resumes each
 // rollout from its status: the revisions it waits on are router
 // generations, the same for every replica.
 func (r *Runtime) Lead(ctx context.Context) {
@@ -180,6 +186,24 @@ func (r *Runtime) Lead(ctx context.Context) {
 	r.leading.Store(true)
 	defer r.leading.Store(false)
 	r.log.Info("leading: driving rollouts")
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for _, wake := range r.cfg.Wake {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-wake():
+					r.Notify()
+				}
+			}
+		}()
+	}
 	resync := r.cfg.Resync
 	if resync <= 0 {
 		resync = 30 * time.Second
@@ -367,4 +391,27 @@ func (r *Runtime) controls(ctx context.Context, ro *v1alpha1.Rollout) error {
 	rollouts.SetControlRefused(&next.Status.Conditions, refused, ro.Generation, r.cfg.Clock.Now())
 	_, err := r.store.updateStatus(ctx, next)
 	return err
+}
+
+// Attach adds a rollout runtime to a Kubernetes control plane (on the
+// clients it was made with), sharing its
+// Source's informers and woken by its publishes and its xDS clients'
+// ACKs, and returns it; call it before cp.Run. With a status writer
+// (leader election) it drives while cp leads (AlsoWhileLeading); without,
+// run Lead beside cp.Run. conv says when a router's change is ACKed:
+// LocalConvergence counts this replica's clients only.
+func Attach(cp *controller.ControlPlane, kube kubernetes.Interface, dyn dynamic.Interface, conv RouterConvergence, logger *slog.Logger) (*Runtime, error) {
+	rt, err := New(Config{
+		Kube: kube, Dynamic: dyn,
+		KubeInformers: cp.Source().KubeInformers(), DynamicInformers: cp.Source().DynamicInformers(),
+		Convergence: conv, Logger: logger,
+		Wake: []func() <-chan struct{}{cp.Source().Changed, cp.XDS().Changed},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if sw := cp.Status(); sw != nil {
+		sw.AlsoWhileLeading(rt.Lead)
+	}
+	return rt, nil
 }

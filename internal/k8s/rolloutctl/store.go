@@ -912,10 +912,13 @@ func (s *Store) Delete(ctx context.Context, ref mesh.Ref) (uint64, error) {
 	return 0, mesh.Errorf(mesh.EInvalid, "%s: the Kubernetes rollout store does not delete %ss", ref, ref.Kind)
 }
 
-// objectAt returns the Rollout at resourceVersion rv (any when rv is ""):
-// from the cache, the last status write's answer, or the API server.
-func (s *Store) objectAt(ctx context.Context, ns, name, rv string) (*v1alpha1.Rollout, error) {
-	if ro, err := s.rollout(ns, name); err == nil && (rv == "" || ro.ResourceVersion == rv) {
+// objectAt returns the Rollout at resourceVersion rv (the cached one when
+// rv is ""): from the cache, or the last write's answer. rv comes from one
+// of them, and both only move forward: when neither holds it any more,
+// the Rollout changed since, and a write at rv is a conflict.
+func (s *Store) objectAt(ns, name, rv string) (*v1alpha1.Rollout, error) {
+	ro, err := s.rollout(ns, name)
+	if err == nil && (rv == "" || ro.ResourceVersion == rv) {
 		return ro, nil
 	}
 	s.answers.mu.Lock()
@@ -924,18 +927,10 @@ func (s *Store) objectAt(ctx context.Context, ns, name, rv string) (*v1alpha1.Ro
 	if a != nil && a.ResourceVersion == rv {
 		return a.DeepCopy(), nil
 	}
-	u, err := s.dyn.Resource(GVRRollouts).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		return nil, apiError("get rollout "+ns+"/"+name, err)
-	}
-	ro, err := decode[v1alpha1.Rollout](u)
 	if err != nil {
 		return nil, err
 	}
-	if rv != "" && ro.ResourceVersion != rv {
-		return nil, mesh.Errorf(mesh.EConflict, "rollout %s/%s was changed concurrently", ns, name)
-	}
-	return ro, nil
+	return nil, mesh.Errorf(mesh.EConflict, "rollout %s/%s was changed since resourceVersion %s", ns, name, rv)
 }
 
 // UpdateStatus writes a Rollout's status (the engine's, converted by
@@ -947,7 +942,7 @@ func (s *Store) UpdateStatus(ctx context.Context, ref mesh.Ref, status any, rv s
 	if ref.Kind != mesh.KindRollout || !ok {
 		return nil, mesh.Errorf(mesh.EInvalid, "%s: only a Rollout's status is written, got %T", ref, status)
 	}
-	ro, err := s.objectAt(ctx, ref.Mesh, ref.Name, rv)
+	ro, err := s.objectAt(ref.Mesh, ref.Name, rv)
 	if err != nil {
 		return nil, err
 	}
