@@ -13,6 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
+	kubefake "k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 )
 
@@ -27,6 +29,11 @@ import (
 // stay). Objects added before, or through the trackers, are left as they
 // are (with no resourceVersion: an update of one carrying none is taken).
 func (c *Cluster) APIServer(gvrs ...schema.GroupVersionResource) {
+	APIServer(c.Kube, c.Dyn, gvrs...)
+}
+
+// APIServer is Cluster.APIServer for clientsets of one's own.
+func APIServer(kube *kubefake.Clientset, dyn *dynamicfake.FakeDynamicClient, gvrs ...schema.GroupVersionResource) {
 	var rv atomic.Int64
 	rv.Store(1000)
 	set := map[schema.GroupVersionResource]bool{}
@@ -67,8 +74,8 @@ func (c *Cluster) APIServer(gvrs ...schema.GroupVersionResource) {
 			return false, nil, nil
 		}
 	}
-	c.Kube.PrependReactor("*", "*", react(c.Kube.Tracker()))
-	c.Dyn.PrependReactor("*", "*", react(c.Dyn.Tracker()))
+	kube.PrependReactor("*", "*", react(kube.Tracker()))
+	dyn.PrependReactor("*", "*", react(dyn.Tracker()))
 }
 
 func update(tracker k8stesting.ObjectTracker, a k8stesting.UpdateActionImpl, nextRV func() string) (runtime.Object, error) {

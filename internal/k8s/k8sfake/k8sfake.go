@@ -49,7 +49,7 @@ func New(t testing.TB, appmeshYAML string, core ...runtime.Object) *Cluster {
 	t.Helper()
 	c := &Cluster{
 		Kube: kubefake.NewClientset(core...),
-		Dyn:  dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), listKinds()),
+		Dyn:  dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), ListKinds()),
 	}
 	for _, obj := range Objects(t, appmeshYAML) {
 		c.Create(t, obj)
@@ -71,7 +71,8 @@ func New(t testing.TB, appmeshYAML string, core ...runtime.Object) *Cluster {
 // lists too.
 var GVRRollouts = v1alpha1.SchemeGroupVersion.WithResource("rollouts")
 
-func listKinds() map[schema.GroupVersionResource]string {
+// ListKinds are controller.ListKinds and the Rollouts'.
+func ListKinds() map[schema.GroupVersionResource]string {
 	m := controller.ListKinds()
 	m[GVRRollouts] = "RolloutList"
 	return m
