@@ -282,8 +282,9 @@ type RolloutStatus struct {
 	// +optional
 	Revision int32 `json:"revision,omitempty"`
 	// WriteRevision is the revision of the last route change the current
-	// wait needs every xDS client to have ACKed (on Kubernetes the control
-	// plane's publish generation); 0 before the phase changed the route.
+	// wait needs every xDS client to have ACKed (on Kubernetes the
+	// VirtualRouter's metadata.generation after the change); 0 before the
+	// phase changed the route.
 	// +optional
 	WriteRevision int64 `json:"writeRevision,omitempty"`
 	// RouteVersion is WriteRevision as text.
