@@ -180,8 +180,17 @@ func (r *Runtime) Notify() {
 // rollout from its status: the revisions it waits on are router
 // generations, the same for every replica.
 func (r *Runtime) Lead(ctx context.Context) {
-	if !cache.WaitForCacheSync(ctx.Done(), r.synced...) {
-		return
+	for {
+		wctx, cancel := context.WithTimeout(ctx, time.Minute)
+		synced := cache.WaitForCacheSync(wctx.Done(), r.synced...)
+		cancel()
+		if synced {
+			break
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		r.log.Warn("leading, but the rollout runtime's caches have not synced after a minute: is the Rollout CRD (rollouts.gmesh.dev) installed, and may the control plane list Rollouts and Deployments?")
 	}
 	r.leading.Store(true)
 	defer r.leading.Store(false)
