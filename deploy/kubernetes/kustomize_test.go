@@ -44,6 +44,8 @@ import (
 	"github.com/gmesh-dev/gmesh/internal/cli"
 	"github.com/gmesh-dev/gmesh/internal/k8s/controller"
 	"github.com/gmesh-dev/gmesh/internal/k8s/rollouts"
+	"github.com/gmesh-dev/gmesh/internal/k8s/k8sfake"
+	"github.com/gmesh-dev/gmesh/internal/k8s/rolloutctl"
 	"github.com/gmesh-dev/gmesh/internal/k8s/webhook"
 )
 
@@ -543,12 +545,18 @@ func TestRBACCoversTheControlPlanesCalls(t *testing.T) {
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}},
 		in.service.DeepCopy(), in.mutating.DeepCopy(), in.validating.DeepCopy(),
 	}
+	core = append(core, rolloutDeployment(t))
 	kube := kubefake.NewClientset(core...)
-	listKinds := controller.ListKinds()
-	listKinds[rollouts.GVR] = "RolloutList"
-	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), listKinds)
-	for _, obj := range echoMesh(t) {
-		if err := dyn.Tracker().Create(gvrOf(t, obj.GetKind()), obj, obj.GetNamespace()); err != nil {
+	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), k8sfake.ListKinds())
+	// The API server's resourceVersions and generations, which the rollout
+	// runtime's writes depend on.
+	k8sfake.APIServer(kube, dyn, controller.GVRVirtualRouters, controller.GVRVirtualNodes, rolloutctl.GVRRollouts, gvrDeployments)
+	for _, obj := range append(echoMesh(t), rolloutObjects(t)...) {
+		gvr := rolloutctl.GVRRollouts
+		if obj.GetKind() != "Rollout" {
+			gvr = gvrOf(t, obj.GetKind())
+		}
+		if err := dyn.Tracker().Create(gvr, obj, obj.GetNamespace()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -563,7 +571,15 @@ func TestRBACCoversTheControlPlanesCalls(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The rollout runtime, with xDS clients that never ACK: the rollout
+	// pauses itself (mirrored into spec.paused), then is aborted.
+	if _, err := rolloutctl.Attach(cp, kube, dyn, neverACKed{}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
 	runCtx, stop := context.WithCancel(ctx)
+	kubeletDone := make(chan struct{})
+	go func() { defer close(kubeletDone); kubelet(runCtx, t, kube) }()
+	defer func() { stop(); <-kubeletDone }()
 	done := make(chan error, 1)
 	go func() { done <- cp.Run(runCtx) }()
 	defer func() {
@@ -619,6 +635,13 @@ func TestRBACCoversTheControlPlanesCalls(t *testing.T) {
 	if resp.Allowed || !strings.Contains(resp.Result.Message, `deployment "echo-server-0-9" not found`) {
 		t.Errorf("a Rollout of a Deployment that is not there: allowed %v, %+v; want refused", resp.Allowed, resp.Result)
 	}
+
+	poll(ctx, t, "the rollout paused itself, mirrored into spec.paused", func() bool {
+		ro := getRollout(t, dyn)
+		return ro.Status.Phase == "Paused" && ro.Spec.Paused
+	})
+	abortRollout(t, dyn)
+	poll(ctx, t, "the rollout aborted", func() bool { return getRollout(t, dyn).Status.Phase == "Aborted" })
 
 	used := map[string]bool{}
 	seen := map[call]bool{}

@@ -96,6 +96,7 @@ else the in-cluster service account.`,
 	cmd.Flags().StringVar(&k8s.kubeconfig, "kubeconfig", "", "with --kubernetes: the kubeconfig file (default: $KUBECONFIG, ~/.kube/config, else in-cluster)")
 	cmd.Flags().StringVar(&k8s.healthAddr, "health-addr", ":8081", "with --kubernetes: listen address of /healthz and /readyz (empty: none)")
 	cmd.Flags().BoolVar(&k8s.leaderElect, "leader-elect", true, "with --kubernetes: stand for the Lease and write status while leading")
+	cmd.Flags().BoolVar(&k8s.rollouts, "rollouts", true, "with --kubernetes: carry out Rollouts (rollouts.gmesh.dev; needs the CRD) with the rollout engine, on the Lease holder")
 	cmd.Flags().StringVar(&k8s.leaseNamespace, "lease-namespace", "", "with --kubernetes: namespace of the Lease (default: the kubeconfig's or the pod's namespace)")
 	cmd.Flags().StringVar(&k8s.identity, "identity", "", "with --kubernetes: this replica's name in the Lease (default: $POD_NAME, else the host name)")
 	cmd.Flags().StringVar(&k8s.webhookAddr, "webhook-addr", webhook.DefaultAddr, "with --kubernetes: listen address (TLS) of the admission webhooks, pod injection and App Mesh validation (empty: none)")

@@ -15,6 +15,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/gmesh-dev/gmesh/internal/k8s/controller"
+	"github.com/gmesh-dev/gmesh/internal/k8s/rolloutctl"
 	"github.com/gmesh-dev/gmesh/internal/k8s/webhook"
 )
 
@@ -37,6 +38,19 @@ type k8sFlags struct {
 	peerNamespace string
 	peerSelector  string
 	peerPort      int
+	// rollouts drives Rollouts (rollouts.gmesh.dev) on the leader.
+	rollouts bool
+}
+
+// newRouterConvergence is what tells the rollout runtime that the xDS
+// clients of a VirtualRouter ACKed a generation of it: every Ready
+// replica's clients (controller.ClusterConvergence), or this replica's
+// alone when it runs without peers.
+var newRouterConvergence = func(cp *controller.ControlPlane) rolloutctl.RouterConvergence {
+	if c := cp.Cluster(); c != nil {
+		return c
+	}
+	return cp
 }
 
 // kubeClients are the clients of a command that runs against a cluster.
@@ -153,10 +167,26 @@ func runKubernetesControlPlane(ctx context.Context, stdio IO, logger *slog.Logge
 	if err != nil {
 		return err
 	}
+	var rolloutRuntime *rolloutctl.Runtime
+	if f.rollouts {
+		rolloutRuntime, err = rolloutctl.Attach(cp, kube, dyn, newRouterConvergence(cp), logger.With("component", "rollouts"))
+		if err != nil {
+			return err
+		}
+	}
 	fmt.Fprintf(stdio.Out, "Control plane on Kubernetes (%s): xDS on %s, health checks on %s", rc.Host, cp.XDSAddr(), cp.HealthAddr())
 	if a := cp.WebhookAddr(); a != "" {
 		fmt.Fprintf(stdio.Out, ", webhooks on %s", a)
 	}
 	fmt.Fprintln(stdio.Out)
+	if rolloutRuntime != nil && cp.Status() == nil {
+		// No leader election: this one replica drives the Rollouts.
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		done := make(chan struct{})
+		go func() { defer close(done); rolloutRuntime.Lead(ctx) }()
+		defer func() { cancel(); <-done }()
+		return cp.Run(ctx)
+	}
 	return cp.Run(ctx)
 }

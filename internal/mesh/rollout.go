@@ -128,7 +128,7 @@ type RolloutStatus struct {
 	// Route is the route being shifted (resolved at the start).
 	Route string `json:"route,omitempty"`
 	// StoreRevision is the revision the last route write returned (the
-	// store revision locally, the control plane's publish generation on
+	// store revision locally, the VirtualRouter's metadata.generation on
 	// Kubernetes), which the current wait needs every xDS client to have
 	// ACKed; 0 when the current phase has not changed the route yet.
 	StoreRevision uint64 `json:"storeRevision,omitempty"`

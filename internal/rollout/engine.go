@@ -93,15 +93,12 @@ type Reader interface {
 // snapshot published at rev or later reflects the write, and the engine
 // asks Convergence.Converged(rev, ...) about it. Locally rev is the store
 // revision of the commit (or the current one when nothing changed). On
-// Kubernetes it is the control plane's publish generation: the write
-// returns once the leader's Source has rebuilt from a cache holding the
-// written object (its metadata.generation) and published, under that
-// rebuild's generation (internal/k8s/controller, Snapshot.Generation;
-// xdsserver.Server.ConvergedFor answers about it). Generations are the
-// leader process's own, so a revision persisted by an earlier leader means
-// nothing to the next one: the Kubernetes runtime must write the route
-// again (unchanged, which publishes nothing new) to get a revision of its
-// own before it trusts Converged.
+// Kubernetes (internal/k8s/rolloutctl) the engine waits only on route
+// writes, and a route's rev is its VirtualRouter's metadata.generation
+// after the update: the API server's, the same on every control-plane
+// replica and across leaders, so a revision an earlier leader persisted
+// stays valid for the next one. Its other writes return 0, as the engine
+// waits on none of them.
 type Writer interface {
 	// Put creates or replaces r (its spec and labels; the stored status is
 	// kept). A non-empty Metadata.ResourceVersion must match the stored one

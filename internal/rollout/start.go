@@ -165,6 +165,9 @@ func (e *Engine) prepare(ctx context.Context, ref mesh.Ref, spec *mesh.RolloutSp
 			st = &mesh.RolloutStatus{Phase: mesh.PhaseSucceeded}
 			if orig != nil && orig.Phase != "" {
 				st = orig
+				// Its revision counts even when nothing it created is
+				// left (an aborted rollout): revisions never repeat.
+				maxRev = max(maxRev, orig.Revision)
 			}
 		}
 		if !st.Phase.Terminal() {

@@ -295,8 +295,9 @@ type RolloutStatus struct {
 	// +optional
 	Revision int32 `json:"revision,omitempty"`
 	// WriteRevision is the revision of the last route change the current
-	// wait needs every xDS client to have ACKed (on Kubernetes the control
-	// plane's publish generation); 0 before the phase changed the route.
+	// wait needs every xDS client to have ACKed (on Kubernetes the
+	// VirtualRouter's metadata.generation after the change); 0 before the
+	// phase changed the route.
 	// +optional
 	WriteRevision int64 `json:"writeRevision,omitempty"`
 	// RouteVersion is WriteRevision as text.
@@ -322,6 +323,26 @@ type RolloutStatus struct {
 	Promote bool `json:"promote,omitempty"`
 	// +optional
 	Abort bool `json:"abort,omitempty"`
+	// Target is the new version as the rollout began with it (the spec's
+	// version, images, templatePatch and replicas at that time): the
+	// runtime carries out this target, so a spec edited during a rollout
+	// waits for it to end, then begins as the next rollout.
+	// +optional
+	Target *RolloutTarget `json:"target,omitempty"`
+}
+
+// RolloutTarget is what a rollout deploys: the spec's fields that say the
+// new version.
+type RolloutTarget struct {
+	Version string `json:"version"`
+	// +optional
+	Images []ContainerImage `json:"images,omitempty"`
+	// +kubebuilder:pruning:PreserveUnknownFields
+	// +kubebuilder:validation:Type=object
+	// +optional
+	TemplatePatch *runtime.RawExtension `json:"templatePatch,omitempty"`
+	// +optional
+	Replicas *int32 `json:"replicas,omitempty"`
 }
 
 // Rollout moves a VirtualRouter's route from a stable Deployment's version

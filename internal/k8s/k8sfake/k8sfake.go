@@ -49,7 +49,7 @@ func New(t testing.TB, appmeshYAML string, core ...runtime.Object) *Cluster {
 	t.Helper()
 	c := &Cluster{
 		Kube: kubefake.NewClientset(core...),
-		Dyn:  dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), listKinds()),
+		Dyn:  dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), ListKinds()),
 	}
 	for _, obj := range Objects(t, appmeshYAML) {
 		c.Create(t, obj)
@@ -77,7 +77,9 @@ func kinds() map[string]schema.GroupVersionResource {
 	return out
 }
 
-func listKinds() map[schema.GroupVersionResource]string {
+// ListKinds maps the custom resources the fake cluster serves to their
+// list kinds.
+func ListKinds() map[schema.GroupVersionResource]string {
 	out := map[schema.GroupVersionResource]string{}
 	for kind, gvr := range kinds() {
 		out[gvr] = kind + "List"
