@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
@@ -51,7 +52,8 @@ type Config struct {
 	// MinInterval is the least time between two passes woken by events
 	// (default 50ms).
 	MinInterval time.Duration
-	// Wake are more channels that wake Lead, each asked again after it
+	// Wake are more channels that wake Lead while a Rollout waits for
+	// ACKs (Shifting, Retiring, RollingBack), each asked again after it
 	// fired (the xDS server's ACKs: xdsserver.Server.Changed; the
 	// Source's publishes: controller.Source.Changed), so that a step sees
 	// its ACKs without waiting for Poll.
@@ -186,6 +188,28 @@ func (r *Runtime) Leading() bool { return r.leading.Load() }
 // Passes counts the passes Lead made over the Rollouts.
 func (r *Runtime) Passes() int64 { return r.passes.Load() }
 
+// waitingForACKs reports whether a Rollout is in a phase that waits for
+// the xDS clients' ACKs: only then do publishes and ACKs (Config.Wake)
+// concern the engine. Waking a bake on each of them would scrape the new
+// version's pods at their pace.
+func (r *Runtime) waitingForACKs() bool {
+	objs, err := r.store.rollouts.List(everything)
+	if err != nil {
+		return true
+	}
+	for _, o := range objs {
+		u, ok := o.(*unstructured.Unstructured)
+		if !ok {
+			continue
+		}
+		switch ph, _, _ := unstructured.NestedString(u.Object, "status", "phase"); mesh.Phase(ph) {
+		case mesh.PhaseShifting, mesh.PhaseRetiring, mesh.PhaseRollingBack:
+			return true
+		}
+	}
+	return false
+}
+
 // Notify wakes Lead: a Rollout, a Deployment, a router, a node or a pod
 // changed, or clients ACKed. It never blocks.
 func (r *Runtime) Notify() {
@@ -233,7 +257,9 @@ func (r *Runtime) Lead(ctx context.Context) {
 				case <-ctx.Done():
 					return
 				case <-wake():
-					r.Notify()
+					if r.waitingForACKs() {
+						r.Notify()
+					}
 				}
 			}
 		}()
