@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/gmesh-dev/gmesh/internal/k8s/controller"
@@ -20,7 +21,16 @@ import (
 // informers, its leader election) with LocalConvergence, carries the echo
 // example's Rollout out. With no xDS client connected every generation
 // that was published counts as ACKed; one not published yet does not.
+// Once the control plane stopped, no goroutine is left.
 func TestAttachToTheControlPlane(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	t.Cleanup(func() {
+		// The scraper's idle keep-alive connections close with their server.
+		if err := goleak.Find(ignore, goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+			goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop")); err != nil {
+			t.Error(err)
+		}
+	})
 	k := newCluster(t)
 	b, err := os.ReadFile("../../../examples/kubernetes/echo/mesh.yaml")
 	if err != nil {

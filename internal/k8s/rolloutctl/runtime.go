@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
@@ -48,7 +49,11 @@ type Config struct {
 	Logger  *slog.Logger
 	// Poll, Resync and AnalysisInterval tune the engine (rollout.Config).
 	Poll, Resync, AnalysisInterval time.Duration
-	// Wake are more channels that wake Lead, each asked again after it
+	// MinInterval is the least time between two passes woken by events
+	// (default 50ms).
+	MinInterval time.Duration
+	// Wake are more channels that wake Lead while a Rollout waits for
+	// ACKs (Shifting, Retiring, RollingBack), each asked again after it
 	// fired (the xDS server's ACKs: xdsserver.Server.Changed; the
 	// Source's publishes: controller.Source.Changed), so that a step sees
 	// its ACKs without waiting for Poll.
@@ -88,6 +93,9 @@ func New(cfg Config) (*Runtime, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.MinInterval <= 0 {
+		cfg.MinInterval = 50 * time.Millisecond
+	}
 	r := &Runtime{cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1)}
 	ros := cfg.DynamicInformers.ForResource(GVRRollouts)
 	routers := cfg.DynamicInformers.ForResource(controller.GVRVirtualRouters)
@@ -119,7 +127,26 @@ func New(cfg Config) (*Runtime, error) {
 		UpdateFunc: func(_, n any) { inRolloutNS(n) },
 		DeleteFunc: inRolloutNS,
 	}
-	for _, inf := range []cache.SharedIndexInformer{ros.Informer(), routers.Informer(), nodes.Informer(), deps.Informer()} {
+	// A Rollout's status is written by the runtime itself (and by an
+	// earlier leader): only a change of its spec (its generation), labels
+	// or existence is news. Waking on its own status writes would run a
+	// pass per write, each writing again (a bake's analysis).
+	if _, err := ros.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { r.Notify() },
+		UpdateFunc: func(o, n any) {
+			ou, ok1 := o.(metav1.Object)
+			nu, ok2 := n.(metav1.Object)
+			if ok1 && ok2 && ou.GetGeneration() == nu.GetGeneration() && ou.GetGeneration() != 0 {
+				return
+			}
+			r.Notify()
+		},
+		DeleteFunc: func(any) { r.Notify() },
+	}); err != nil {
+		return nil, fmt.Errorf("rollout runtime: %w", err)
+	}
+	r.synced = append(r.synced, ros.Informer().HasSynced)
+	for _, inf := range []cache.SharedIndexInformer{routers.Informer(), nodes.Informer(), deps.Informer()} {
 		if _, err := inf.AddEventHandler(notify); err != nil {
 			return nil, fmt.Errorf("rollout runtime: %w", err)
 		}
@@ -160,6 +187,28 @@ func (r *Runtime) Leading() bool { return r.leading.Load() }
 
 // Passes counts the passes Lead made over the Rollouts.
 func (r *Runtime) Passes() int64 { return r.passes.Load() }
+
+// waitingForACKs reports whether a Rollout is in a phase that waits for
+// the xDS clients' ACKs: only then do publishes and ACKs (Config.Wake)
+// concern the engine. Waking a bake on each of them would scrape the new
+// version's pods at their pace.
+func (r *Runtime) waitingForACKs() bool {
+	objs, err := r.store.rollouts.List(everything)
+	if err != nil {
+		return true
+	}
+	for _, o := range objs {
+		u, ok := o.(*unstructured.Unstructured)
+		if !ok {
+			continue
+		}
+		switch ph, _, _ := unstructured.NestedString(u.Object, "status", "phase"); mesh.Phase(ph) {
+		case mesh.PhaseShifting, mesh.PhaseRetiring, mesh.PhaseRollingBack:
+			return true
+		}
+	}
+	return false
+}
 
 // Notify wakes Lead: a Rollout, a Deployment, a router, a node or a pod
 // changed, or clients ACKed. It never blocks.
@@ -208,7 +257,9 @@ func (r *Runtime) Lead(ctx context.Context) {
 				case <-ctx.Done():
 					return
 				case <-wake():
-					r.Notify()
+					if r.waitingForACKs() {
+						r.Notify()
+					}
 				}
 			}
 		}()
@@ -234,6 +285,14 @@ func (r *Runtime) Lead(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 		case <-r.kick:
+			// A burst of events is one pass, and passes are MinInterval
+			// apart however many events come.
+			gap := r.cfg.Clock.NewTimer(r.cfg.MinInterval)
+			select {
+			case <-ctx.Done():
+			case <-gap.C():
+			}
+			gap.Stop()
 		case <-t.C():
 		}
 	}
