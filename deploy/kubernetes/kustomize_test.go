@@ -43,9 +43,9 @@ import (
 	"github.com/gmesh-dev/gmesh/api/gmesh/v1alpha1"
 	"github.com/gmesh-dev/gmesh/internal/cli"
 	"github.com/gmesh-dev/gmesh/internal/k8s/controller"
-	"github.com/gmesh-dev/gmesh/internal/k8s/rollouts"
 	"github.com/gmesh-dev/gmesh/internal/k8s/k8sfake"
 	"github.com/gmesh-dev/gmesh/internal/k8s/rolloutctl"
+	"github.com/gmesh-dev/gmesh/internal/k8s/rollouts"
 	"github.com/gmesh-dev/gmesh/internal/k8s/webhook"
 )
 
@@ -550,9 +550,9 @@ func TestRBACCoversTheControlPlanesCalls(t *testing.T) {
 	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), k8sfake.ListKinds())
 	// The API server's resourceVersions and generations, which the rollout
 	// runtime's writes depend on.
-	k8sfake.APIServer(kube, dyn, controller.GVRVirtualRouters, controller.GVRVirtualNodes, rolloutctl.GVRRollouts, gvrDeployments)
+	k8sfake.APIServer(kube, dyn, controller.GVRVirtualRouters, controller.GVRVirtualNodes, rollouts.GVR, gvrDeployments)
 	for _, obj := range append(echoMesh(t), rolloutObjects(t)...) {
-		gvr := rolloutctl.GVRRollouts
+		gvr := rollouts.GVR
 		if obj.GetKind() != "Rollout" {
 			gvr = gvrOf(t, obj.GetKind())
 		}

@@ -17,7 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/gmesh-dev/gmesh/api/gmesh/v1alpha1"
-	"github.com/gmesh-dev/gmesh/internal/k8s/rolloutctl"
+	"github.com/gmesh-dev/gmesh/internal/k8s/rollouts"
 )
 
 var (
@@ -160,7 +160,7 @@ func kubelet(ctx context.Context, t *testing.T, kube *kubefake.Clientset) {
 
 func getRollout(t *testing.T, dyn *dynamicfake.FakeDynamicClient) *v1alpha1.Rollout {
 	t.Helper()
-	obj, err := dyn.Tracker().Get(rolloutctl.GVRRollouts, "echo", "echo-api")
+	obj, err := dyn.Tracker().Get(rollouts.GVR, "echo", "echo-api")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +175,7 @@ func getRollout(t *testing.T, dyn *dynamicfake.FakeDynamicClient) *v1alpha1.Roll
 // the resourceVersion and generation the API server would give).
 func abortRollout(t *testing.T, dyn *dynamicfake.FakeDynamicClient) {
 	t.Helper()
-	obj, err := dyn.Tracker().Get(rolloutctl.GVRRollouts, "echo", "echo-api")
+	obj, err := dyn.Tracker().Get(rollouts.GVR, "echo", "echo-api")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +185,7 @@ func abortRollout(t *testing.T, dyn *dynamicfake.FakeDynamicClient) {
 	}
 	u.SetResourceVersion("user-1")
 	u.SetGeneration(u.GetGeneration() + 1)
-	if err := dyn.Tracker().Update(rolloutctl.GVRRollouts, u, "echo"); err != nil {
+	if err := dyn.Tracker().Update(rollouts.GVR, u, "echo"); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -18,7 +18,7 @@ import (
 
 // TestAttachToTheControlPlane: the runtime as `gmesh controlplane
 // --kubernetes` runs it, attached to the real control plane (its Source's
-// informers, its leader election) with LocalConvergence, carries the echo
+// informers, its leader election) with its own clients' convergence (ControlPlane.ConvergedRouter), carries the echo
 // example's Rollout out. With no xDS client connected every generation
 // that was published counts as ACKed; one not published yet does not.
 // Once the control plane stopped, no goroutine is left.
@@ -53,7 +53,7 @@ func TestAttachToTheControlPlane(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conv := &rolloutctl.LocalConvergence{Source: cp.Source(), XDS: cp.XDS()}
+	conv := cp // this replica's clients: the test runs one
 	rt, err := rolloutctl.Attach(cp, k.c.Kube, k.c.Dyn, conv, slog.New(slog.NewTextHandler(testWriter{t, "cp-0"}, nil)))
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/gmesh-dev/gmesh/api/gmesh/v1alpha1"
+	"github.com/gmesh-dev/gmesh/internal/k8s/rollouts"
 	"github.com/gmesh-dev/gmesh/internal/mesh"
 )
 
@@ -54,6 +55,16 @@ func TestRolloutToNewVersion(t *testing.T) {
 	}
 	if len(st.History) != 2 || st.History[0].Version != "0.9" || st.History[1].Version != "1.0" {
 		t.Errorf("history %+v", st.History)
+	}
+	// Each entry records its Deployment's pod template, so that gmesh
+	// rollback can run 0.9 again although its Deployment is gone.
+	for _, h := range st.History {
+		if h.Template == nil || !strings.Contains(string(h.Template.Raw), "gmesh.local/echo-server:"+h.Version) {
+			t.Errorf("history entry %d (version %s) records template %v, want its Deployment's, with image echo-server:%s", h.Revision, h.Version, h.Template, h.Version)
+		}
+	}
+	if back, prev, err := rollouts.RollbackSpec(ro); err != nil || prev.Version != "0.9" || back.Version != "0.9" {
+		t.Errorf("the rollback to the previous revision: %+v, %+v, %v; want version 0.9", back, prev, err)
 	}
 	// Each step's wait is on the router's generation after its write:
 	// the weight-0 target, 10, 50, 100.

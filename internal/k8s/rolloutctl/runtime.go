@@ -97,7 +97,7 @@ func New(cfg Config) (*Runtime, error) {
 		cfg.MinInterval = 50 * time.Millisecond
 	}
 	r := &Runtime{cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1)}
-	ros := cfg.DynamicInformers.ForResource(GVRRollouts)
+	ros := cfg.DynamicInformers.ForResource(rollouts.GVR)
 	routers := cfg.DynamicInformers.ForResource(controller.GVRVirtualRouters)
 	nodes := cfg.DynamicInformers.ForResource(controller.GVRVirtualNodes)
 	deps := cfg.KubeInformers.Apps().V1().Deployments()
@@ -467,7 +467,8 @@ func (r *Runtime) controls(ctx context.Context, ro *v1alpha1.Rollout) error {
 // ACKs, and returns it; call it before cp.Run. With a status writer
 // (leader election) it drives while cp leads (AlsoWhileLeading); without,
 // run Lead beside cp.Run. conv says when a router's change is ACKed:
-// LocalConvergence counts this replica's clients only.
+// controller.ClusterConvergence counts every replica's clients, a
+// controller.ControlPlane its own.
 func Attach(cp *controller.ControlPlane, kube kubernetes.Interface, dyn dynamic.Interface, conv RouterConvergence, logger *slog.Logger) (*Runtime, error) {
 	rt, err := New(Config{
 		Kube: kube, Dynamic: dyn,

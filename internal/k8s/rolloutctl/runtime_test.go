@@ -58,7 +58,7 @@ func newCluster(t *testing.T) *cluster {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	k := &cluster{t: t, ctx: ctx, c: k8sfake.New(t, ""), metrics: newMetricsServer(t)}
-	k.c.APIServer(controller.GVRVirtualRouters, controller.GVRVirtualNodes, rolloutctl.GVRRollouts, gvrDeployments)
+	k.c.APIServer(controller.GVRVirtualRouters, controller.GVRVirtualNodes, rollouts.GVR, gvrDeployments)
 	k.conv = &fakeConv{c: k.c}
 	b, err := os.ReadFile("../../../examples/kubernetes/echo/echo-server.yaml")
 	if err != nil {
@@ -206,7 +206,7 @@ func (k *cluster) applyRollout(name string, mutate func(*v1alpha1.Rollout)) {
 	if err != nil {
 		k.t.Fatal(err)
 	}
-	if _, err := k.c.Dyn.Resource(rolloutctl.GVRRollouts).Namespace(ns).Create(k.ctx, &unstructured.Unstructured{Object: m}, metav1.CreateOptions{}); err != nil {
+	if _, err := k.c.Dyn.Resource(rollouts.GVR).Namespace(ns).Create(k.ctx, &unstructured.Unstructured{Object: m}, metav1.CreateOptions{}); err != nil {
 		k.t.Fatal(err)
 	}
 }
@@ -222,7 +222,7 @@ func (k *cluster) patch(name string, mutate func(*v1alpha1.RolloutSpec)) {
 		if err != nil {
 			k.t.Fatal(err)
 		}
-		_, err = k.c.Dyn.Resource(rolloutctl.GVRRollouts).Namespace(ns).Update(k.ctx, &unstructured.Unstructured{Object: m}, metav1.UpdateOptions{})
+		_, err = k.c.Dyn.Resource(rollouts.GVR).Namespace(ns).Update(k.ctx, &unstructured.Unstructured{Object: m}, metav1.UpdateOptions{})
 		if apierrors.IsConflict(err) {
 			continue
 		}
@@ -235,7 +235,7 @@ func (k *cluster) patch(name string, mutate func(*v1alpha1.RolloutSpec)) {
 
 func (k *cluster) rollout(name string) *v1alpha1.Rollout {
 	k.t.Helper()
-	u, err := k.c.Dyn.Resource(rolloutctl.GVRRollouts).Namespace(ns).Get(k.ctx, name, metav1.GetOptions{})
+	u, err := k.c.Dyn.Resource(rollouts.GVR).Namespace(ns).Get(k.ctx, name, metav1.GetOptions{})
 	if err != nil {
 		k.t.Fatal(err)
 	}

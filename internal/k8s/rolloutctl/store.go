@@ -68,9 +68,6 @@ import (
 	"github.com/gmesh-dev/gmesh/internal/rollout"
 )
 
-// GVRRollouts is the Rollout resource.
-var GVRRollouts = v1alpha1.SchemeGroupVersion.WithResource("rollouts")
-
 // AnnotationDraining marks a Deployment the engine drained (scaled to 0):
 // its task set reads as draining, not as a set whose user scaled it down.
 const AnnotationDraining = "gmesh.dev/draining"
@@ -965,7 +962,38 @@ func (s *Store) writeStatus(ctx context.Context, ro *v1alpha1.Rollout, st *mesh.
 		steps = len(mesh.DefaultRolloutSteps)
 	}
 	rollouts.FromStatus(st, ro.Generation, steps, s.now(), &next.Status)
+	s.recordTemplates(ro.Namespace, st, &next.Status)
 	return s.updateStatus(ctx, next)
+}
+
+// recordTemplates gives each history entry that has none the pod template
+// of the Deployment that runs its version (the rollout's old or new task
+// set), so that `gmesh rollback` can deploy it again
+// (rollouts.RollbackSpec). A Deployment already gone leaves its entry
+// without one: a rollback to it is then refused, saying so.
+func (s *Store) recordTemplates(ns string, st *mesh.RolloutStatus, out *v1alpha1.RolloutStatus) {
+	for _, h := range out.History {
+		if h.Template != nil {
+			continue
+		}
+		var dep string
+		switch h.Version {
+		case st.NewVersion:
+			dep = st.NewTaskSet
+		case st.OldVersion:
+			dep = st.OldTaskSet
+		}
+		if dep == "" {
+			continue
+		}
+		d, err := s.deployment(ns, dep)
+		if err != nil {
+			continue
+		}
+		// The only error is a pod template that does not marshal to JSON,
+		// which one read from the API server always does.
+		_, _ = rollouts.SetRevisionTemplate(out, h.Revision, h.Version, &d.Spec.Template)
+	}
 }
 
 func (s *Store) updateStatus(ctx context.Context, ro *v1alpha1.Rollout) (*v1alpha1.Rollout, error) {
@@ -976,7 +1004,7 @@ func (s *Store) updateStatus(ctx context.Context, ro *v1alpha1.Rollout) (*v1alph
 	u := &unstructured.Unstructured{Object: m}
 	u.SetAPIVersion(v1alpha1.SchemeGroupVersion.String())
 	u.SetKind("Rollout")
-	ans, err := s.dyn.Resource(GVRRollouts).Namespace(ro.Namespace).UpdateStatus(ctx, u, metav1.UpdateOptions{})
+	ans, err := s.dyn.Resource(rollouts.GVR).Namespace(ro.Namespace).UpdateStatus(ctx, u, metav1.UpdateOptions{})
 	if err != nil {
 		return nil, apiError("update status of rollout "+ro.Namespace+"/"+ro.Name, err)
 	}
@@ -1003,7 +1031,7 @@ func (s *Store) updateSpec(ctx context.Context, ro *v1alpha1.Rollout) (*v1alpha1
 	u := &unstructured.Unstructured{Object: m}
 	u.SetAPIVersion(v1alpha1.SchemeGroupVersion.String())
 	u.SetKind("Rollout")
-	ans, err := s.dyn.Resource(GVRRollouts).Namespace(ro.Namespace).Update(ctx, u, metav1.UpdateOptions{})
+	ans, err := s.dyn.Resource(rollouts.GVR).Namespace(ro.Namespace).Update(ctx, u, metav1.UpdateOptions{})
 	if err != nil {
 		return nil, apiError("update rollout "+ro.Namespace+"/"+ro.Name, err)
 	}
