@@ -131,6 +131,16 @@ func TestAbort(t *testing.T) {
 	if got := k.routeTargets(); got != "echo-server-0-9=100" || k.exists("deployment/echo-server-1-0") {
 		t.Errorf("after the abort: route %s, new Deployment left: %v", got, k.exists("deployment/echo-server-1-0"))
 	}
+	// The same version again, the abort taken back (kubectl apply of the
+	// manifest with abort: false): a new rollout of it, aborted in turn.
+	k.patch("echo-server", func(s *v1alpha1.RolloutSpec) { s.Abort = false })
+	ro = k.waitRollout("echo-server", "the same target retried", func(ro *v1alpha1.Rollout) bool {
+		return ro.Status.Revision == 2 && ro.Status.Phase == string(mesh.PhaseBaking)
+	})
+	k.patch("echo-server", func(s *v1alpha1.RolloutSpec) { s.Abort = true })
+	if ro = k.waitPhase("echo-server", mesh.PhaseAborted, mesh.PhaseRolledBack, mesh.PhaseFailed, mesh.PhaseSucceeded); ro.Status.Phase != string(mesh.PhaseAborted) {
+		t.Fatalf("the retried rollout ended %s, want Aborted; events:\n%s", ro.Status.Phase, events(ro))
+	}
 	// The next version, with the abort taken back.
 	k.patch("echo-server", func(s *v1alpha1.RolloutSpec) {
 		s.Abort, s.Version, s.Interval.Duration = false, "1.1", 100*time.Millisecond
@@ -138,10 +148,10 @@ func TestAbort(t *testing.T) {
 	})
 	ro = k.waitPhase("echo-server", mesh.PhaseSucceeded, mesh.PhaseRolledBack, mesh.PhaseFailed)
 	if ro.Status.Phase != string(mesh.PhaseSucceeded) || ro.Status.NewVersion != "1.1" || k.routeTargets() != "echo-server-1-1=100" {
-		t.Fatalf("second rollout: phase %s version %s route %s; events:\n%s", ro.Status.Phase, ro.Status.NewVersion, k.routeTargets(), events(ro))
+		t.Fatalf("third rollout: phase %s version %s route %s; events:\n%s", ro.Status.Phase, ro.Status.NewVersion, k.routeTargets(), events(ro))
 	}
-	if ro.Status.Revision != 2 {
-		t.Errorf("revision %d, want 2", ro.Status.Revision)
+	if ro.Status.Revision != 3 {
+		t.Errorf("revision %d, want 3", ro.Status.Revision)
 	}
 	k.conv.check(t)
 }

@@ -257,6 +257,17 @@ func (k *cluster) waitPhase(name string, phases ...mesh.Phase) *v1alpha1.Rollout
 	return ro
 }
 
+// waitRollout polls the Rollout until cond holds.
+func (k *cluster) waitRollout(name, what string, cond func(*v1alpha1.Rollout) bool) *v1alpha1.Rollout {
+	k.t.Helper()
+	var ro *v1alpha1.Rollout
+	k8sfake.PollUntil(k.ctx, k.t, "rollout "+name+": "+what, func() (bool, error) {
+		ro = k.rollout(name)
+		return cond(ro), nil
+	})
+	return ro
+}
+
 func (k *cluster) routeTargets() string {
 	k.t.Helper()
 	u, err := k.c.Dyn.Resource(controller.GVRVirtualRouters).Namespace(ns).Get(k.ctx, "echo-server", metav1.GetOptions{})

@@ -248,10 +248,20 @@ func stateOf(ro *v1alpha1.Rollout) state {
 		return notBegun
 	case !mesh.Phase(st.Phase).Terminal():
 		return running
-	case st.Target != nil && sameTarget(st.Target, targetOf(&ro.Spec)):
+	case st.Target != nil && sameTarget(st.Target, targetOf(&ro.Spec)) && !retried(ro):
 		return ended
 	}
 	return notBegun
+}
+
+// retried reports whether the user asks again for a target whose rollout
+// ended without taking over (aborted, rolled back or failed): the spec was
+// changed since the status last described it (kubectl apply of the same
+// manifest with the abort taken back, gmesh deploy of the same image), and
+// abort is not set. An unchanged object stays ended, so re-applying the
+// same manifest does not run a failed version again.
+func retried(ro *v1alpha1.Rollout) bool {
+	return ro.Status.Phase != string(mesh.PhaseSucceeded) && !ro.Spec.Abort && ro.Generation > ro.Status.ObservedGeneration
 }
 
 // withTarget returns ro with the target it carries out in its spec: the
