@@ -128,15 +128,17 @@ func New(cfg Config) (*Runtime, error) {
 		DeleteFunc: inRolloutNS,
 	}
 	// A Rollout's status is written by the runtime itself (and by an
-	// earlier leader): only a change of its spec (its generation), labels
-	// or existence is news. Waking on its own status writes would run a
-	// pass per write, each writing again (a bake's analysis).
+	// earlier leader): a change of its spec (its generation) or existence
+	// is news, and so is a new phase (a begun rollout's first pass, each
+	// transition's next step: a dozen per rollout). Waking on every status
+	// write would run a pass per write, each writing again (a bake's
+	// analysis).
 	if _, err := ros.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(any) { r.Notify() },
 		UpdateFunc: func(o, n any) {
-			ou, ok1 := o.(metav1.Object)
-			nu, ok2 := n.(metav1.Object)
-			if ok1 && ok2 && ou.GetGeneration() == nu.GetGeneration() && ou.GetGeneration() != 0 {
+			ou, ok1 := o.(*unstructured.Unstructured)
+			nu, ok2 := n.(*unstructured.Unstructured)
+			if ok1 && ok2 && ou.GetGeneration() == nu.GetGeneration() && ou.GetGeneration() != 0 && phase(ou) == phase(nu) {
 				return
 			}
 			r.Notify()
@@ -208,6 +210,12 @@ func (r *Runtime) waitingForACKs() bool {
 		}
 	}
 	return false
+}
+
+// phase is a Rollout object's status.phase.
+func phase(u *unstructured.Unstructured) string {
+	ph, _, _ := unstructured.NestedString(u.Object, "status", "phase")
+	return ph
 }
 
 // Notify wakes Lead: a Rollout, a Deployment, a router, a node or a pod

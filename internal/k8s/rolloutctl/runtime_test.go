@@ -105,7 +105,9 @@ func (k *cluster) replica(name string) *replica {
 	df := dynamicinformer.NewDynamicSharedInformerFactory(k.c.Dyn, 0)
 	rt, err := rolloutctl.New(rolloutctl.Config{
 		Kube: k.c.Kube, Dynamic: k.c.Dyn, KubeInformers: kf, DynamicInformers: df,
-		Convergence: k.conv, Poll: 20 * time.Millisecond, Resync: 200 * time.Millisecond, AnalysisInterval: 20 * time.Millisecond,
+		// Resync an hour: every step must follow from an event or the
+		// engine's own requeue (a begun rollout waited 30 s for the resync).
+		Convergence: k.conv, Poll: 20 * time.Millisecond, Resync: time.Hour, AnalysisInterval: 20 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(testWriter{k.t, name}, nil)),
 	})
 	if err != nil {
