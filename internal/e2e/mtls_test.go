@@ -32,6 +32,7 @@ import (
 	echov1 "github.com/gmesh-dev/gmesh/api/echo/v1"
 	"github.com/gmesh-dev/gmesh/internal/mesh"
 	"github.com/gmesh-dev/gmesh/internal/pki"
+	"github.com/gmesh-dev/gmesh/internal/xds"
 )
 
 // mtlsRPS is the load through the gateway while certificates rotate and
@@ -88,7 +89,7 @@ type prober struct {
 	bundle []byte
 }
 
-func newProber(t *testing.T, stateDir string) *prober {
+func newProber(t *testing.T, stateDir, node string) *prober {
 	t.Helper()
 	caDir := filepath.Join(stateDir, "ca")
 	// LoadFiles also refuses a key its group or others may read: gmesh's
@@ -97,7 +98,7 @@ func newProber(t *testing.T, stateDir string) *prober {
 	if err != nil {
 		t.Fatalf("the CA gmesh up made: %v", err)
 	}
-	id, err := ca.Issue(nodeID("e2e-prober"), time.Hour)
+	id, err := ca.Issue(nodeID(node), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,7 +336,10 @@ func TestMTLSStrictStack(t *testing.T) {
 		t.Fatalf("%d echo-server tasks, want 2", len(oldServers))
 	}
 
-	p := newProber(t, stateDir)
+	// The prober presents echo-client's identity: echo-client lists
+	// echo-server.echo.local among its backends, so the servers' RBAC
+	// admits it.
+	p := newProber(t, stateDir, "echo-client-0-1")
 	w := watchCerts(t, stateDir, p)
 	lr := startFaultLoad(t, url, mtlsRPS, 6*time.Minute) // stopped after the deploy
 	loadStart := time.Now()
@@ -365,6 +369,41 @@ func TestMTLSStrictStack(t *testing.T) {
 			t.Errorf("mTLS call to task %s: reply %q from %s; want %q from %s", ep.ID, s.reply, s.id, want, nodeID("echo-server-0-9"))
 		}
 	}
+
+	// 2b. A caller with a mesh certificate whose node does not list
+	// echo-server.echo.local gets PERMISSION_DENIED naming the policy, and
+	// the server logs the denial with the caller's ID (grpc-go's stdout
+	// audit logger, in the task's log).
+	intruder := newProber(t, stateDir, "intruder")
+	policy := xds.BackendsPolicy("echo-server-0-9", []string{"echo-server.echo.local"})
+	for _, ep := range oldServers {
+		addr := fmt.Sprintf("%s:%d", ep.Address, ep.Port)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := intruder.call(ctx, addr, nodeID("echo-server-0-9"))
+		cancel()
+		if s, _ := grpcstatus.FromError(err); s.Code() != codes.PermissionDenied || !strings.Contains(s.Message(), policy) {
+			t.Errorf("call to task %s (%s) as vn/intruder: %v; want PermissionDenied naming %q", ep.ID, addr, err, policy)
+		}
+	}
+	poll(t, 30*time.Second, "the denials in echo-server's log", func() error {
+		logs, err := gmesh(t, stateDir, "logs", "echo-server")
+		if err != nil {
+			return fmt.Errorf("gmesh logs: %v", err)
+		}
+		for _, ep := range oldServers {
+			found := false
+			for _, line := range strings.Split(logs, "\n") {
+				if strings.Contains(line, " "+ep.ID+" ") && strings.Contains(line, `"grpc_audit_log"`) &&
+					strings.Contains(line, `"principal":"spiffe://echo.gmesh.local/vn/intruder"`) && strings.Contains(line, `"authorized":false`) {
+					found = true
+				}
+			}
+			if !found {
+				return fmt.Errorf("no audit line for vn/intruder from task %s", ep.ID)
+			}
+		}
+		return nil
+	})
 
 	// 3. Two renewals of every task's certificate (30 s apart), each
 	// echo-server renewal presented to new connections (the provider
