@@ -11,6 +11,7 @@ import (
 	streampb "github.com/envoyproxy/go-control-plane/envoy/extensions/rbac/audit_loggers/stream/v3"
 	matcherpb "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/gmesh-dev/gmesh/internal/mesh"
@@ -129,11 +130,23 @@ func (t *translator) authzFilter(vn *mesh.Resource) (*hcmpb.HttpFilter, error) {
 			}},
 		},
 	}}
-	a, err := anypb.New(cfg)
+	a, err := stableAny(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("marshal rbac filter: %w", err)
 	}
 	return &hcmpb.HttpFilter{Name: wellknown.HTTPRoleBasedAccessControl, ConfigType: &hcmpb.HttpFilter_TypedConfig{TypedConfig: a}}, nil
+}
+
+// stableAny packs m with map entries in sorted order. anypb.New marshals
+// maps in random order, and an RBAC policy is a map: the same policy would
+// give different bytes at every translation, and grpc-go's xDS server
+// drains all connections of a listener whose bytes change.
+func stableAny(m proto.Message) (*anypb.Any, error) {
+	a := &anypb.Any{}
+	if err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true}); err != nil {
+		return nil, err
+	}
+	return a, nil
 }
 
 // principal matches a caller whose certificate's URI SAN is exactly id.

@@ -1,6 +1,7 @@
 package xds_test
 
 import (
+	"bytes"
 	"slices"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	hcmpb "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/gmesh-dev/gmesh/internal/mesh"
 	"github.com/gmesh-dev/gmesh/internal/xds"
@@ -259,4 +261,38 @@ func TestTranslateAuthzValidation(t *testing.T) {
 		return
 	}
 	t.Fatal("no server listener for 127.0.0.13:50051")
+}
+
+// TestTranslateAuthzStable: translating the same input twice gives the same
+// bytes. The RBAC policies are a map, and grpc-go's xDS server drains every
+// connection of a listener whose bytes changed, so a policy marshalled in
+// random map order would drop a STRICT node's connections on every publish
+// (and resend every listener).
+func TestTranslateAuthzStable(t *testing.T) {
+	rs, eps := authzTopology()
+	opts := proto.MarshalOptions{Deterministic: true}
+	var first map[string][]byte
+	for i := 0; i < 20; i++ {
+		res, err := xds.Translate(xds.Input{Revision: 1, Resources: rs, Endpoints: eps})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string][]byte{}
+		for _, l := range res.Listeners {
+			b, err := opts.Marshal(l)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[l.GetName()] = b
+		}
+		if first == nil {
+			first = got
+			continue
+		}
+		for name, b := range got {
+			if !bytes.Equal(b, first[name]) {
+				t.Fatalf("translation %d: listener %s differs from the first translation's", i, name)
+			}
+		}
+	}
 }

@@ -105,7 +105,8 @@ func serverListener(host string, port int, strict bool, authz *hcmpb.HttpFilter)
 		Name:       wellknown.Router,
 		ConfigType: &hcmpb.HttpFilter_TypedConfig{TypedConfig: router},
 	})
-	hcm, err := anypb.New(&hcmpb.HttpConnectionManager{
+	// Deterministic, as the RBAC filter inside it (stableAny).
+	hcm, err := stableAny(&hcmpb.HttpConnectionManager{
 		CodecType:  hcmpb.HttpConnectionManager_AUTO,
 		StatPrefix: addr,
 		RouteSpecifier: &hcmpb.HttpConnectionManager_RouteConfig{RouteConfig: &routepb.RouteConfiguration{
