@@ -383,6 +383,8 @@ func TestMTLSStrictStack(t *testing.T) {
 		cancel()
 		if s, _ := grpcstatus.FromError(err); s.Code() != codes.PermissionDenied || !strings.Contains(s.Message(), policy) {
 			t.Errorf("call to task %s (%s) as vn/intruder: %v; want PermissionDenied naming %q", ep.ID, addr, err, policy)
+		} else {
+			t.Logf("call to %s as vn/intruder: %v", addr, err)
 		}
 	}
 	poll(t, 30*time.Second, "the denials in echo-server's log", func() error {
