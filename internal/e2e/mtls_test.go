@@ -544,3 +544,59 @@ func TestMTLSRefusesReadableCAKey(t *testing.T) {
 	checkMode(t, key, 0o640) // not changed behind the user's back
 	t.Logf("refused in %s: %s", took.Round(time.Millisecond), strings.TrimSpace(out))
 }
+
+// TestMTLSDeployCallerUnderLoad: with echo-server STRICT, deploying its
+// caller echo-client 0.1 -> 0.2 changes who may call echo-server (the new
+// node lists echo-server.echo.local too; the old one goes), so echo-server's
+// RBAC policy changes twice under load. No request through the gateway
+// fails; afterwards echo-client 0.2's identity is served and 0.1's, whose
+// virtual node is gone, is denied.
+func TestMTLSDeployCallerUnderLoad(t *testing.T) {
+	stateDir := t.TempDir()
+	stack := strictStack(t, t.TempDir())
+	u := startUp(t, stateDir, "-f", stack, "--dashboard", "off")
+	waitAllServing(t, stateDir, 4, time.Minute)
+	var servers []*mesh.Endpoint
+	for _, ep := range status(t, stateDir).Endpoints {
+		if ep.Service == "echo-server" {
+			servers = append(servers, ep)
+		}
+	}
+	if len(servers) != 2 {
+		t.Fatalf("%d echo-server tasks, want 2", len(servers))
+	}
+	lr := startFaultLoad(t, u.public+"/?name=Yusuke", mtlsRPS, 4*time.Minute)
+
+	d := startDeploy(t, stateDir, "echo-client", "--version", "0.2", "--env", "ECHO_CLIENT_VERSION=0.2",
+		"--steps", "50,100", "--interval", "5s", "--timeout", "2m")
+	if err := d.wait(t, 3*time.Minute); err != nil {
+		t.Fatalf("deploy failed: %v\n%s", err, d.output())
+	}
+	if !strings.Contains(d.output(), "Version 0.1 retired") {
+		t.Errorf("deploy output does not say 0.1 was retired:\n%s", d.output())
+	}
+	holdFor(3 * time.Second) // steady state on 0.2 alone
+	res := lr.stop(t)
+
+	oldClient, newClient := newProber(t, stateDir, "echo-client-0-1"), newProber(t, stateDir, "echo-client-0-2")
+	for _, ep := range servers {
+		addr := fmt.Sprintf("%s:%d", ep.Address, ep.Port)
+		poll(t, 30*time.Second, "echo-client 0.2 served and 0.1 denied by "+ep.ID, func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if _, err := newClient.call(ctx, addr, nodeID("echo-server-0-9")); err != nil {
+				return fmt.Errorf("as echo-client-0-2: %v", err)
+			}
+			_, err := oldClient.call(ctx, addr, nodeID("echo-server-0-9"))
+			if grpcstatus.Code(err) != codes.PermissionDenied {
+				return fmt.Errorf("as echo-client-0-1: %v; want PermissionDenied", err)
+			}
+			return nil
+		})
+	}
+	t.Logf("load through the gateway: sent %d ok %d failed %d %v by version %v over %s",
+		res.Sent, res.OK, res.Failed, res.Failures, res.ByVersion, res.Duration.Round(time.Second))
+	checkFailures(t, res, 0)
+	report(t, result{scenario: "STRICT echo-server: its caller echo-client deployed 0.1 -> 0.2 (echo-server's RBAC policy changes twice), under load", res: res,
+		note: "afterwards echo-client-0-2's identity served and echo-client-0-1's denied (PERMISSION_DENIED)"})
+}
