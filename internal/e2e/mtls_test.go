@@ -32,6 +32,7 @@ import (
 	echov1 "github.com/gmesh-dev/gmesh/api/echo/v1"
 	"github.com/gmesh-dev/gmesh/internal/mesh"
 	"github.com/gmesh-dev/gmesh/internal/pki"
+	"github.com/gmesh-dev/gmesh/internal/xds"
 )
 
 // mtlsRPS is the load through the gateway while certificates rotate and
@@ -88,7 +89,7 @@ type prober struct {
 	bundle []byte
 }
 
-func newProber(t *testing.T, stateDir string) *prober {
+func newProber(t *testing.T, stateDir, node string) *prober {
 	t.Helper()
 	caDir := filepath.Join(stateDir, "ca")
 	// LoadFiles also refuses a key its group or others may read: gmesh's
@@ -97,7 +98,7 @@ func newProber(t *testing.T, stateDir string) *prober {
 	if err != nil {
 		t.Fatalf("the CA gmesh up made: %v", err)
 	}
-	id, err := ca.Issue(nodeID("e2e-prober"), time.Hour)
+	id, err := ca.Issue(nodeID(node), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,7 +336,10 @@ func TestMTLSStrictStack(t *testing.T) {
 		t.Fatalf("%d echo-server tasks, want 2", len(oldServers))
 	}
 
-	p := newProber(t, stateDir)
+	// The prober presents echo-client's identity: echo-client lists
+	// echo-server.echo.local among its backends, so the servers' RBAC
+	// admits it.
+	p := newProber(t, stateDir, "echo-client-0-1")
 	w := watchCerts(t, stateDir, p)
 	lr := startFaultLoad(t, url, mtlsRPS, 6*time.Minute) // stopped after the deploy
 	loadStart := time.Now()
@@ -365,6 +369,43 @@ func TestMTLSStrictStack(t *testing.T) {
 			t.Errorf("mTLS call to task %s: reply %q from %s; want %q from %s", ep.ID, s.reply, s.id, want, nodeID("echo-server-0-9"))
 		}
 	}
+
+	// 2b. A caller with a mesh certificate whose node does not list
+	// echo-server.echo.local gets PERMISSION_DENIED naming the policy, and
+	// the server logs the denial with the caller's ID (grpc-go's stdout
+	// audit logger, in the task's log).
+	intruder := newProber(t, stateDir, "intruder")
+	policy := xds.BackendsPolicy("echo-server-0-9", []string{"echo-server.echo.local"})
+	for _, ep := range oldServers {
+		addr := fmt.Sprintf("%s:%d", ep.Address, ep.Port)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := intruder.call(ctx, addr, nodeID("echo-server-0-9"))
+		cancel()
+		if s, _ := grpcstatus.FromError(err); s.Code() != codes.PermissionDenied || !strings.Contains(s.Message(), policy) {
+			t.Errorf("call to task %s (%s) as vn/intruder: %v; want PermissionDenied naming %q", ep.ID, addr, err, policy)
+		} else {
+			t.Logf("call to %s as vn/intruder: %v", addr, err)
+		}
+	}
+	poll(t, 30*time.Second, "the denials in echo-server's log", func() error {
+		logs, err := gmesh(t, stateDir, "logs", "echo-server")
+		if err != nil {
+			return fmt.Errorf("gmesh logs: %v", err)
+		}
+		for _, ep := range oldServers {
+			found := false
+			for _, line := range strings.Split(logs, "\n") {
+				if strings.Contains(line, " "+ep.ID+" ") && strings.Contains(line, `"grpc_audit_log"`) &&
+					strings.Contains(line, `"principal":"spiffe://echo.gmesh.local/vn/intruder"`) && strings.Contains(line, `"authorized":false`) {
+					found = true
+				}
+			}
+			if !found {
+				return fmt.Errorf("no audit line for vn/intruder from task %s", ep.ID)
+			}
+		}
+		return nil
+	})
 
 	// 3. Two renewals of every task's certificate (30 s apart), each
 	// echo-server renewal presented to new connections (the provider
@@ -502,4 +543,60 @@ func TestMTLSRefusesReadableCAKey(t *testing.T) {
 	}
 	checkMode(t, key, 0o640) // not changed behind the user's back
 	t.Logf("refused in %s: %s", took.Round(time.Millisecond), strings.TrimSpace(out))
+}
+
+// TestMTLSDeployCallerUnderLoad: with echo-server STRICT, deploying its
+// caller echo-client 0.1 -> 0.2 changes who may call echo-server (the new
+// node lists echo-server.echo.local too; the old one goes), so echo-server's
+// RBAC policy changes twice under load. No request through the gateway
+// fails; afterwards echo-client 0.2's identity is served and 0.1's, whose
+// virtual node is gone, is denied.
+func TestMTLSDeployCallerUnderLoad(t *testing.T) {
+	stateDir := t.TempDir()
+	stack := strictStack(t, t.TempDir())
+	u := startUp(t, stateDir, "-f", stack, "--dashboard", "off")
+	waitAllServing(t, stateDir, 4, time.Minute)
+	var servers []*mesh.Endpoint
+	for _, ep := range status(t, stateDir).Endpoints {
+		if ep.Service == "echo-server" {
+			servers = append(servers, ep)
+		}
+	}
+	if len(servers) != 2 {
+		t.Fatalf("%d echo-server tasks, want 2", len(servers))
+	}
+	lr := startFaultLoad(t, u.public+"/?name=Yusuke", mtlsRPS, 4*time.Minute)
+
+	d := startDeploy(t, stateDir, "echo-client", "--version", "0.2", "--env", "ECHO_CLIENT_VERSION=0.2",
+		"--steps", "50,100", "--interval", "5s", "--timeout", "2m")
+	if err := d.wait(t, 3*time.Minute); err != nil {
+		t.Fatalf("deploy failed: %v\n%s", err, d.output())
+	}
+	if !strings.Contains(d.output(), "Version 0.1 retired") {
+		t.Errorf("deploy output does not say 0.1 was retired:\n%s", d.output())
+	}
+	holdFor(3 * time.Second) // steady state on 0.2 alone
+	res := lr.stop(t)
+
+	oldClient, newClient := newProber(t, stateDir, "echo-client-0-1"), newProber(t, stateDir, "echo-client-0-2")
+	for _, ep := range servers {
+		addr := fmt.Sprintf("%s:%d", ep.Address, ep.Port)
+		poll(t, 30*time.Second, "echo-client 0.2 served and 0.1 denied by "+ep.ID, func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if _, err := newClient.call(ctx, addr, nodeID("echo-server-0-9")); err != nil {
+				return fmt.Errorf("as echo-client-0-2: %v", err)
+			}
+			_, err := oldClient.call(ctx, addr, nodeID("echo-server-0-9"))
+			if grpcstatus.Code(err) != codes.PermissionDenied {
+				return fmt.Errorf("as echo-client-0-1: %v; want PermissionDenied", err)
+			}
+			return nil
+		})
+	}
+	t.Logf("load through the gateway: sent %d ok %d failed %d %v by version %v over %s",
+		res.Sent, res.OK, res.Failed, res.Failures, res.ByVersion, res.Duration.Round(time.Second))
+	checkFailures(t, res, 0)
+	report(t, result{scenario: "STRICT echo-server: its caller echo-client deployed 0.1 -> 0.2 (echo-server's RBAC policy changes twice), under load", res: res,
+		note: "afterwards echo-client-0-2's identity served and echo-client-0-1's denied (PERMISSION_DENIED)"})
 }

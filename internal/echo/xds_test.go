@@ -134,9 +134,14 @@ func TestXDSServerMTLS(t *testing.T) {
 	}}
 	vs := &mesh.Resource{Kind: mesh.KindVirtualService, Metadata: mesh.Metadata{Name: "echo-server.echo.local", Mesh: "echo"}, Spec: &mesh.VirtualServiceSpec{
 		Provider: &mesh.VirtualServiceProvider{VirtualNode: &mesh.ProviderRef{VirtualNodeName: "echo-server"}}}}
+	// echo-client lists echo-server.echo.local: the server's RBAC admits
+	// it (docs/security.md, Authorization).
+	client := &mesh.Resource{Kind: mesh.KindVirtualNode, Metadata: mesh.Metadata{Name: "echo-client", Mesh: "echo"}, Spec: &mesh.VirtualNodeSpec{
+		Backends: []mesh.Backend{{VirtualService: &mesh.VirtualServiceBackend{VirtualServiceName: "echo-server.echo.local"}}},
+	}}
 	ep := &mesh.Endpoint{ID: "t1", Mesh: "echo", Service: "echo-server", Address: "127.0.0.1", Port: port, State: mesh.TaskRunning, Health: mesh.HealthHealthy}
 	res, err := xds.Translate(xds.Input{Revision: 1, Resources: []*mesh.Resource{
-		{Kind: mesh.KindMesh, Metadata: mesh.Metadata{Name: "echo"}, Spec: &mesh.MeshSpec{}}, node, vs}, Endpoints: []*mesh.Endpoint{ep}})
+		{Kind: mesh.KindMesh, Metadata: mesh.Metadata{Name: "echo"}, Spec: &mesh.MeshSpec{}}, node, vs, client}, Endpoints: []*mesh.Endpoint{ep}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,3 +37,17 @@ func ListeningEndpoints(vn *Resource, eps []*Endpoint) []*Endpoint {
 	}
 	return out
 }
+
+// ListenerSANs returns the SANs a caller of the node must have one of (its
+// first listener's tls.validation), or nil for any caller. Only a STRICT
+// listener may set them (validation).
+func (s *VirtualNodeSpec) ListenerSANs() []string {
+	if s == nil || len(s.Listeners) == 0 || s.Listeners[0].TLS == nil {
+		return nil
+	}
+	v := s.Listeners[0].TLS.Validation
+	if v == nil || v.SubjectAlternativeNames == nil {
+		return nil
+	}
+	return v.SubjectAlternativeNames.Match.Exact
+}

@@ -109,8 +109,12 @@ func TestTLSValidation(t *testing.T) {
 			`document 4: spec.listeners[0].tls.mode: STRICT needs protocol grpc`},
 		{"certificate", edit("mode: STRICT", "mode: STRICT\n        certificate: {sds: {secretName: x}}"),
 			"document 4: spec.listeners[0].tls.certificate: not supported: gmesh issues every workload's certificate from the mesh's CA"},
-		{"listener SANs", edit("        mode: STRICT\n", "        mode: STRICT\n        validation: {subjectAlternativeNames: {match: {exact: [a]}}}\n"),
-			"document 4: spec.listeners[0].tls.validation: not supported yet"},
+		{"listener SAN not a SPIFFE ID", edit("        mode: STRICT\n", "        mode: STRICT\n        validation: {subjectAlternativeNames: {match: {exact: [\"spiffe://echo.gmesh.local/vn/a\", a.example]}}}\n"),
+			`document 4: spec.listeners[0].tls.validation.subjectAlternativeNames.match.exact[1]: "a.example" can never match: gmesh's workload certificates carry only a SPIFFE ID`},
+		{"listener SANs on PERMISSIVE", edit("        mode: STRICT\n", "        mode: PERMISSIVE\n        validation: {subjectAlternativeNames: {match: {exact: [\"spiffe://echo.gmesh.local/vn/a\"]}}}\n"),
+			"document 4: spec.listeners[0].tls.validation: needs mode STRICT: a PERMISSIVE listener serves plain text"},
+		{"listener trust", edit("        mode: STRICT\n", "        mode: STRICT\n        validation: {trust: {file: {certificateChain: /ca.pem}}}\n"),
+			"document 4: spec.listeners[0].tls.validation.trust: not supported"},
 		{"trust", edit("            enforce: false", "            validation: {trust: {file: {certificateChain: /ca.pem}}}"),
 			"document 5: spec.backends[1].virtualService.clientPolicy.tls.validation.trust: not supported"},
 		{"empty SAN list", edit("            enforce: false", "            validation: {subjectAlternativeNames: {match: {exact: []}}}"),
@@ -185,4 +189,27 @@ func TestListeningEndpoints(t *testing.T) {
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("ListeningEndpoints = %v, want %v", got, want)
 	}
+}
+
+// TestListenerSANsAccepted: a STRICT listener may list the SPIFFE IDs its
+// callers must have (enforced by the node's RBAC filter).
+func TestListenerSANsAccepted(t *testing.T) {
+	data := strings.Replace(tlsNode, "        mode: STRICT\n",
+		"        mode: STRICT\n        validation: {subjectAlternativeNames: {match: {exact: [\"spiffe://echo.gmesh.local/vn/echo-client\"]}}}\n", 1)
+	if data == tlsNode {
+		t.Fatal("tlsNode has no STRICT listener to edit")
+	}
+	rs, err := apply("tls.yaml", []byte(data), nil, nil)
+	if err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	for _, r := range rs {
+		if got := r.VirtualNode().ListenerSANs(); len(got) > 0 {
+			if got[0] != "spiffe://echo.gmesh.local/vn/echo-client" {
+				t.Errorf("ListenerSANs = %v", got)
+			}
+			return
+		}
+	}
+	t.Error("no node kept its listener's SANs")
 }

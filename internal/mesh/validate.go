@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -448,7 +449,7 @@ func (v *validator) virtualNode(s *VirtualNodeSpec) {
 			}
 			v.tlsSource(g+".certificate", t.Certificate)
 			if t.Validation != nil {
-				v.fail(g+".validation", "not supported yet: grpc-go checks a caller's SAN only through an RBAC filter, which gmesh does not translate yet; a STRICT listener accepts any caller with a certificate from the mesh's CA")
+				v.listenerValidation(g+".validation", t.Mode, t.Validation)
 			}
 		}
 	}
@@ -536,6 +537,26 @@ func (v *validator) tlsValidation(field string, val *TLSValidation) {
 				v.fail(g, "duplicate %q", san)
 			}
 			seen[san] = true
+		}
+	}
+}
+
+// listenerValidation checks a listener's tls.validation: the SANs a
+// caller must have, enforced by the STRICT node's RBAC filter on top of the
+// backends rule (docs/security.md, Authorization).
+func (v *validator) listenerValidation(field, mode string, val *TLSValidation) {
+	v.tlsValidation(field, val)
+	if mode != TLSStrict {
+		v.fail(field, "needs mode STRICT: a %s listener serves plain text, so callers present no certificate to check", cmp.Or(mode, TLSDisabled))
+		return
+	}
+	if val.SubjectAlternativeNames == nil {
+		return
+	}
+	for i, san := range val.SubjectAlternativeNames.Match.Exact {
+		if !strings.HasPrefix(san, "spiffe://") {
+			v.fail(fmt.Sprintf("%s.subjectAlternativeNames.match.exact[%d]", field, i),
+				"%q can never match: gmesh's workload certificates carry only a SPIFFE ID (spiffe://MESH.gmesh.local/vn/NODE)", san)
 		}
 	}
 }

@@ -89,14 +89,24 @@ func NodeID(meshName, virtualNode string) pki.ID {
 
 // serverListener is the listener grpc-go's xDS server listening on
 // host:port asks for: one filter chain that lets every RPC through to the
-// server's own handlers (a non-forwarding route) over mTLS when strict.
-func serverListener(host string, port int, strict bool) (*listenerpb.Listener, error) {
+// server's own handlers (a non-forwarding route) over mTLS when strict,
+// after authz (the RBAC filter; nil for none).
+func serverListener(host string, port int, strict bool, authz *hcmpb.HttpFilter) (*listenerpb.Listener, error) {
 	router, err := anypb.New(&routerpb.Router{})
 	if err != nil {
 		return nil, fmt.Errorf("marshal router filter: %w", err)
 	}
 	addr := net.JoinHostPort(host, strconv.Itoa(port))
-	hcm, err := anypb.New(&hcmpb.HttpConnectionManager{
+	var filters []*hcmpb.HttpFilter
+	if authz != nil {
+		filters = append(filters, authz)
+	}
+	filters = append(filters, &hcmpb.HttpFilter{
+		Name:       wellknown.Router,
+		ConfigType: &hcmpb.HttpFilter_TypedConfig{TypedConfig: router},
+	})
+	// Deterministic, as the RBAC filter inside it (stableAny).
+	hcm, err := stableAny(&hcmpb.HttpConnectionManager{
 		CodecType:  hcmpb.HttpConnectionManager_AUTO,
 		StatPrefix: addr,
 		RouteSpecifier: &hcmpb.HttpConnectionManager_RouteConfig{RouteConfig: &routepb.RouteConfiguration{
@@ -110,10 +120,7 @@ func serverListener(host string, port int, strict bool) (*listenerpb.Listener, e
 				}},
 			}},
 		}},
-		HttpFilters: []*hcmpb.HttpFilter{{
-			Name:       wellknown.Router,
-			ConfigType: &hcmpb.HttpFilter_TypedConfig{TypedConfig: router},
-		}},
+		HttpFilters: filters,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("marshal http connection manager: %w", err)
@@ -150,9 +157,13 @@ func (t *translator) serverListeners(vn *mesh.Resource, seen map[string]bool) ([
 		return nil, nil
 	}
 	strict := spec.TLSMode() == mesh.TLSStrict
+	authz, err := t.authzFilter(vn)
+	if err != nil {
+		return nil, fmt.Errorf("%s: authorization: %w", vn.Ref(), err)
+	}
 	var out []*listenerpb.Listener
 	for _, e := range mesh.ListeningEndpoints(vn, t.endpoints) {
-		l, err := serverListener(e.Address, e.Port, strict)
+		l, err := serverListener(e.Address, e.Port, strict, authz)
 		if err == nil {
 			err = l.Validate()
 		}

@@ -359,6 +359,8 @@ type translator struct {
 	eps       map[mesh.Ref][]*mesh.Endpoint // serving endpoints by node, filled as asked
 	hold      map[string]bool
 	tlsMeshes map[string]bool // mesh.MeshTLS by mesh, filled as asked
+	// meshCallers is mesh.Routing.Callers by mesh, filled as asked.
+	meshCallers map[string]map[string]mesh.Callers
 }
 
 func newTranslator(in Input) *translator {
@@ -368,6 +370,8 @@ func newTranslator(in Input) *translator {
 		eps:       map[mesh.Ref][]*mesh.Endpoint{},
 		hold:      in.Hold,
 		tlsMeshes: map[string]bool{},
+
+		meshCallers: map[string]map[string]mesh.Callers{},
 	}
 	st := mesh.NewState()
 	for _, r := range in.Resources {

@@ -15,6 +15,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	xdscreds "google.golang.org/grpc/credentials/xds"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	grpcxds "google.golang.org/grpc/xds"
@@ -98,6 +100,8 @@ func startXDSEcho(t *testing.T, cp *controlPlane, w workload, ip, nodeID string)
 	}
 	e := &tlsEcho{addr: lis.Addr().String()}
 	echov1.RegisterEchoServiceServer(srv, e)
+	healthpb.RegisterHealthServer(srv, health.NewServer()) // SERVING
+
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
 	return e
@@ -111,20 +115,40 @@ func (e *tlsEcho) endpoint(id string) *mesh.Endpoint {
 		Attributes: map[string]string{mesh.AttrVersion: "1.0"}, State: mesh.TaskRunning, Health: mesh.HealthHealthy}
 }
 
-// strictTopology routes everything to echo-server-1-0, which is STRICT.
-func strictTopology() []*mesh.Resource {
+// strictTopology routes everything to echo-server-1-0, which is STRICT;
+// echo-client lists echo-server.echo.local as a backend (so may call it),
+// and extra nodes are added as they are.
+func strictTopology(extra ...*mesh.Resource) []*mesh.Resource {
 	rs := topology(0, 100)
 	for _, r := range rs {
 		if r.Kind == mesh.KindVirtualNode && r.Metadata.Name == "echo-server-1-0" {
 			r.VirtualNode().Listeners[0].TLS = &mesh.ListenerTLS{Mode: mesh.TLSStrict}
 		}
 	}
-	return rs
+	rs = append(rs, callerNode("echo-client", "echo-server.echo.local"))
+	return append(rs, extra...)
+}
+
+// callerNode is a virtual node with no endpoints that lists backends.
+func callerNode(name string, backends ...string) *mesh.Resource {
+	spec := &mesh.VirtualNodeSpec{
+		Listeners:        []mesh.Listener{{PortMapping: mesh.PortMapping{Port: 8080, Protocol: mesh.ProtocolHTTP}}},
+		ServiceDiscovery: &mesh.ServiceDiscovery{Registry: &mesh.RegistryDiscovery{ServiceName: name}},
+	}
+	for _, b := range backends {
+		spec.Backends = append(spec.Backends, mesh.Backend{VirtualService: &mesh.VirtualServiceBackend{VirtualServiceName: b}})
+	}
+	return &mesh.Resource{Kind: mesh.KindVirtualNode, Metadata: mesh.Metadata{Name: name, Mesh: "echo"}, Spec: spec}
 }
 
 func publishStrict(t *testing.T, cp *controlPlane, rev uint64, eps ...*mesh.Endpoint) {
 	t.Helper()
-	res, err := xds.Translate(xds.Input{Revision: rev, Resources: strictTopology(), Endpoints: eps})
+	publishResources(t, cp, rev, strictTopology(), eps...)
+}
+
+func publishResources(t *testing.T, cp *controlPlane, rev uint64, rs []*mesh.Resource, eps ...*mesh.Endpoint) {
+	t.Helper()
+	res, err := xds.Translate(xds.Input{Revision: rev, Resources: rs, Endpoints: eps})
 	if err != nil {
 		t.Fatalf("Translate: %v", err)
 	}
