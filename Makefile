@@ -30,9 +30,10 @@ k8s-up: ## start a cluster for hand testing; Ctrl-C tears it down (tests reuse i
 k8s-cleanup: ## undo a cluster run that was killed (processes, mounts, cgroups, chains, bridge, sysctls, paths)
 	$(GO) run ./cmd/gmesh-k8stest cleanup
 
-images: ## OCI image tarballs of gmesh, echo-server and echo-client under _output/images/ (no Docker)
+images: ## OCI image tarballs of gmesh, echo-server (0.9, and 1.0 to deploy) and echo-client under _output/images/ (no Docker)
 	$(GO) run ./cmd/gmesh-k8stest image -pkg ./cmd/gmesh -ref gmesh.local/gmesh:dev -out _output/images/gmesh.tar
 	$(GO) run ./cmd/gmesh-k8stest image -pkg ./cmd/echo-server -ref gmesh.local/echo-server:0.9 -out _output/images/echo-server.tar
+	$(GO) run ./cmd/gmesh-k8stest image -pkg ./cmd/echo-server -ldflags "-X main.stampedVersion=1.0" -ref gmesh.local/echo-server:1.0 -out _output/images/echo-server-1.0.tar
 	$(GO) run ./cmd/gmesh-k8stest image -pkg ./cmd/echo-client -ref gmesh.local/echo-client:dev -out _output/images/echo-client.tar
 
 race: ## run the tests with the race detector
