@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/gmesh-dev/gmesh/api/gmesh/v1alpha1"
+	"github.com/gmesh-dev/gmesh/internal/k8s/k8sfake"
 	"github.com/gmesh-dev/gmesh/internal/k8s/rollouts"
 	"github.com/gmesh-dev/gmesh/internal/mesh"
 )
@@ -175,14 +176,20 @@ func TestPauseResume(t *testing.T) {
 	if ro.Status.ResumePhase != string(mesh.PhaseBaking) || ro.Status.Weight != 10 {
 		t.Errorf("paused in %s at %d%%, want Baking at 10%%", ro.Status.ResumePhase, ro.Status.Weight)
 	}
-	time.Sleep(500 * time.Millisecond) // longer than the bake
+	// The runtime looks at the paused rollout again after its bake would
+	// have ended (300 ms), twice, and leaves it paused.
+	paused, before := time.Now(), r.rt.Passes()
+	k8sfake.PollUntil(k.ctx, t, "two passes of the runtime after the bake would have ended", func() (bool, error) {
+		r.rt.Notify()
+		return time.Since(paused) > 500*time.Millisecond && r.rt.Passes() >= before+2, nil
+	})
 	if ro := k.rollout("echo-server"); ro.Status.Phase != string(mesh.PhasePaused) || k.routeTargets() != "echo-server-0-9=90,echo-server-1-0=10" {
 		t.Fatalf("while paused: phase %s, route %s", ro.Status.Phase, k.routeTargets())
 	}
 	// The clients stop ACKing: the next step pauses by itself.
 	k.conv.hold.Store(true)
 	k.patch("echo-server", func(s *v1alpha1.RolloutSpec) { s.Paused = false })
-	k8sWait(t, k, "the stalled pause mirrored into spec.paused", func(ro *v1alpha1.Rollout) bool {
+	k.waitRollout("echo-server", "the stalled pause mirrored into spec.paused", func(ro *v1alpha1.Rollout) bool {
 		return ro.Status.Phase == string(mesh.PhasePaused) && len(ro.Status.StalledClients) > 0 && ro.Spec.Paused
 	})
 	k.conv.hold.Store(false)
@@ -214,7 +221,7 @@ func TestControlRefused(t *testing.T) {
 	})
 	k.waitPhase("echo-server", mesh.PhaseRetiring)
 	k.patch("echo-server", func(s *v1alpha1.RolloutSpec) { s.Abort = true })
-	k8sWait(t, k, "ControlRefused", func(ro *v1alpha1.Rollout) bool {
+	k.waitRollout("echo-server", "ControlRefused", func(ro *v1alpha1.Rollout) bool {
 		for _, c := range ro.Status.Conditions {
 			if c.Type == v1alpha1.ConditionControlRefused && c.Status == "True" && strings.Contains(c.Message, "too late to abort") {
 				return true
@@ -253,20 +260,5 @@ func TestMissingStableDeployment(t *testing.T) {
 	ro = k.waitPhase("echo-server", mesh.PhaseSucceeded, mesh.PhaseRolledBack)
 	if ro.Status.Phase != string(mesh.PhaseSucceeded) || k.routeTargets() != "echo-server-1-0-1=100" {
 		t.Fatalf("adopted: phase %s route %s; events:\n%s", ro.Status.Phase, k.routeTargets(), events(ro))
-	}
-}
-
-func k8sWait(t *testing.T, k *cluster, what string, cond func(*v1alpha1.Rollout) bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ro := k.rollout("echo-server")
-		if cond(ro) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached; status phase %s, spec %+v; events:\n%s", what, ro.Status.Phase, ro.Spec, events(ro))
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
