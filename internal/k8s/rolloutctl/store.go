@@ -123,11 +123,17 @@ func decode[T any](obj runtime.Object) (*T, error) {
 	return &out, nil
 }
 
-func (s *Store) rollout(ns, name string) (*v1alpha1.Rollout, error) {
-	obj, err := s.rollouts.ByNamespace(ns).Get(name)
+// cached reads ns/name from lister; ENotFound names it as what.
+func cached(lister cache.GenericLister, what, ns, name string) (runtime.Object, error) {
+	obj, err := lister.ByNamespace(ns).Get(name)
 	if apierrors.IsNotFound(err) {
-		return nil, mesh.Errorf(mesh.ENotFound, "rollout %s/%s not found", ns, name)
+		return nil, mesh.Errorf(mesh.ENotFound, "%s %s/%s not found", what, ns, name)
 	}
+	return obj, err
+}
+
+func (s *Store) rollout(ns, name string) (*v1alpha1.Rollout, error) {
+	obj, err := cached(s.rollouts, "rollout", ns, name)
 	if err != nil {
 		return nil, err
 	}
@@ -164,10 +170,7 @@ func (s *Store) rolloutsIn(ns string) ([]*v1alpha1.Rollout, error) {
 }
 
 func (s *Store) router(ns, name string) (*v1beta2.VirtualRouter, *unstructured.Unstructured, error) {
-	obj, err := s.routers.ByNamespace(ns).Get(name)
-	if apierrors.IsNotFound(err) {
-		return nil, nil, mesh.Errorf(mesh.ENotFound, "virtual router %s/%s not found", ns, name)
-	}
+	obj, err := cached(s.routers, "virtual router", ns, name)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -179,10 +182,7 @@ func (s *Store) router(ns, name string) (*v1beta2.VirtualRouter, *unstructured.U
 }
 
 func (s *Store) node(ns, name string) (*v1beta2.VirtualNode, error) {
-	obj, err := s.nodes.ByNamespace(ns).Get(name)
-	if apierrors.IsNotFound(err) {
-		return nil, mesh.Errorf(mesh.ENotFound, "virtual node %s/%s not found", ns, name)
-	}
+	obj, err := cached(s.nodes, "virtual node", ns, name)
 	if err != nil {
 		return nil, err
 	}
