@@ -67,7 +67,7 @@ func TestPromote(t *testing.T) {
 	if st.Phase != mesh.PhaseSucceeded {
 		t.Fatalf("phase = %s, want Succeeded", st.Phase)
 	}
-	want := []string{"echo-server-0-9=100,echo-server-1-0=0", "echo-server-0-9=90,echo-server-1-0=10", "echo-server-1-0=100"}
+	want := []string{"echo-server-0-9=100,echo-server-1-0=0", "echo-server-0-9=90,echo-server-1-0=10", "echo-server-0-9=0,echo-server-1-0=100", "echo-server-1-0=100"}
 	if got := h.routeLog(); strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("route changes = %q, want %q", got, want)
 	}

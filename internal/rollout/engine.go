@@ -25,12 +25,19 @@
 //     the translation leaves a weight-0 target out, so no call reaches it);
 //  4. per step, set both weights in one write of the route (the route is
 //     one object, so old+new always sum to 100);
-//  5. retiring: the route to the new node only, then drain the old task
-//     set once clients ACKed, then point the service at the new node, then
-//     delete the old task set, then the old node (nothing refers to it any
-//     more: the store refuses to delete a node a route or service names);
-//  6. rolling back: the route to the old node only, drain the new task set
-//     once ACKed, delete the new task set, then the new node.
+//  5. retiring: the route to the new node at 100 and the old at 0, then
+//     drain the old task set once clients ACKed, then (its tasks gone)
+//     remove the old target, point the service at the new node, delete
+//     the old task set, then the old node (nothing refers to it any more:
+//     the store refuses to delete a node a route or service names);
+//  6. rolling back: the route to the old node at 100 and the new at 0,
+//     drain the new task set once ACKed, then remove the new target,
+//     delete the new task set, then the new node.
+//
+// A node leaves the route only once its tasks are gone, because a STRICT
+// node's servers admit the callers of the services whose routes target it
+// at any weight (mesh.Routing.Callers): taking it out while clients still
+// send to it would have its servers deny those calls.
 //
 // The rollout's status is persisted after every pass that changed it, also
 // when a write failed, and what it records is only ever a consequence of a

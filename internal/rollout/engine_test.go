@@ -21,6 +21,7 @@ func TestHappyPath(t *testing.T) {
 			routeLog: []string{
 				"echo-server-0-9=100,echo-server-1-0=0",
 				"echo-server-0-9=50,echo-server-1-0=50",
+				"echo-server-0-9=0,echo-server-1-0=100", // 0.9 kept at 0 until its tasks are gone
 				"echo-server-1-0=100",
 			},
 			bakes: 1,
@@ -32,6 +33,7 @@ func TestHappyPath(t *testing.T) {
 				"echo-server-0-9=90,echo-server-1-0=10",
 				"echo-server-0-9=75,echo-server-1-0=25",
 				"echo-server-0-9=50,echo-server-1-0=50",
+				"echo-server-0-9=0,echo-server-1-0=100", // 0.9 kept at 0 until its tasks are gone
 				"echo-server-1-0=100",
 			},
 			bakes: 3,

@@ -94,9 +94,10 @@ func TestOnRealStore(t *testing.T) {
 			"echo-server-0-9=100,echo-server-1-0=0",
 			"echo-server-0-9=90,echo-server-1-0=10",
 			"echo-server-0-9=50,echo-server-1-0=50",
+			"echo-server-0-9=0,echo-server-1-0=100",
 			"echo-server-1-0=100",
 		}
-		if got := h.routeLog(); len(got) != len(want) || got[3] != want[3] || got[1] != want[1] {
+		if got := h.routeLog(); len(got) != len(want) || got[3] != want[3] || got[4] != want[4] || got[1] != want[1] {
 			t.Errorf("route changes = %q, want %q", got, want)
 		}
 		if h.exists(mesh.KindVirtualNode, "echo-server-0-9") || h.exists(mesh.KindTaskSet, "echo-server-0-9") {

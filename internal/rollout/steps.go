@@ -717,11 +717,17 @@ func (p *pass) resume() {
 // ---- Retiring -> Succeeded ----
 
 // retire routes all traffic to the new version (one write of the route,
-// removing the old target), waits for the ACKs, drains the old task set,
-// waits for its tasks to go, then points the service at the new node,
-// deletes the old task set and last the old virtual node, which by then
-// nothing refers to. Each of these is one write; a pass after a crash
-// skips what is done.
+// the old target kept at weight 0), waits for the ACKs, drains the old
+// task set, waits for its tasks to go, then removes the old target from
+// the route, points the service at the new node, deletes the old task set
+// and last the old virtual node, which by then nothing refers to. Each of
+// these is one write; a pass after a crash skips what is done.
+//
+// The old target stays in the route at weight 0 until its tasks are gone
+// because a STRICT node's servers admit the callers of the services whose
+// routes target it (mesh.Routing.Callers, at any weight): removing it at
+// once would make its servers deny calls that clients still send while
+// they take in the route at 100%.
 func (p *pass) retire(ctx context.Context) (time.Duration, error) {
 	st := p.st
 	if st.StoreRevision == 0 {
@@ -729,7 +735,7 @@ func (p *pass) retire(ctx context.Context) (time.Duration, error) {
 		if err != nil {
 			return 0, err
 		}
-		r, _ := withWeights(route, []nodeWeight{{st.OldVirtualNode, absent}, {st.NewVirtualNode, 100}})
+		r, _ := withWeights(route, []nodeWeight{{st.OldVirtualNode, 0}, {st.NewVirtualNode, 100}})
 		rev, err := p.put(ctx, "route 100% to "+st.NewVersion, r)
 		if err != nil {
 			return 0, err
@@ -765,6 +771,11 @@ func (p *pass) retire(ctx context.Context) (time.Duration, error) {
 		}
 	}
 	what := "retire version " + st.OldVersion
+	if st.OldVirtualNode != st.NewVirtualNode {
+		if err := p.removeTargets(ctx, what, st.OldVirtualNode); err != nil {
+			return 0, err
+		}
+	}
 	svc, err := p.getOpt(ctx, mesh.KindService, p.spec.Service)
 	if err != nil {
 		return 0, err
@@ -807,6 +818,25 @@ func (p *pass) retire(ctx context.Context) (time.Duration, error) {
 	return 0, nil
 }
 
+// removeTargets removes nodes, which carry no traffic any more (weight 0,
+// their tasks gone), from the route; nothing when they are not in it.
+func (p *pass) removeTargets(ctx context.Context, what string, nodes ...string) error {
+	route, err := p.getOpt(ctx, mesh.KindRoute, p.st.Route)
+	if err != nil || route == nil {
+		return err
+	}
+	want := make([]nodeWeight, 0, len(nodes))
+	for _, n := range nodes {
+		want = append(want, nodeWeight{n, absent})
+	}
+	r, changed := withWeights(route, want)
+	if !changed {
+		return nil
+	}
+	_, err = p.put(ctx, what+": route without "+strings.Join(nodes, ", "), r)
+	return err
+}
+
 // drain marks a task set Draining: the runtime takes its endpoints out of
 // EDS, lets in-flight calls finish and stops its tasks.
 func (p *pass) drain(ctx context.Context, set *mesh.Resource) error {
@@ -823,9 +853,10 @@ func (p *pass) drain(ctx context.Context, set *mesh.Resource) error {
 // ---- RollingBack -> RolledBack / Aborted ----
 
 // rollBack routes all traffic to the old version (one write of the route,
-// removing the new target), waits for the ACKs, drains the new task set,
-// waits for its tasks to go, and deletes the new task set, then the new
-// virtual node (one write each).
+// the new target kept at weight 0, as retire keeps the old one), waits for
+// the ACKs, drains the new task set, waits for its tasks to go, removes
+// the new target from the route, and deletes the new task set, then the
+// new virtual node (one write each).
 func (p *pass) rollBack(ctx context.Context) (time.Duration, error) {
 	st := p.st
 	newNodes, err := p.ours(ctx, mesh.KindVirtualNode, st.NewVirtualNode)
@@ -844,7 +875,11 @@ func (p *pass) rollBack(ctx context.Context) (time.Duration, error) {
 		if route != nil && st.OldVirtualNode != "" {
 			want := []nodeWeight{{st.OldVirtualNode, 100}}
 			for _, n := range newNodes {
-				want = append(want, nodeWeight{n.Metadata.Name, absent})
+				w := absent // never a target (a start cut short): not added
+				if hasTarget(route, n.Metadata.Name) {
+					w = 0
+				}
+				want = append(want, nodeWeight{n.Metadata.Name, w})
 			}
 			r, _ := withWeights(route, want)
 			rev, err := p.put(ctx, "route 100% to "+st.OldVersion, r)
@@ -885,6 +920,15 @@ func (p *pass) rollBack(ctx context.Context) (time.Duration, error) {
 			return p.wait(), nil
 		}
 		p.event(fmt.Sprintf("Warning: %d tasks of version %s did not stop within %s; deleting them anyway", left, st.NewVersion, p.timeout()))
+	}
+	if len(newNodes) > 0 {
+		names := make([]string, len(newNodes))
+		for i, n := range newNodes {
+			names[i] = n.Metadata.Name
+		}
+		if err := p.removeTargets(ctx, "remove version "+st.NewVersion, names...); err != nil {
+			return 0, err
+		}
 	}
 	for _, r := range append(newSets, newNodes...) {
 		if err := p.del(ctx, fmt.Sprintf("remove version %s: %s %s", st.NewVersion, r.Kind, r.Metadata.Name), r.Ref()); err != nil {
