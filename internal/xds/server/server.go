@@ -69,12 +69,19 @@ type Options struct {
 	Epoch string
 	// Now is the clock for timestamps in ClientStatus; default time.Now.
 	Now func() time.Time
+	// Auth, when set, authenticates every stream at its first request
+	// and every fetch before anything is sent: a refused stream ends with
+	// Auth's error (an *AuthError is logged naming the claimed node and
+	// the certificate's ID), is never listed by Clients and never counts
+	// for Converged, Behind or WaitSubscribed. nil: every client is served.
+	Auth Authenticator
 }
 
 // Server is gmesh's ADS server.
 type Server struct {
 	log   *slog.Logger
 	now   func() time.Time
+	auth  Authenticator
 	epoch string
 	cache cache.SnapshotCache
 	xds   xdsserver.Server
@@ -91,7 +98,8 @@ type Server struct {
 	hashes    map[string][sha256.Size]byte
 	history   []publish // oldest first, at most historyLimit
 	streams   map[int64]*stream
-	changed   chan struct{} // closed and replaced on every tracked change
+	deltas    map[int64]*deltaStream // delta streams, tracked only to authenticate them
+	changed   chan struct{}          // closed and replaced on every tracked change
 }
 
 // publish records the per-type version counters of one Publish.
@@ -120,11 +128,13 @@ func New(logger *slog.Logger, opts Options) *Server {
 	s := &Server{
 		log:      logger,
 		now:      opts.Now,
+		auth:     opts.Auth,
 		epoch:    opts.Epoch,
 		versions: map[string]string{},
 		counters: map[string]uint64{},
 		hashes:   map[string][sha256.Size]byte{},
 		streams:  map[int64]*stream{},
+		deltas:   map[int64]*deltaStream{},
 		changed:  make(chan struct{}),
 	}
 	gl := slogLogger{l: logger}
