@@ -98,8 +98,22 @@ func New(cfg Config) (*ControlPlane, error) {
 		return nil, fmt.Errorf("control plane cannot listen on %s: %w", cfg.Addr, err)
 	}
 	cp := &ControlPlane{cfg: cfg, log: cfg.Logger, store: st, ln: ln, health: &healthIdentities{ca: cfg.CA}}
+	auth := &authenticator{required: !IsLoopback(ln.Addr().String()), token: []byte(cfg.Token)}
 	cp.registry = registry.New(cfg.Logger.With("component", "registry"), st, registry.Options{})
-	cp.xds = xdsserver.New(cfg.Logger.With("component", "xds"), xdsserver.Options{})
+	xdsOpts := xdsserver.Options{}
+	serverOpts := []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(auth.unary),
+		grpc.ChainStreamInterceptor(auth.stream),
+		grpc.MaxRecvMsgSize(8 << 20),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	}
+	// With a CA, the one port also speaks TLS: xDS clients of meshes with
+	// TLS on authenticate with their workload certificates (xdsIdentity).
+	if x := newXDSIdentity(cfg.CA, st, ln.Addr().String()); x != nil {
+		xdsOpts.Auth = x.auth()
+		serverOpts = append(serverOpts, grpc.Creds(xdsserver.TLSOrPlaintext(x.serverTLS())))
+	}
+	cp.xds = xdsserver.New(cfg.Logger.With("component", "xds"), xdsOpts)
 	scraper := analysis.NewScraper(endpointLister{cp.registry}, analysis.ScraperOptions{})
 	cp.rollouts = rollout.NewEngine(rollout.Config{
 		Store:       storeAdapter{st},
@@ -111,13 +125,7 @@ func New(cfg Config) (*ControlPlane, error) {
 		// a step follows its ACKs within a tenth of a second.
 		Poll: 100 * time.Millisecond,
 	})
-	auth := &authenticator{required: !IsLoopback(ln.Addr().String()), token: []byte(cfg.Token)}
-	cp.grpc = grpc.NewServer(
-		grpc.ChainUnaryInterceptor(auth.unary),
-		grpc.ChainStreamInterceptor(auth.stream),
-		grpc.MaxRecvMsgSize(8<<20),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-	)
+	cp.grpc = grpc.NewServer(serverOpts...)
 	meshv1.RegisterMeshAdminServer(cp.grpc, &admin{cp: cp})
 	cp.xds.Register(cp.grpc)
 	return cp, nil
