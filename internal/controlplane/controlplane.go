@@ -61,6 +61,7 @@ type ControlPlane struct {
 	ln       net.Listener
 
 	health *healthIdentities
+	xdsID  *xdsIdentity // nil without a CA: plaintext xDS only
 
 	mu             sync.Mutex
 	translateError string
@@ -109,7 +110,8 @@ func New(cfg Config) (*ControlPlane, error) {
 	}
 	// With a CA, the one port also speaks TLS: xDS clients of meshes with
 	// TLS on authenticate with their workload certificates (xdsIdentity).
-	if x := newXDSIdentity(cfg.CA, st, ln.Addr().String()); x != nil {
+	cp.xdsID = newXDSIdentity(cfg.CA, st, ln.Addr().String())
+	if x := cp.xdsID; x != nil {
 		xdsOpts.Auth = x.auth()
 		serverOpts = append(serverOpts, grpc.Creds(xdsserver.TLSOrPlaintext(x.serverTLS())))
 	}
@@ -227,6 +229,7 @@ func (cp *ControlPlane) publish(ctx context.Context) error {
 		return err
 	}
 	cp.registry.SetCreds(cp.health.credsFunc(st))
+	cp.xdsID.published(st)
 	cp.registry.SetPolicy(healthPolicy(st))
 	eps := cp.registry.List(registry.Filter{})
 	all := make([]*mesh.Resource, 0, len(st.Resources))

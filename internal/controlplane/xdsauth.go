@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/gmesh-dev/gmesh/internal/mesh"
 	"github.com/gmesh-dev/gmesh/internal/pki"
@@ -32,8 +33,21 @@ type xdsIdentity struct {
 	store store.Store
 	hosts []string
 
+	// tlsOn: some mesh had TLS on at the last publish (read on every
+	// request of a plaintext stream, so kept here rather than read from
+	// the store).
+	tlsOn atomic.Bool
+
 	mu      sync.Mutex
 	sources map[string]*pki.Source // per mesh: the certificate names the mesh
+}
+
+// published records whether st has a mesh with TLS on; the control plane
+// calls it before each publish.
+func (x *xdsIdentity) published(st *mesh.State) {
+	if x != nil {
+		x.tlsOn.Store(len(tlsMeshes(st)) > 0)
+	}
 }
 
 // newXDSIdentity returns nil without a CA: then xDS is plaintext only.
@@ -64,7 +78,7 @@ func (x *xdsIdentity) auth() *xdsserver.MeshAuth {
 	return &xdsserver.MeshAuth{
 		Bundle:   x.ca.BundlePEM,
 		Owner:    x.owner,
-		Required: func() bool { return len(x.tlsMeshes()) > 0 },
+		Required: x.tlsOn.Load,
 	}
 }
 
@@ -77,8 +91,9 @@ func (x *xdsIdentity) state() *mesh.State {
 }
 
 // tlsMeshes lists the meshes with TLS on, sorted.
-func (x *xdsIdentity) tlsMeshes() []string {
-	st := x.state()
+func (x *xdsIdentity) tlsMeshes() []string { return tlsMeshes(x.state()) }
+
+func tlsMeshes(st *mesh.State) []string {
 	nodes := st.List(mesh.KindVirtualNode, "")
 	var out []string
 	for _, r := range st.List(mesh.KindMesh, "") {

@@ -11,6 +11,8 @@ import (
 	corepb "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoverypb "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	xdsserver "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
 
 	"github.com/gmesh-dev/gmesh/internal/xds"
 )
@@ -59,6 +61,7 @@ type stream struct {
 	// is set); node stays "" until then, so an unauthenticated stream
 	// counts nowhere.
 	authed   bool
+	plain    bool // authed without TLS: authenticated again at every request
 	node     string
 	opened   time.Time
 	types    map[string]*typeState
@@ -115,25 +118,43 @@ func (c *callbacks) OnStreamOpen(ctx context.Context, id int64, _ string) error 
 	return nil
 }
 
-// authenticate runs the Authenticator on a stream's first request, outside
-// s.mu (it may look the node up elsewhere). A stream's requests come one
-// at a time, so nothing else touches authed meanwhile.
+// authenticate runs the Authenticator on a stream's first request, and
+// again on every later request of a stream it let in without TLS (so a
+// plaintext stream opened while no mesh had TLS on is ended at its next
+// request once one has), outside s.mu: it may look the node up elsewhere.
+// A stream's requests come one at a time, so nothing else touches authed
+// and plain meanwhile.
 func (s *Server) authenticate(id int64, req *discoverypb.DiscoveryRequest) error {
 	s.mu.Lock()
 	st, ok := s.streams[id]
-	if !ok || st.authed {
+	if !ok || (st.authed && !st.plain) || s.auth == nil {
 		s.mu.Unlock()
 		return nil
 	}
 	ctx := st.ctx
+	nodeID := st.node
 	s.mu.Unlock()
-	nodeID := req.GetNode().GetId()
+	if nodeID == "" {
+		nodeID = req.GetNode().GetId()
+	}
 	if err := s.auth.Authenticate(ctx, nodeID); err != nil {
+		s.mu.Lock()
+		if st.node != "" {
+			// It counted until now: it does no more.
+			st.node = ""
+			s.notifyLocked()
+		}
+		s.mu.Unlock()
 		s.logRefusal(err, nodeID, id)
 		return err
 	}
+	plain := true
+	if p, ok := peer.FromContext(ctx); ok {
+		_, isTLS := p.AuthInfo.(credentials.TLSInfo)
+		plain = !isTLS
+	}
 	s.mu.Lock()
-	st.authed = true
+	st.authed, st.plain = true, plain
 	s.mu.Unlock()
 	return nil
 }
