@@ -28,6 +28,17 @@
 // every Publish. A type whose content did not change keeps its version, so
 // its clients are not resent. Versions from another epoch (a client that
 // reconnects after a control-plane restart) count as nothing ACKed.
+//
+// # Authentication
+//
+// With Options.Auth (MeshAuth in local mode) every stream is authenticated
+// at its first request, before the cache sees it, and every fetch: a
+// refused stream ends with UNAUTHENTICATED or PERMISSION_DENIED, is logged
+// once ("xds client refused", naming the claimed node and the
+// certificate's SPIFFE ID), and never gets a node id in the tracking
+// state, so it is never listed or counted. A stream let in without TLS is
+// checked again at each request. TLSOrPlaintext serves TLS and plain text
+// on one port.
 package server
 
 import (
