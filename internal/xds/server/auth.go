@@ -96,7 +96,7 @@ func (a *MeshAuth) Authenticate(ctx context.Context, nodeID string) error {
 		if claimed != (pki.ID{}) {
 			cert = claimed.String() + " (unverified)"
 		}
-		return refuse(codes.Unauthenticated, cert, "certificate not from this mesh's CA: %v", err)
+		return refuse(codes.Unauthenticated, cert, "certificate does not verify against the mesh CA at %s: %v", now.UTC().Format(time.RFC3339), err)
 	}
 	if id.VirtualNode == "" {
 		return refuse(codes.PermissionDenied, id.String(), "the certificate names no virtual node")
