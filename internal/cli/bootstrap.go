@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -25,6 +26,9 @@ type bootstrapOptions struct {
 	metadata  []string
 	output    string
 	force     bool
+	// The client's certificate files, for a mesh with TLS on.
+	cert, key, ca string
+	refresh       time.Duration
 }
 
 func newBootstrapCmd(g *globals, stdio IO) *cobra.Command {
@@ -42,7 +46,16 @@ The node id names the client to the control plane: ` + "`gmesh status`" + ` list
 under xDS clients, and a rollout waits for every connected client to apply
 each step. It does not select a virtual node: every client sees every
 virtual service of the mesh. Give each process its own id, e.g.
-mesh/echo/virtualNode/billing/<host>-<pid>.`,
+mesh/echo/virtualNode/billing/<host>-<pid>.
+
+In a mesh with TLS on, the control plane serves xDS only to clients that
+present a workload certificate from the mesh CA: give --cert, --key and
+--ca, and a node id of the form mesh/MESH/virtualNode/NODE[/...] naming the
+virtual node of the certificate's SPIFFE ID (spiffe://MESH.gmesh.local/vn/NODE).
+The bootstrap then has "tls" channel_creds (gRFC A65) with those files,
+which the client rereads every --cert-refresh. Otherwise the stream is
+refused (UNAUTHENTICATED or PERMISSION_DENIED) and the control plane logs
+"xds client refused" with the node id and the certificate's ID.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runBootstrap(g, o, stdio)
@@ -55,6 +68,10 @@ mesh/echo/virtualNode/billing/<host>-<pid>.`,
 	cmd.Flags().StringVar(&o.zone, "zone", bootstrap.LocalZone, "node.locality.zone")
 	cmd.Flags().StringVar(&o.subZone, "sub-zone", "", "node.locality.sub_zone")
 	cmd.Flags().StringArrayVar(&o.metadata, "metadata", nil, "KEY=VALUE of node.metadata (repeatable)")
+	cmd.Flags().StringVar(&o.cert, "cert", "", "PEM certificate file of the client's workload certificate from the mesh CA (a mesh with TLS on: the control plane requires it on xDS); with --key and --ca")
+	cmd.Flags().StringVar(&o.key, "key", "", "PEM private key file of --cert (may be the same file)")
+	cmd.Flags().StringVar(&o.ca, "ca", "", "PEM file of the mesh CA's trust bundle (STATE/ca/ca.crt for gmesh's own CA)")
+	cmd.Flags().DurationVar(&o.refresh, "cert-refresh", 0, "how often the client rereads the files (0: grpc-go's default, 10m)")
 	cmd.Flags().StringVarP(&o.output, "output", "o", "-", "write the bootstrap to this file (\"-\": standard output)")
 	cmd.Flags().BoolVar(&o.force, "force", false, "overwrite the -o file if it exists")
 	return cmd
@@ -75,11 +92,31 @@ func runBootstrap(g *globals, o *bootstrapOptions, stdio IO) error {
 	if len(meta) == 0 {
 		meta = nil
 	}
+	var tlsCfg *bootstrap.TLS
+	switch {
+	case o.cert == "" && o.key == "" && o.ca == "":
+	case o.cert == "" || o.key == "" || o.ca == "":
+		return errors.New("bootstrap: --cert, --key and --ca go together: the client's certificate, its key (may be the same file) and the mesh CA's bundle")
+	default:
+		for _, f := range []struct{ flag, path string }{{"--cert", o.cert}, {"--key", o.key}, {"--ca", o.ca}} {
+			abs, err := filepath.Abs(f.path)
+			if err != nil {
+				return fmt.Errorf("bootstrap: %s %s: %w", f.flag, f.path, err)
+			}
+			if _, err := os.Stat(abs); err != nil {
+				return fmt.Errorf("bootstrap: %s: %w", f.flag, err)
+			}
+		}
+		abs := func(p string) string { a, _ := filepath.Abs(p); return a }
+		tlsCfg = &bootstrap.TLS{CertificateFile: abs(o.cert), PrivateKeyFile: abs(o.key), CACertificateFile: abs(o.ca),
+			RefreshInterval: o.refresh, Channel: true}
+	}
 	addr, err := xdsAddr(g, o, stdio)
 	if err != nil {
 		return err
 	}
 	b, err := bootstrap.Config{
+		TLS:       tlsCfg,
 		ServerURI: addr,
 		NodeID:    o.nodeID,
 		Cluster:   o.cluster,

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -32,6 +33,10 @@ func TestBootstrap(t *testing.T) {
 	}
 	none := filepath.Join(t.TempDir(), "none")
 	out := filepath.Join(t.TempDir(), "bootstrap.json")
+	certFile := filepath.Join(t.TempDir(), "identity.pem")
+	if err := os.WriteFile(certFile, []byte("pem"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	run := func(args ...string) (int, string, string) {
 		var stdout, stderr bytes.Buffer
@@ -65,6 +70,10 @@ func TestBootstrap(t *testing.T) {
 			wantErr: `^gmesh: bootstrap: server uri "localhost": want host:port`}},
 		{gmeshCase: gmeshCase{name: "bad metadata", args: []string{"bootstrap", "--state-dir", live, "--node-id", "n", "--metadata", "novalue"}, wantCode: 1,
 			wantErr: `^gmesh: bootstrap: --metadata "novalue": want KEY=VALUE$`}},
+		{gmeshCase: gmeshCase{name: "--cert without --ca", args: []string{"bootstrap", "--state-dir", live, "--node-id", "n", "--cert", certFile, "--key", certFile}, wantCode: 1,
+			wantErr: `^gmesh: bootstrap: --cert, --key and --ca go together`}},
+		{gmeshCase: gmeshCase{name: "--cert missing", args: []string{"bootstrap", "--state-dir", live, "--node-id", "n", "--cert", filepath.Join(none, "c.pem"), "--key", certFile, "--ca", certFile}, wantCode: 1,
+			wantErr: `^gmesh: bootstrap: --cert: stat .*none/c.pem: no such file or directory$`}},
 		{gmeshCase: gmeshCase{name: "to a file", args: []string{"bootstrap", "--state-dir", live, "--node-id", "n", "-o", out}, wantOut: "^$",
 			wantErr: `^wrote .*bootstrap.json; start the client with GRPC_XDS_BOOTSTRAP=.*bootstrap.json$`}},
 		{gmeshCase: gmeshCase{name: "file exists", args: []string{"bootstrap", "--state-dir", live, "--node-id", "n2", "-o", out}, wantCode: 1,
@@ -116,4 +125,42 @@ func jsonEqual(a, b any) bool {
 	x, _ := json.Marshal(a)
 	y, _ := json.Marshal(b)
 	return bytes.Equal(x, y)
+}
+
+// TestBootstrapTLS: --cert, --key and --ca give the bootstrap A65 "tls"
+// channel_creds and the file_watcher provider with the files, absolute.
+func TestBootstrapTLS(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	for _, f := range []string{"id.pem", "ca.pem"} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("pem"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Chdir(dir)
+	var stdout, stderr bytes.Buffer
+	code := cli.Main(ctx, cli.IO{In: strings.NewReader(""), Out: &stdout, Err: &stderr}, []string{"bootstrap", "--xds-server", "127.0.0.1:15010",
+		"--node-id", "mesh/echo/virtualNode/billing/h-1", "--cert", "id.pem", "--key", "id.pem", "--ca", "ca.pem", "--cert-refresh", "30s"})
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	var got struct {
+		Servers []struct {
+			Creds []map[string]any `json:"channel_creds"`
+		} `json:"xds_servers"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	want := []map[string]any{{"type": "tls", "config": map[string]any{
+		"certificate_file": filepath.Join(dir, "id.pem"), "private_key_file": filepath.Join(dir, "id.pem"),
+		"ca_certificate_file": filepath.Join(dir, "ca.pem"), "refresh_interval": "30s",
+	}}}
+	if len(got.Servers) != 1 || !reflect.DeepEqual(got.Servers[0].Creds, want) {
+		t.Errorf("channel_creds %v, want %v", got.Servers, want)
+	}
+	if _, err := xds.NewXDSResolverWithConfigForTesting(stdout.Bytes()); err != nil {
+		t.Errorf("grpc-go rejects the bootstrap: %v", err)
+	}
 }

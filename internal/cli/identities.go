@@ -80,7 +80,7 @@ type lazyCA struct {
 	ca     *pki.CA
 }
 
-var _ pki.Issuer = (*lazyCA)(nil)
+var _ pki.HostIssuer = (*lazyCA)(nil)
 
 func (l *lazyCA) get() (*pki.CA, error) {
 	l.mu.Lock()
@@ -101,6 +101,16 @@ func (l *lazyCA) Issue(id pki.ID, lifetime time.Duration) (*pki.Identity, error)
 		return nil, err
 	}
 	return ca.Issue(id, lifetime)
+}
+
+// IssueHosts lets the control plane's xDS server certificate name the
+// hosts clients reach it by.
+func (l *lazyCA) IssueHosts(id pki.ID, hosts []string, lifetime time.Duration) (*pki.Identity, error) {
+	ca, err := l.get()
+	if err != nil {
+		return nil, err
+	}
+	return ca.IssueHosts(id, hosts, lifetime)
 }
 
 func (l *lazyCA) BundlePEM() []byte {
@@ -157,6 +167,9 @@ func (i *identities) bootstrap(ts local.TaskStart) ([]byte, error) {
 		cfg.TLS = &bootstrap.TLS{
 			CertificateFile: files.Identity(), PrivateKeyFile: files.Identity(), CACertificateFile: files.Bundle(),
 			RefreshInterval: pki.RefreshInterval(i.rot.Lifetime()),
+			// The control plane requires the certificate on xDS too
+			// while a mesh has TLS on.
+			Channel: true,
 		}
 	} else {
 		_ = i.rot.Remove(tlsDir(ts)) // TLS turned off: no renewals for it

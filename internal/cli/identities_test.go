@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -84,6 +85,12 @@ func TestIdentitiesTLSOn(t *testing.T) {
 		Providers map[string]struct {
 			Config map[string]string `json:"config"`
 		} `json:"certificate_providers"`
+		Servers []struct {
+			Creds []struct {
+				Type   string            `json:"type"`
+				Config map[string]string `json:"config"`
+			} `json:"channel_creds"`
+		} `json:"xds_servers"`
 	}
 	if err := json.Unmarshal(b, &got); err != nil {
 		t.Fatal(err)
@@ -92,6 +99,12 @@ func TestIdentitiesTLSOn(t *testing.T) {
 	cfg := got.Providers[bootstrap.CertProviderInstance].Config
 	if cfg["certificate_file"] != files.Identity() || cfg["private_key_file"] != files.Identity() || cfg["ca_certificate_file"] != files.Bundle() || cfg["refresh_interval"] != "20s" {
 		t.Errorf("provider config %v, want the task's files and a 20s refresh", cfg)
+	}
+	// The xDS channel: A65 "tls" with the same files (the control plane
+	// requires the certificate while the mesh has TLS on).
+	if len(got.Servers) != 1 || len(got.Servers[0].Creds) != 1 || got.Servers[0].Creds[0].Type != "tls" ||
+		!maps.Equal(got.Servers[0].Creds[0].Config, cfg) {
+		t.Errorf("xds_servers %+v, want one server with channel_creds tls and config %v", got.Servers, cfg)
 	}
 	_, leaf, err := files.Read()
 	if err != nil {

@@ -61,6 +61,7 @@ type ControlPlane struct {
 	ln       net.Listener
 
 	health *healthIdentities
+	xdsID  *xdsIdentity // nil without a CA: plaintext xDS only
 
 	mu             sync.Mutex
 	translateError string
@@ -98,8 +99,23 @@ func New(cfg Config) (*ControlPlane, error) {
 		return nil, fmt.Errorf("control plane cannot listen on %s: %w", cfg.Addr, err)
 	}
 	cp := &ControlPlane{cfg: cfg, log: cfg.Logger, store: st, ln: ln, health: &healthIdentities{ca: cfg.CA}}
+	auth := &authenticator{required: !IsLoopback(ln.Addr().String()), token: []byte(cfg.Token)}
 	cp.registry = registry.New(cfg.Logger.With("component", "registry"), st, registry.Options{})
-	cp.xds = xdsserver.New(cfg.Logger.With("component", "xds"), xdsserver.Options{})
+	xdsOpts := xdsserver.Options{}
+	serverOpts := []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(auth.unary),
+		grpc.ChainStreamInterceptor(auth.stream),
+		grpc.MaxRecvMsgSize(8 << 20),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	}
+	// With a CA, the one port also speaks TLS: xDS clients of meshes with
+	// TLS on authenticate with their workload certificates (xdsIdentity).
+	cp.xdsID = newXDSIdentity(cfg.CA, st, ln.Addr().String())
+	if x := cp.xdsID; x != nil {
+		xdsOpts.Auth = x.auth()
+		serverOpts = append(serverOpts, grpc.Creds(xdsserver.TLSOrPlaintext(x.serverTLS())))
+	}
+	cp.xds = xdsserver.New(cfg.Logger.With("component", "xds"), xdsOpts)
 	scraper := analysis.NewScraper(endpointLister{cp.registry}, analysis.ScraperOptions{})
 	cp.rollouts = rollout.NewEngine(rollout.Config{
 		Store:       storeAdapter{st},
@@ -111,13 +127,7 @@ func New(cfg Config) (*ControlPlane, error) {
 		// a step follows its ACKs within a tenth of a second.
 		Poll: 100 * time.Millisecond,
 	})
-	auth := &authenticator{required: !IsLoopback(ln.Addr().String()), token: []byte(cfg.Token)}
-	cp.grpc = grpc.NewServer(
-		grpc.ChainUnaryInterceptor(auth.unary),
-		grpc.ChainStreamInterceptor(auth.stream),
-		grpc.MaxRecvMsgSize(8<<20),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-	)
+	cp.grpc = grpc.NewServer(serverOpts...)
 	meshv1.RegisterMeshAdminServer(cp.grpc, &admin{cp: cp})
 	cp.xds.Register(cp.grpc)
 	return cp, nil
@@ -219,6 +229,7 @@ func (cp *ControlPlane) publish(ctx context.Context) error {
 		return err
 	}
 	cp.registry.SetCreds(cp.health.credsFunc(st))
+	cp.xdsID.published(st)
 	cp.registry.SetPolicy(healthPolicy(st))
 	eps := cp.registry.List(registry.Filter{})
 	all := make([]*mesh.Resource, 0, len(st.Resources))

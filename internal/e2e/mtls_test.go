@@ -16,6 +16,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -29,9 +30,13 @@ import (
 	"google.golang.org/grpc/peer"
 	grpcstatus "google.golang.org/grpc/status"
 
+	corepb "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoverypb "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+
 	echov1 "github.com/gmesh-dev/gmesh/api/echo/v1"
 	"github.com/gmesh-dev/gmesh/internal/mesh"
 	"github.com/gmesh-dev/gmesh/internal/pki"
+	"github.com/gmesh-dev/gmesh/internal/statedir"
 	"github.com/gmesh-dev/gmesh/internal/xds"
 )
 
@@ -336,6 +341,19 @@ func TestMTLSStrictStack(t *testing.T) {
 		t.Fatalf("%d echo-server tasks, want 2", len(oldServers))
 	}
 
+	// 1b. The xDS channel is authenticated: the listed xDS clients are
+	// the tasks (each came in with its own certificate, over TLS), and a
+	// plaintext ADS stream to the control plane is refused and logged.
+	for _, c := range st.Clients {
+		if !slices.Contains(tasks, c.NodeID) {
+			t.Errorf("xDS client %s is no task of the mesh (tasks %v)", c.NodeID, tasks)
+		}
+	}
+	if len(st.Clients) != len(tasks) {
+		t.Errorf("%d xDS clients, want one per task (%d)", len(st.Clients), len(tasks))
+	}
+	checkPlaintextXDSRefused(t, stateDir)
+
 	// The prober presents echo-client's identity: echo-client lists
 	// echo-server.echo.local among its backends, so the servers' RBAC
 	// admits it.
@@ -599,4 +617,53 @@ func TestMTLSDeployCallerUnderLoad(t *testing.T) {
 	checkFailures(t, res, 0)
 	report(t, result{scenario: "STRICT echo-server: its caller echo-client deployed 0.1 -> 0.2 (echo-server's RBAC policy changes twice), under load", res: res,
 		note: "afterwards echo-client-0-2's identity served and echo-client-0-1's denied (PERMISSION_DENIED)"})
+}
+
+// checkPlaintextXDSRefused opens a plaintext ADS stream to the control
+// plane as a task's node id: a mesh has TLS on, so it is refused with
+// UNAUTHENTICATED before any resource, and the control plane logs it.
+func checkPlaintextXDSRefused(t *testing.T, stateDir string) {
+	t.Helper()
+	cp, err := statedir.Dir{Path: stateDir}.ReadControlPlane()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient(cp.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	const node = "echo-client-0-1-1"
+	stream, err := discoverypb.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
+	if err == nil {
+		err = stream.Send(&discoverypb.DiscoveryRequest{Node: &corepb.Node{Id: node}, TypeUrl: xds.ListenerType, ResourceNames: []string{"echo-server.echo.local"}})
+	}
+	if err == nil {
+		var resp *discoverypb.DiscoveryResponse
+		resp, err = stream.Recv()
+		if err == nil {
+			t.Fatalf("plaintext xDS stream as %s got %d resources", node, len(resp.GetResources()))
+		}
+	}
+	if grpcstatus.Code(err) != codes.Unauthenticated {
+		t.Errorf("plaintext xDS stream as %s: %v; want Unauthenticated", node, err)
+	}
+	logPath := filepath.Join(stateDir, "logs", "controlplane.log")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, _ := os.ReadFile(logPath)
+		if strings.Contains(string(b), `msg="xds client refused"`) && strings.Contains(string(b), "node="+node) && strings.Contains(string(b), "certificate=none") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%s has no refusal line for the plaintext stream as %s", logPath, node)
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }

@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"io/fs"
 	"math/big"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -297,8 +298,25 @@ type Identity struct {
 // Its one identity is id, as its only URI SAN: no subject, no DNS name, IP
 // or e-mail address. It may authenticate a server and a client.
 func (ca *CA) Issue(id ID, lifetime time.Duration) (*Identity, error) {
+	return ca.IssueHosts(id, nil, lifetime)
+}
+
+// IssueHosts is Issue for a server that clients reach by host name or IP
+// address and check it (the control plane's xDS server: grpc-go's A65
+// "tls" channel credentials verify the server_uri's host): the
+// certificate also names hosts, as DNS names or IP addresses.
+func (ca *CA) IssueHosts(id ID, hosts []string, lifetime time.Duration) (*Identity, error) {
 	if err := id.Validate(); err != nil {
 		return nil, err
+	}
+	var dnsNames []string
+	var ips []net.IP
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			ips = append(ips, ip)
+		} else if h != "" {
+			dnsNames = append(dnsNames, h)
+		}
 	}
 	if lifetime < MinLifetime || lifetime > MaxLifetime {
 		return nil, fmt.Errorf("certificate lifetime %s: want %s to %s", lifetime, MinLifetime, MaxLifetime)
@@ -324,6 +342,8 @@ func (ca *CA) Issue(id ID, lifetime time.Duration) (*Identity, error) {
 		NotBefore:             now.Add(-Backdate),
 		NotAfter:              notAfter,
 		URIs:                  []*url.URL{id.URL()},
+		DNSNames:              dnsNames,
+		IPAddresses:           ips,
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		BasicConstraintsValid: true,

@@ -19,6 +19,7 @@ type Source struct {
 	id       ID
 	lifetime time.Duration
 	clock    clock.Clock
+	hosts    []string // for a server reached by name (NewServerSource)
 
 	mu      sync.Mutex
 	cert    *tls.Certificate
@@ -36,6 +37,41 @@ func NewSource(issuer Issuer, id ID, lifetime time.Duration, clk clock.Clock) *S
 	return &Source{issuer: issuer, id: id, lifetime: lifetime, clock: clk}
 }
 
+// HostIssuer is an Issuer that can also name hosts in a certificate
+// (CA.IssueHosts).
+type HostIssuer interface {
+	Issuer
+	IssueHosts(id ID, hosts []string, lifetime time.Duration) (*Identity, error)
+}
+
+var _ HostIssuer = (*CA)(nil)
+
+// NewServerSource is NewSource for a server that clients reach by one of
+// hosts (DNS names or IP addresses) and check it: its certificates name
+// them beside id. issuer must be a HostIssuer.
+func NewServerSource(issuer Issuer, id ID, hosts []string, lifetime time.Duration, clk clock.Clock) *Source {
+	s := NewSource(issuer, id, lifetime, clk)
+	s.hosts = append([]string(nil), hosts...)
+	return s
+}
+
+// ServerTLS is the TLS configuration of a server presenting s's
+// certificate that asks every client for its certificate but does not
+// check it during the handshake: the server checks it afterwards with
+// VerifyClient, so that a refusal can be a clear error naming what the
+// client claimed, instead of a failed handshake the client cannot read.
+// Whoever uses it must call VerifyClient before trusting a connection.
+func (s *Source) ServerTLS() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return s.Certificate()
+		},
+		ClientAuth: tls.RequestClientCert,
+		NextProtos: []string{"h2"},
+	}
+}
+
 // Certificate returns the current certificate, issuing a new one when there
 // is none or half its life has passed. When renewing fails while the
 // current one is still valid, the current one is returned.
@@ -46,7 +82,15 @@ func (s *Source) Certificate() (*tls.Certificate, error) {
 	if s.cert != nil && now.Before(s.renewAt) {
 		return s.cert, nil
 	}
-	ident, err := s.issuer.Issue(s.id, s.lifetime)
+	var ident *Identity
+	var err error
+	if hi, ok := s.issuer.(HostIssuer); ok && len(s.hosts) > 0 {
+		ident, err = hi.IssueHosts(s.id, s.hosts, s.lifetime)
+	} else if len(s.hosts) > 0 {
+		err = fmt.Errorf("issuer %T cannot put host names in a certificate", s.issuer)
+	} else {
+		ident, err = s.issuer.Issue(s.id, s.lifetime)
+	}
 	if err != nil {
 		if s.cert != nil && now.Before(s.cert.Leaf.NotAfter) {
 			return s.cert, nil
@@ -79,6 +123,32 @@ func (s *Source) ClientTLS(peer ID) *tls.Config {
 			return VerifyPeer(cs.PeerCertificates, s.issuer.BundlePEM(), peer, s.clock.Now())
 		},
 	}
+}
+
+// VerifyClient checks a client's certificate chain (leaf first) against
+// the trust bundle at time now, for client authentication, and returns the
+// leaf's one SPIFFE ID.
+func VerifyClient(chain []*x509.Certificate, bundle []byte, now time.Time) (ID, error) {
+	if len(chain) == 0 {
+		return ID{}, errors.New("no client certificate")
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(bundle) {
+		return ID{}, errors.New("no trust bundle to verify the client with")
+	}
+	inter := x509.NewCertPool()
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return ID{}, fmt.Errorf("client certificate: %w", err)
+	}
+	id, err := IDFromURIs(chain[0].URIs)
+	if err != nil {
+		return ID{}, fmt.Errorf("client certificate: %w", err)
+	}
+	return id, nil
 }
 
 // VerifyPeer checks a peer's certificate chain (leaf first) against the

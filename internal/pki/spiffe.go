@@ -184,3 +184,7 @@ func IDFromURIs(uris []*url.URL) (ID, error) {
 		return ID{}, fmt.Errorf("%d spiffe:// URI SANs (%s); want exactly one", len(found), strings.Join(found, ", "))
 	}
 }
+
+// XDSServer is the ID of the control plane's xDS server in a mesh: the
+// certificate it presents to the mesh's xDS clients.
+func XDSServer(meshName string) ID { return ID{Mesh: meshName, Component: "xds"} }

@@ -417,3 +417,21 @@ func (s *Supervisor) Shutdown(ctx context.Context) error {
 	<-s.repDone
 	return err
 }
+
+// ParseTaskID splits a task id made by TaskID into its task set and n; ok
+// is false for anything TaskID cannot have made.
+func ParseTaskID(id string) (taskSet string, n int, ok bool) {
+	i := strings.LastIndexByte(id, '-')
+	if i <= 0 || i == len(id)-1 {
+		return "", 0, false
+	}
+	num := id[i+1:]
+	if num[0] == '0' {
+		return "", 0, false
+	}
+	n, err := strconv.Atoi(num)
+	if err != nil || n < 1 || strconv.Itoa(n) != num {
+		return "", 0, false
+	}
+	return id[:i], n, true
+}

@@ -9,7 +9,10 @@
 //     the admin API and ADS on one port).
 //   - xds_servers[0].channel_creds: [{"type": "insecure"}]; every
 //     implementation requires at least one type it supports, and the
-//     control plane speaks plaintext.
+//     control plane speaks plaintext to meshes without TLS. With TLS.Channel
+//     (a mesh with TLS on): [{"type": "tls", "config": {...}}] (gRFC A65)
+//     with the workload's certificate files, which the control plane then
+//     requires.
 //   - xds_servers[0].server_features: ["xds_v3"]. gmesh serves xDS v3 only;
 //     gRPC releases that spoke both v2 and v3 (C core 1.36-1.50, Java
 //     1.36-1.52, Go 1.36-1.53, grpc-js-xds 1.4-1.7) use v3 only when the
@@ -101,6 +104,13 @@ type TLS struct {
 	// RefreshInterval is how often the provider rereads the files (grpc-go's
 	// default, 10 minutes, when 0).
 	RefreshInterval time.Duration
+	// Channel also secures the xDS channel with these files: channel_creds
+	// [{"type": "tls", "config": {...}}] (gRFC A65) instead of "insecure",
+	// so the client presents its certificate to the control plane and
+	// checks the control plane's against the CA file (and its host name:
+	// the server_uri's host must be in the control plane's certificate).
+	// grpc-go rereads the files at refresh_interval, as for the provider.
+	Channel bool
 }
 
 // CertProviderInstance is the name of the certificate provider instance in
@@ -144,7 +154,8 @@ type server struct {
 }
 
 type channelCred struct {
-	Type string `json:"type"`
+	Type   string       `json:"type"`
+	Config *fileWatcher `json:"config,omitempty"`
 }
 
 type node struct {
@@ -187,6 +198,12 @@ func (c Config) JSON() ([]byte, error) {
 			fw.RefreshInterval = strconv.FormatFloat(t.RefreshInterval.Seconds(), 'f', -1, 64) + "s"
 		}
 		f.CertificateProviders = map[string]certProvider{CertProviderInstance: {PluginName: "file_watcher", Config: fw}}
+		if t.Channel {
+			// A65: the "tls" channel credentials take the file_watcher
+			// provider's config.
+			cfg := fw
+			f.XDSServers[0].ChannelCreds = []channelCred{{Type: "tls", Config: &cfg}}
+		}
 		f.ServerListenerResourceNameTemplate = ServerListenerTemplate
 	}
 	b, err := json.MarshalIndent(f, "", "  ")

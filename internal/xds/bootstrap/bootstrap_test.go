@@ -173,6 +173,34 @@ func TestTLS(t *testing.T) {
 	if _, err := xds.NewXDSResolverWithConfigForTesting(b); err != nil {
 		t.Errorf("grpc-go rejects the bootstrap: %v", err)
 	}
+	servers := got["xds_servers"].([]any)
+	if diff := cmp.Diff([]any{map[string]any{"type": "insecure"}}, servers[0].(map[string]any)["channel_creds"]); diff != "" {
+		t.Errorf("channel_creds without Channel (-want +got):\n%s", diff)
+	}
+
+	// Channel: the same files secure the xDS channel (gRFC A65).
+	cfg.TLS.Channel = true
+	b, err = cfg.JSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = nil
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	wantCreds := []any{map[string]any{"type": "tls", "config": map[string]any{
+		"certificate_file":    "/s/tasks/t-1/tls/identity.pem",
+		"private_key_file":    "/s/tasks/t-1/tls/identity.pem",
+		"ca_certificate_file": "/s/tasks/t-1/tls/ca.pem",
+		"refresh_interval":    "90s",
+	}}}
+	if diff := cmp.Diff(wantCreds, got["xds_servers"].([]any)[0].(map[string]any)["channel_creds"]); diff != "" {
+		t.Errorf("channel_creds with Channel (-want +got):\n%s", diff)
+	}
+	if _, err := xds.NewXDSResolverWithConfigForTesting(b); err != nil {
+		t.Errorf("grpc-go rejects the bootstrap with tls channel_creds: %v", err)
+	}
+
 	if got, want := bootstrap.ServerListenerName("127.0.0.3:50051"), "grpc/server?xds.resource.listening_address=127.0.0.3:50051"; got != want {
 		t.Errorf("ServerListenerName = %q, want %q", got, want)
 	}

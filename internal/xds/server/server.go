@@ -28,6 +28,17 @@
 // every Publish. A type whose content did not change keeps its version, so
 // its clients are not resent. Versions from another epoch (a client that
 // reconnects after a control-plane restart) count as nothing ACKed.
+//
+// # Authentication
+//
+// With Options.Auth (MeshAuth in local mode) every stream is authenticated
+// at its first request, before the cache sees it, and every fetch: a
+// refused stream ends with UNAUTHENTICATED or PERMISSION_DENIED, is logged
+// once ("xds client refused", naming the claimed node and the
+// certificate's SPIFFE ID), and never gets a node id in the tracking
+// state, so it is never listed or counted. A stream let in without TLS is
+// checked again at each request. TLSOrPlaintext serves TLS and plain text
+// on one port.
 package server
 
 import (
@@ -69,12 +80,19 @@ type Options struct {
 	Epoch string
 	// Now is the clock for timestamps in ClientStatus; default time.Now.
 	Now func() time.Time
+	// Auth, when set, authenticates every stream at its first request
+	// and every fetch before anything is sent: a refused stream ends with
+	// Auth's error (an *AuthError is logged naming the claimed node and
+	// the certificate's ID), is never listed by Clients and never counts
+	// for Converged, Behind or WaitSubscribed. nil: every client is served.
+	Auth Authenticator
 }
 
 // Server is gmesh's ADS server.
 type Server struct {
 	log   *slog.Logger
 	now   func() time.Time
+	auth  Authenticator
 	epoch string
 	cache cache.SnapshotCache
 	xds   xdsserver.Server
@@ -91,7 +109,8 @@ type Server struct {
 	hashes    map[string][sha256.Size]byte
 	history   []publish // oldest first, at most historyLimit
 	streams   map[int64]*stream
-	changed   chan struct{} // closed and replaced on every tracked change
+	deltas    map[int64]*deltaStream // delta streams, tracked only to authenticate them
+	changed   chan struct{}          // closed and replaced on every tracked change
 }
 
 // publish records the per-type version counters of one Publish.
@@ -120,11 +139,13 @@ func New(logger *slog.Logger, opts Options) *Server {
 	s := &Server{
 		log:      logger,
 		now:      opts.Now,
+		auth:     opts.Auth,
 		epoch:    opts.Epoch,
 		versions: map[string]string{},
 		counters: map[string]uint64{},
 		hashes:   map[string][sha256.Size]byte{},
 		streams:  map[int64]*stream{},
+		deltas:   map[int64]*deltaStream{},
 		changed:  make(chan struct{}),
 	}
 	gl := slogLogger{l: logger}

@@ -11,6 +11,8 @@ import (
 	corepb "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoverypb "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	xdsserver "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
 
 	"github.com/gmesh-dev/gmesh/internal/xds"
 )
@@ -53,7 +55,13 @@ type NACK struct {
 
 // stream is one ADS (or single-type xDS) stream.
 type stream struct {
-	id       int64
+	id  int64
+	ctx context.Context
+	// authed: the stream's client was authenticated (or no Authenticator
+	// is set); node stays "" until then, so an unauthenticated stream
+	// counts nowhere.
+	authed   bool
+	plain    bool // authed without TLS: authenticated again at every request
 	node     string
 	opened   time.Time
 	types    map[string]*typeState
@@ -102,11 +110,52 @@ type callbacks Server
 
 var _ xdsserver.Callbacks = (*callbacks)(nil)
 
-func (c *callbacks) OnStreamOpen(_ context.Context, id int64, _ string) error {
+func (c *callbacks) OnStreamOpen(ctx context.Context, id int64, _ string) error {
 	s := (*Server)(c)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.streams[id] = &stream{id: id, opened: s.now(), types: map[string]*typeState{}}
+	s.streams[id] = &stream{id: id, ctx: ctx, authed: s.auth == nil, opened: s.now(), types: map[string]*typeState{}}
+	return nil
+}
+
+// authenticate runs the Authenticator on a stream's first request, and
+// again on every later request of a stream it let in without TLS (so a
+// plaintext stream opened while no mesh had TLS on is ended at its next
+// request once one has), outside s.mu: it may look the node up elsewhere.
+// A stream's requests come one at a time, so nothing else touches authed
+// and plain meanwhile.
+func (s *Server) authenticate(id int64, req *discoverypb.DiscoveryRequest) error {
+	s.mu.Lock()
+	st, ok := s.streams[id]
+	if !ok || (st.authed && !st.plain) || s.auth == nil {
+		s.mu.Unlock()
+		return nil
+	}
+	ctx := st.ctx
+	nodeID := st.node
+	s.mu.Unlock()
+	if nodeID == "" {
+		nodeID = req.GetNode().GetId()
+	}
+	if err := s.auth.Authenticate(ctx, nodeID); err != nil {
+		s.mu.Lock()
+		if st.node != "" {
+			// It counted until now: it does no more.
+			st.node = ""
+			s.notifyLocked()
+		}
+		s.mu.Unlock()
+		s.logRefusal(err, nodeID, id)
+		return err
+	}
+	plain := true
+	if p, ok := peer.FromContext(ctx); ok {
+		_, isTLS := p.AuthInfo.(credentials.TLSInfo)
+		plain = !isTLS
+	}
+	s.mu.Lock()
+	st.authed, st.plain = true, plain
+	s.mu.Unlock()
 	return nil
 }
 
@@ -123,6 +172,9 @@ func (c *callbacks) OnStreamClosed(id int64, node *corepb.Node) {
 
 func (c *callbacks) OnStreamRequest(id int64, req *discoverypb.DiscoveryRequest) error {
 	s := (*Server)(c)
+	if err := s.authenticate(id, req); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st, ok := s.streams[id]
@@ -222,15 +274,64 @@ func (c *callbacks) OnStreamResponse(_ context.Context, id int64, req *discovery
 	ts.sentAt = s.now()
 }
 
-func (c *callbacks) OnFetchRequest(context.Context, *discoverypb.DiscoveryRequest) error { return nil }
+func (c *callbacks) OnFetchRequest(ctx context.Context, req *discoverypb.DiscoveryRequest) error {
+	s := (*Server)(c)
+	if s.auth == nil {
+		return nil
+	}
+	if err := s.auth.Authenticate(ctx, req.GetNode().GetId()); err != nil {
+		s.logRefusal(err, req.GetNode().GetId(), 0)
+		return err
+	}
+	return nil
+}
 func (c *callbacks) OnFetchResponse(*discoverypb.DiscoveryRequest, *discoverypb.DiscoveryResponse) {
 }
 
-// Delta xDS streams are served by the cache but not tracked: grpc-go speaks
-// state-of-the-world only.
-func (c *callbacks) OnDeltaStreamOpen(context.Context, int64, string) error { return nil }
-func (c *callbacks) OnDeltaStreamClosed(int64, *corepb.Node)                {}
-func (c *callbacks) OnStreamDeltaRequest(int64, *discoverypb.DeltaDiscoveryRequest) error {
+// Delta xDS streams are served by the cache but not tracked (grpc-go
+// speaks state-of-the-world only); with an Authenticator they are
+// authenticated at their first request like the others.
+type deltaStream struct {
+	ctx    context.Context
+	authed bool
+}
+
+func (c *callbacks) OnDeltaStreamOpen(ctx context.Context, id int64, _ string) error {
+	s := (*Server)(c)
+	if s.auth == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.deltas[id] = &deltaStream{ctx: ctx}
+	return nil
+}
+
+func (c *callbacks) OnDeltaStreamClosed(id int64, _ *corepb.Node) {
+	s := (*Server)(c)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.deltas, id)
+}
+
+func (c *callbacks) OnStreamDeltaRequest(id int64, req *discoverypb.DeltaDiscoveryRequest) error {
+	s := (*Server)(c)
+	if s.auth == nil {
+		return nil
+	}
+	s.mu.Lock()
+	ds, ok := s.deltas[id]
+	s.mu.Unlock()
+	if !ok || ds.authed {
+		return nil
+	}
+	if err := s.auth.Authenticate(ds.ctx, req.GetNode().GetId()); err != nil {
+		s.logRefusal(err, req.GetNode().GetId(), id)
+		return err
+	}
+	s.mu.Lock()
+	ds.authed = true
+	s.mu.Unlock()
 	return nil
 }
 func (c *callbacks) OnStreamDeltaResponse(int64, *discoverypb.DeltaDiscoveryRequest, *discoverypb.DeltaDiscoveryResponse) {
