@@ -259,6 +259,14 @@ func TestInjectionOfTheIdentity(t *testing.T) {
 				t.Errorf("message %q does not name %q", resp.Result.Message, want)
 			}
 		}
+		// A node of another namespace: its Secret cannot be mounted.
+		other := startWebhooks(t, &staticObjects{}, true, func(o *webhook.Options) {
+			o.Identity = webhook.IdentityOptions{Identities: &fakeIdentities{byApp: map[string]identity.Want{"echo-server": {Namespace: "elsewhere", VirtualNode: "n"}}}}
+		}, core...)
+		resp = review(ctx, t, other.client, other.url(webhook.PathInject), podRequest(t, tlsPod("echo-server", "echo-server")))
+		if resp.Allowed || resp.Result == nil || !strings.Contains(resp.Result.Message, "virtual node elsewhere/n") {
+			t.Errorf("a node of another namespace: allowed %v, %+v; want refused naming it", resp.Allowed, resp.Result)
+		}
 		// A namespace not labelled for injection is not asked about.
 		if resp := review(ctx, t, h.client, h.url(webhook.PathInject), podRequest(t, testPod("plain"))); !resp.Allowed {
 			t.Errorf("a pod not injected was refused: %+v", resp.Result)

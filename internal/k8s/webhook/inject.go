@@ -242,6 +242,10 @@ func (in *Injector) Review(ctx context.Context, req *admissionv1.AdmissionReques
 	var mount *IdentityMount
 	if in.id.Identities != nil {
 		want, ok, err := in.id.Identities.PodIdentity(req.Namespace, pod.Labels)
+		if err == nil && ok && (want.VirtualNode == "" || (want.Namespace != "" && want.Namespace != req.Namespace)) {
+			// A Secret volume can only name a Secret of the pod's namespace.
+			err = fmt.Errorf("virtual node %s/%s: want a node of the pod's namespace", want.Namespace, want.VirtualNode)
+		}
 		if err != nil {
 			return deny(500, metav1.StatusReasonInternalError, fmt.Sprintf("gmesh injector: pod %s/%s: its identity: %v", req.Namespace, podName(&pod), err))
 		}
