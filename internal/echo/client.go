@@ -149,7 +149,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 			return nil, fmt.Errorf("listen for metrics on %s: %w", cfg.MetricsAddr, err)
 		}
 		c.mlis = mlis
-		c.mhttp = newMetricsHTTPServer(c.metrics.registry)
+		c.mhttp = newMetricsHTTPServer(c.metrics.registry, nil, nil)
 	}
 	c.http = &http.Server{
 		Handler:           c.Handler(),

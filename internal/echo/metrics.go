@@ -84,8 +84,17 @@ func splitMethod(full string) (service, method string) {
 	return "unknown", full
 }
 
-func newMetricsHTTPServer(reg *prometheus.Registry) *http.Server {
+// newMetricsHTTPServer serves /metrics and, when not nil, the probes
+// /healthz (live) and /readyz (ready): the server's, for a kubelet that
+// cannot speak to its gRPC port (a STRICT server requires mTLS there).
+func newMetricsHTTPServer(reg *prometheus.Registry, live, ready http.HandlerFunc) *http.Server {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	if live != nil {
+		mux.HandleFunc("GET /healthz", live)
+	}
+	if ready != nil {
+		mux.HandleFunc("GET /readyz", ready)
+	}
 	return &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -12,11 +13,13 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
@@ -99,6 +102,13 @@ type Server struct {
 	mlis     net.Listener
 	mhttp    *http.Server
 	stopping chan struct{} // closed right before GracefulStop
+	draining atomic.Bool   // set when Shutdown begins
+
+	// The xDS server's last serving mode for its listener (xDS mode only):
+	// NOT_SERVING until the control plane's Listener arrives.
+	modeMu  sync.Mutex
+	mode    connectivity.ServingMode
+	modeErr error
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -150,6 +160,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		health:       health.NewServer(),
 		stopping:     make(chan struct{}),
 		shutdownDone: make(chan struct{}),
+		mode:         connectivity.ServingModeNotServing,
 	}
 	if s.said == "" {
 		if host, _, err := net.SplitHostPort(cfg.Addr); err == nil {
@@ -179,7 +190,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		if err != nil {
 			return nil, fmt.Errorf("xds server credentials: %w", err)
 		}
-		opts = append(opts, grpc.Creds(creds))
+		opts = append(opts, grpc.Creds(creds), xds.ServingModeCallback(s.servingModeChanged))
 		if cfg.XDSBootstrap != nil {
 			opts = append(opts, xds.BootstrapContentsForTesting(cfg.XDSBootstrap))
 		}
@@ -209,7 +220,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 			return nil, fmt.Errorf("listen for metrics on %s: %w", cfg.MetricsAddr, err)
 		}
 		s.mlis = mlis
-		s.mhttp = newMetricsHTTPServer(s.metrics.registry)
+		s.mhttp = newMetricsHTTPServer(s.metrics.registry, s.serveLive, s.serveReady)
 	}
 	return s, nil
 }
@@ -264,6 +275,9 @@ func (s *Server) Serve() error {
 		// Whether calls need mTLS is the control plane's listener's to say.
 		s.log.Info(fmt.Sprintf("Starting on port: %s, ssl: xds", port), "addr", s.lis.Addr().String())
 		s.log.Info("serving through xDS: the control plane's listener for this address says whether calls need mTLS", "addr", s.lis.Addr().String())
+		if a, ok := s.lis.Addr().(*net.TCPAddr); ok && a.IP.IsUnspecified() {
+			s.log.Warn("the xDS server asks for the listener of an unspecified address, and the control plane publishes one per endpoint address: set HOST to this server's address (on Kubernetes the pod IP, from status.podIP)", "addr", s.lis.Addr().String())
+		}
 	} else {
 		s.log.Info(fmt.Sprintf("Starting on port: %s, ssl: %t", port, s.tls), "addr", s.lis.Addr().String())
 	}
@@ -311,6 +325,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 func (s *Server) shutdown(ctx context.Context) error {
 	s.log.Info("draining: health is NOT_SERVING", "drain_delay", s.cfg.DrainDelay.String())
+	s.draining.Store(true)
 	s.health.Shutdown() // every service NOT_SERVING, later updates ignored
 	var errs []error
 	if s.cfg.DrainDelay > 0 {
@@ -371,6 +386,63 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	err := s.Shutdown(context.Background())
 	return errors.Join(err, <-errc)
+}
+
+// servingModeChanged keeps the xDS server's serving mode
+// (xds.ServingModeCallback).
+func (s *Server) servingModeChanged(addr net.Addr, args xds.ServingModeChangeArgs) {
+	s.modeMu.Lock()
+	s.mode, s.modeErr = args.Mode, args.Err
+	s.modeMu.Unlock()
+	if args.Err != nil {
+		s.log.Warn("xDS server mode changed", "addr", addr.String(), "mode", args.Mode.String(), "err", args.Err)
+		return
+	}
+	s.log.Info("xDS server mode changed", "addr", addr.String(), "mode", args.Mode.String())
+}
+
+// Ready reports whether the server serves calls: nil when it does, else
+// why not. It serves once Serve has marked health SERVING, and, in xDS
+// mode, once grpc-go's xDS server reports SERVING for its listener (the
+// control plane's Listener for its address has arrived); it stops when
+// Shutdown begins to drain.
+func (s *Server) Ready() error {
+	if s.draining.Load() {
+		return errors.New("draining: shutting down")
+	}
+	resp, err := s.health.Check(context.Background(), &healthpb.HealthCheckRequest{})
+	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		return errors.New("health is NOT_SERVING: not serving yet")
+	}
+	if !s.xds {
+		return nil
+	}
+	s.modeMu.Lock()
+	mode, merr := s.mode, s.modeErr
+	s.modeMu.Unlock()
+	if mode == connectivity.ServingModeServing {
+		return nil
+	}
+	if merr != nil {
+		return fmt.Errorf("the xDS server does not serve %s: %v", s.lis.Addr(), merr)
+	}
+	return fmt.Errorf("the xDS server does not serve %s: no listener from the control plane yet", s.lis.Addr())
+}
+
+// serveLive is /healthz: the process is alive.
+func (s *Server) serveLive(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	io.WriteString(w, "ok\n") //nolint:errcheck // the prober sees a broken reply
+}
+
+// serveReady is /readyz: 200 when Ready, else 503 with the reason.
+func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
+	if err := s.Ready(); err != nil {
+		http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	io.WriteString(w, "ok\n") //nolint:errcheck // the prober sees a broken reply
 }
 
 // Echo answers `Hello, <name>-san! (Said <ip>, Version <version>)`.

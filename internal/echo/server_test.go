@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -509,5 +510,47 @@ func TestRunStopsOnContext(t *testing.T) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("Run did not return after its context ended")
+	}
+}
+
+// TestReadyzPlain: a plain server's /readyz (on the metrics port) follows
+// its health: 503 before Serve, 200 serving, 503 while draining; /healthz
+// answers 200 throughout.
+func TestReadyzPlain(t *testing.T) {
+	s, err := NewServer(ServerConfig{Addr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0", Version: "0.9", DrainDelay: time.Minute, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ready(); err == nil || !strings.Contains(err.Error(), "not serving yet") {
+		t.Errorf("Ready before Serve: %v, want not serving yet", err)
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- s.Serve() }()
+	drainCtx, endDrain := context.WithCancel(context.Background())
+	t.Cleanup(func() {
+		endDrain()
+		s.Shutdown(context.Background()) // waits for a Shutdown under way
+		if err := <-serveErr; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	url := "http://" + s.MetricsAddr().String()
+	waitFor(t, "/readyz 200", testTimeout, func() bool {
+		code, _, _ := httpDo(t, "GET", url+"/readyz")
+		return code == http.StatusOK
+	})
+	if code, body, _ := httpDo(t, "GET", url+"/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz: %d %q, want 200", code, body)
+	}
+	go s.Shutdown(drainCtx)
+	waitFor(t, "/readyz 503 while draining", testTimeout, func() bool {
+		code, body, _ := httpDo(t, "GET", url+"/readyz")
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "not ready: draining")
+	})
+	if code, body, _ := httpDo(t, "GET", url+"/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz while draining: %d %q, want 200", code, body)
+	}
+	if code, _, _ := httpDo(t, "POST", url+"/readyz"); code != http.StatusMethodNotAllowed {
+		t.Errorf("POST /readyz: %d, want 405", code)
 	}
 }

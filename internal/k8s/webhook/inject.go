@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"path"
 	"strconv"
 	"sync"
 	"time"
@@ -19,6 +21,7 @@ import (
 	listerscorev1 "k8s.io/client-go/listers/core/v1"
 
 	"github.com/gmesh-dev/gmesh/internal/clock"
+	"github.com/gmesh-dev/gmesh/internal/k8s/identity"
 	"github.com/gmesh-dev/gmesh/internal/xds/bootstrap"
 )
 
@@ -143,6 +146,35 @@ func (s *ServiceAddress) XDSAddress(ctx context.Context) (string, error) {
 	return s.addr, nil
 }
 
+// PodIdentities finds the VirtualNode of a mesh with TLS on that selects a
+// pod: ok false when none does, an error when two do (the control plane's
+// Source implements it over its informers' caches).
+type PodIdentities interface {
+	PodIdentity(namespace string, podLabels map[string]string) (want identity.Want, ok bool, err error)
+}
+
+// DefaultIdentityRefresh is how often an injected bootstrap's certificate
+// provider rereads the identity files: the kubelet's propagation of a
+// renewed Secret (up to its sync period plus its cache's TTL, a minute or
+// more) is the slow part, so a shorter interval gains nothing.
+const DefaultIdentityRefresh = 10 * time.Second
+
+// IdentityOptions give the pods of a mesh with TLS on their workload
+// identity: the injector mounts the identity Secret of the pod's
+// VirtualNode and names its files in the bootstrap.
+type IdentityOptions struct {
+	// Identities finds a pod's VirtualNode; nil gives no pod an identity.
+	Identities PodIdentities
+	// Refresh is the certificate provider's refresh_interval; default
+	// DefaultIdentityRefresh.
+	Refresh time.Duration
+	// ChannelTLS also secures the xDS channel with the identity (gRFC A65
+	// "tls" channel_creds). Off by default: the control plane does not
+	// serve xDS over TLS on Kubernetes yet, and a pod whose bootstrap asks
+	// for it would never get its configuration.
+	ChannelTLS bool
+}
+
 // Injector is the mutating webhook for pods.
 type Injector struct {
 	addr XDSAddress
@@ -150,16 +182,21 @@ type Injector struct {
 	// does not have yet (one created a moment before its pods).
 	namespaces listerscorev1.NamespaceLister
 	kube       kubernetes.Interface
+	id         IdentityOptions
 	log        *slog.Logger
 }
 
 // NewInjector returns an injector that gives pods addr's address and
-// reads namespaces from the lister (may be nil), else from kube.
-func NewInjector(addr XDSAddress, namespaces listerscorev1.NamespaceLister, kube kubernetes.Interface, logger *slog.Logger) *Injector {
+// reads namespaces from the lister (may be nil), else from kube; id gives
+// the pods of meshes with TLS on their identity (its zero value: none).
+func NewInjector(addr XDSAddress, namespaces listerscorev1.NamespaceLister, kube kubernetes.Interface, id IdentityOptions, logger *slog.Logger) *Injector {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Injector{addr: addr, namespaces: namespaces, kube: kube, log: logger}
+	if id.Refresh <= 0 {
+		id.Refresh = DefaultIdentityRefresh
+	}
+	return &Injector{addr: addr, namespaces: namespaces, kube: kube, id: id, log: logger}
 }
 
 var _ Reviewer = (*Injector)(nil)
@@ -202,7 +239,26 @@ func (in *Injector) Review(ctx context.Context, req *admissionv1.AdmissionReques
 	if err != nil {
 		return deny(500, metav1.StatusReasonInternalError, "gmesh injector: the control plane's xDS address: "+err.Error())
 	}
-	patch, err := InjectPatch(&pod, addr)
+	var mount *IdentityMount
+	if in.id.Identities != nil {
+		want, ok, err := in.id.Identities.PodIdentity(req.Namespace, pod.Labels)
+		if err == nil && ok && (want.VirtualNode == "" || (want.Namespace != "" && want.Namespace != req.Namespace)) {
+			// A Secret volume can only name a Secret of the pod's namespace.
+			err = fmt.Errorf("virtual node %s/%s: want a node of the pod's namespace", want.Namespace, want.VirtualNode)
+		}
+		if err != nil {
+			return deny(500, metav1.StatusReasonInternalError, fmt.Sprintf("gmesh injector: pod %s/%s: its identity: %v", req.Namespace, podName(&pod), err))
+		}
+		if ok {
+			mount = &IdentityMount{
+				SecretName:     identity.SecretName(want.VirtualNode),
+				ServiceAccount: serviceAccount(&pod),
+				Refresh:        in.id.Refresh,
+				ChannelTLS:     in.id.ChannelTLS,
+			}
+		}
+	}
+	patch, err := InjectIdentityPatch(&pod, addr, mount)
 	if err != nil {
 		return deny(500, metav1.StatusReasonInternalError, "gmesh injector: "+err.Error())
 	}
@@ -214,7 +270,7 @@ func (in *Injector) Review(ctx context.Context, req *admissionv1.AdmissionReques
 		}
 		pt := admissionv1.PatchTypeJSONPatch
 		resp.Patch, resp.PatchType = b, &pt
-		in.log.Debug("pod injected", "namespace", req.Namespace, "pod", podName(&pod), "xds", addr, "operations", len(patch))
+		in.log.Debug("pod injected", "namespace", req.Namespace, "pod", podName(&pod), "xds", addr, "identity", mount.secret(), "operations", len(patch))
 	}
 	return resp
 }
@@ -226,9 +282,86 @@ func podName(p *corev1.Pod) string {
 	return p.GenerateName + "*"
 }
 
+// serviceAccount is the pod's service account: the API server's
+// ServiceAccount admission names "default" before webhooks run, but a pod
+// reviewed without it names none.
+func serviceAccount(p *corev1.Pod) string {
+	if p.Spec.ServiceAccountName != "" {
+		return p.Spec.ServiceAccountName
+	}
+	return "default"
+}
+
+// IdentityMount is what a pod of a mesh with TLS on gets besides the
+// environment: its VirtualNode's identity Secret mounted read-only at
+// identity.MountPath in every container, and a bootstrap naming the
+// mounted files.
+type IdentityMount struct {
+	// SecretName is the VirtualNode's identity Secret
+	// (identity.SecretName), in the pod's namespace.
+	SecretName string
+	// ServiceAccount is the pod's: its key (identity.KeyFor) is mounted
+	// as identity.IdentityFile.
+	ServiceAccount string
+	// Refresh is the certificate provider's refresh_interval (0: grpc-go's
+	// default).
+	Refresh time.Duration
+	// ChannelTLS also secures the xDS channel with the identity (gRFC
+	// A65).
+	ChannelTLS bool
+}
+
+// secret names m's Secret for logs ("" for none).
+func (m *IdentityMount) secret() string {
+	if m == nil {
+		return ""
+	}
+	return m.SecretName
+}
+
+// identityFileMode is the identity file's mode: it holds the private key.
+// The kubelet adds group read for the pod's securityContext.fsGroup, which
+// a container that runs as another user than root needs.
+const identityFileMode int32 = 0o400
+
+// Volume is the Secret volume identity.VolumeName.
+func (m *IdentityMount) Volume() corev1.Volume {
+	mode := identityFileMode
+	return corev1.Volume{Name: identity.VolumeName, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+		SecretName: m.SecretName,
+		Items: []corev1.KeyToPath{
+			{Key: identity.KeyFor(m.ServiceAccount), Path: identity.IdentityFile, Mode: &mode},
+			{Key: identity.BundleKey, Path: identity.BundleFile},
+		},
+	}}}
+}
+
+// TLS is the bootstrap's certificate files: the mounted identity (key and
+// certificate in one file) and CA bundle.
+func (m *IdentityMount) TLS() *bootstrap.TLS {
+	id := path.Join(identity.MountPath, identity.IdentityFile)
+	return &bootstrap.TLS{
+		CertificateFile:   id,
+		PrivateKeyFile:    id,
+		CACertificateFile: path.Join(identity.MountPath, identity.BundleFile),
+		RefreshInterval:   m.Refresh,
+		Channel:           m.ChannelTLS,
+	}
+}
+
 // BootstrapJSON is the bootstrap every injected container gets, compact.
 func BootstrapJSON(xdsAddr string) (string, error) {
-	b, err := bootstrap.Config{ServerURI: xdsAddr, NodeID: NodeID}.JSON()
+	return bootstrapJSON(xdsAddr, nil)
+}
+
+// bootstrapJSON is the bootstrap of a pod with the identity m (nil:
+// none), compact.
+func bootstrapJSON(xdsAddr string, m *IdentityMount) (string, error) {
+	cfg := bootstrap.Config{ServerURI: xdsAddr, NodeID: NodeID}
+	if m != nil {
+		cfg.TLS = m.TLS()
+	}
+	b, err := cfg.JSON()
 	if err != nil {
 		return "", err
 	}
@@ -245,31 +378,81 @@ func BootstrapJSON(xdsAddr string) (string, error) {
 // (unless it sets GRPC_XDS_BOOTSTRAP, which every gRPC prefers). A pod
 // that has them all gets an empty patch, so a reinvocation changes nothing.
 func InjectPatch(pod *corev1.Pod, xdsAddr string) ([]PatchOp, error) {
-	bs, err := BootstrapJSON(xdsAddr)
+	return InjectIdentityPatch(pod, xdsAddr, nil)
+}
+
+// InjectIdentityPatch is InjectPatch for a pod with the identity m (nil:
+// none, the same patch as InjectPatch): the bootstrap also names the
+// identity files, and the pod also gets the volume identity.VolumeName
+// (unless it has a volume of that name) mounted read-only at
+// identity.MountPath in every container and init container (unless the
+// container mounts that volume or something at that path already). A
+// container that sets its own bootstrap keeps it, and still gets the
+// mount. A pod that has it all gets an empty patch.
+func InjectIdentityPatch(pod *corev1.Pod, xdsAddr string, m *IdentityMount) ([]PatchOp, error) {
+	if m != nil && (m.SecretName == "" || m.ServiceAccount == "") {
+		return nil, errors.New("identity: a secret name and a service account are required")
+	}
+	bs, err := bootstrapJSON(xdsAddr, m)
 	if err != nil {
 		return nil, err
 	}
 	var ops []PatchOp
+	if m != nil && !hasVolume(pod.Spec.Volumes, identity.VolumeName) {
+		if len(pod.Spec.Volumes) == 0 {
+			ops = append(ops, PatchOp{Op: "add", Path: "/spec/volumes", Value: []corev1.Volume{m.Volume()}})
+		} else {
+			ops = append(ops, PatchOp{Op: "add", Path: "/spec/volumes/-", Value: m.Volume()})
+		}
+	}
 	for _, group := range []struct {
 		path       string
 		containers []corev1.Container
 	}{{"/spec/initContainers", pod.Spec.InitContainers}, {"/spec/containers", pod.Spec.Containers}} {
 		for i, c := range group.containers {
-			add := envToAdd(c.Env, bs)
-			if len(add) == 0 {
-				continue
+			if add := envToAdd(c.Env, bs); len(add) > 0 {
+				path := fmt.Sprintf("%s/%d/env", group.path, i)
+				if len(c.Env) == 0 {
+					ops = append(ops, PatchOp{Op: "add", Path: path, Value: add})
+				} else {
+					for _, e := range add {
+						ops = append(ops, PatchOp{Op: "add", Path: path + "/-", Value: e})
+					}
+				}
 			}
-			path := fmt.Sprintf("%s/%d/env", group.path, i)
-			if len(c.Env) == 0 {
-				ops = append(ops, PatchOp{Op: "add", Path: path, Value: add})
-				continue
-			}
-			for _, e := range add {
-				ops = append(ops, PatchOp{Op: "add", Path: path + "/-", Value: e})
+			if m != nil && !hasIdentityMount(c.VolumeMounts) {
+				vm := corev1.VolumeMount{Name: identity.VolumeName, MountPath: identity.MountPath, ReadOnly: true}
+				path := fmt.Sprintf("%s/%d/volumeMounts", group.path, i)
+				if len(c.VolumeMounts) == 0 {
+					ops = append(ops, PatchOp{Op: "add", Path: path, Value: []corev1.VolumeMount{vm}})
+				} else {
+					ops = append(ops, PatchOp{Op: "add", Path: path + "/-", Value: vm})
+				}
 			}
 		}
 	}
 	return ops, nil
+}
+
+func hasVolume(vs []corev1.Volume, name string) bool {
+	for _, v := range vs {
+		if v.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// hasIdentityMount: the container mounts the identity volume, or
+// something else at its path (a second mount there would make the pod
+// invalid).
+func hasIdentityMount(ms []corev1.VolumeMount) bool {
+	for _, m := range ms {
+		if m.Name == identity.VolumeName || path.Clean(m.MountPath) == identity.MountPath {
+			return true
+		}
+	}
+	return false
 }
 
 func envToAdd(env []corev1.EnvVar, bootstrapJSON string) []corev1.EnvVar {

@@ -6,7 +6,10 @@
 //     labelled for injection the environment a proxyless gRPC client needs:
 //     POD_NAME and POD_NAMESPACE from the downward API, then
 //     GRPC_XDS_BOOTSTRAP_CONFIG naming the control plane and the node id
-//     $(POD_NAMESPACE)/$(POD_NAME). Nothing else: no sidecar, no init
+//     $(POD_NAMESPACE)/$(POD_NAME). A pod that a VirtualNode of a mesh with
+//     TLS on selects (PodIdentities) also gets the node's identity Secret
+//     (internal/k8s/identity) mounted read-only in every container, and a
+//     bootstrap naming its files. Nothing else: no sidecar, no init
 //     container.
 //   - The validator (PathValidate, ValidatingWebhookConfiguration
 //     ValidatingConfigName) refuses App Mesh objects whose references CEL

@@ -34,6 +34,9 @@ type Options struct {
 	// Service's ClusterIP and its port named XDSPortName (default
 	// DefaultXDSPortName).
 	XDSAddress, XDSPortName string
+	// Identity gives the pods of meshes with TLS on their identity
+	// (IdentityOptions); its zero value gives none.
+	Identity IdentityOptions
 	// WarnOnly makes the validator admit with warnings what it would
 	// refuse.
 	WarnOnly bool
@@ -92,7 +95,7 @@ func New(kube kubernetes.Interface, dyn dynamic.Interface, objs Objects, namespa
 	}
 	w := &Webhooks{
 		certs:    certs,
-		injector: NewInjector(addr, namespaces, kube, opts.Logger.With("part", "injector")),
+		injector: NewInjector(addr, namespaces, kube, opts.Identity, opts.Logger.With("part", "injector")),
 		val: NewValidator(objs, ValidatorOptions{
 			Settle: opts.Settle, WarnOnly: opts.WarnOnly, Reads: reads, Clock: opts.Clock, Logger: opts.Logger.With("part", "validator"),
 		}),
