@@ -434,6 +434,9 @@ func (k *Keeper) keep(ctx context.Context, nn types.NamespacedName, w Want, cur 
 		st.failure = failure{}
 		return nil
 	}
+	if ctx.Err() != nil {
+		return err // stopped leading: not a failure of the Secret
+	}
 	wait := k.fail(&st.failure, err, now)
 	attrs := []any{"secret", nn.String(), "failures", st.count, "retryIn", wait, "err", err}
 	if !st.notAfter.IsZero() {
