@@ -101,13 +101,35 @@ func LoadOrCreate(dir string, clk clock.Clock) (*CA, error) {
 }
 
 func create(certPath, keyPath string, clk clock.Clock) (*CA, error) {
+	certPEM, keyPEM, err := NewCAPEM(clk)
+	if err != nil {
+		return nil, err
+	}
+	// The key first: a certificate without its key is refused on the next
+	// start, which names both; a lone key is refused the same way.
+	if err := WriteFileAtomic(keyPath, keyPEM); err != nil {
+		return nil, fmt.Errorf("ca: %w", err)
+	}
+	if err := WriteFileAtomic(certPath, certPEM); err != nil {
+		return nil, fmt.Errorf("ca: %w", err)
+	}
+	return LoadFiles(certPath, keyPath, clk)
+}
+
+// NewCAPEM makes a new mesh CA, as LoadOrCreate does when there is none: a
+// self-signed CA certificate (valid from Backdate before now for ten
+// years, path length 0) and its ECDSA P-256 key (PKCS #8), both PEM.
+func NewCAPEM(clk clock.Clock) (certPEM, keyPEM []byte, err error) {
+	if clk == nil {
+		clk = clock.Real{}
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("ca: generate key: %w", err)
+		return nil, nil, fmt.Errorf("ca: generate key: %w", err)
 	}
 	serial, err := newSerial()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	now := clk.Now()
 	tmpl := &x509.Certificate{
@@ -122,34 +144,22 @@ func create(certPath, keyPath string, clk clock.Clock) (*CA, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
-		return nil, fmt.Errorf("ca: self-sign: %w", err)
+		return nil, nil, fmt.Errorf("ca: self-sign: %w", err)
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		return nil, fmt.Errorf("ca: encode key: %w", err)
+		return nil, nil, fmt.Errorf("ca: encode key: %w", err)
 	}
-	// The key first: a certificate without its key is refused on the next
-	// start, which names both; a lone key is refused the same way.
-	if err := WriteFileAtomic(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})); err != nil {
-		return nil, fmt.Errorf("ca: %w", err)
-	}
-	if err := WriteFileAtomic(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})); err != nil {
-		return nil, fmt.Errorf("ca: %w", err)
-	}
-	return LoadFiles(certPath, keyPath, clk)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), nil
 }
 
 // LoadFiles loads a CA from a PEM certificate file and a PEM private key
 // file: gmesh's own, or one the user provides. The certificate file may
 // hold the signing certificate's parents after it; all of them go into the
 // trust bundle. It refuses, with the file and the reason: a key file its
-// group or others may read, a certificate that is not a CA or may not sign
-// certificates, one that is expired or not yet valid, and a key that does
-// not match the certificate.
+// group or others may read, and whatever ParseCA refuses.
 func LoadFiles(certPath, keyPath string, clk clock.Clock) (*CA, error) {
-	if clk == nil {
-		clk = clock.Real{}
-	}
 	if err := checkKeyMode(keyPath); err != nil {
 		return nil, err
 	}
@@ -161,36 +171,51 @@ func LoadFiles(certPath, keyPath string, clk clock.Clock) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ca key: %w", err)
 	}
+	return ParseCA(certPEM, keyPEM, certPath, keyPath, clk)
+}
+
+// ParseCA builds a CA from PEM bytes: the signing certificate, optionally
+// followed by its parents (all of them go into the trust bundle), and its
+// private key (PKCS #8, SEC 1 EC or PKCS #1 RSA). certName and keyName say
+// where each came from (a file, a Secret's key), in errors and as the CA's
+// Source. It refuses, naming certName or keyName and the reason: no
+// certificate, a certificate that is not a CA or may not sign
+// certificates, one that is expired or not yet valid, no key, and a key
+// that does not match the certificate.
+func ParseCA(certPEM, keyPEM []byte, certName, keyName string, clk clock.Clock) (*CA, error) {
+	if clk == nil {
+		clk = clock.Real{}
+	}
 	certs, err := ParseCertificates(certPEM)
 	if err != nil {
-		return nil, fmt.Errorf("ca certificate %s: %w", certPath, err)
+		return nil, fmt.Errorf("ca certificate %s: %w", certName, err)
 	}
 	cert := certs[0]
 	if !cert.BasicConstraintsValid || !cert.IsCA {
-		return nil, fmt.Errorf("ca certificate %s: %q is not a CA certificate (basic constraints CA:TRUE missing)", certPath, cert.Subject)
+		return nil, fmt.Errorf("ca certificate %s: %q is not a CA certificate (basic constraints CA:TRUE missing)", certName, cert.Subject)
 	}
 	if cert.KeyUsage != 0 && cert.KeyUsage&x509.KeyUsageCertSign == 0 {
-		return nil, fmt.Errorf("ca certificate %s: %q may not sign certificates (key usage lacks certSign)", certPath, cert.Subject)
+		return nil, fmt.Errorf("ca certificate %s: %q may not sign certificates (key usage lacks certSign)", certName, cert.Subject)
 	}
 	now := clk.Now()
 	if now.After(cert.NotAfter) {
-		return nil, fmt.Errorf("ca certificate %s: expired at %s (now %s); give a valid CA", certPath, cert.NotAfter.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+		return nil, fmt.Errorf("ca certificate %s: expired at %s (now %s); give a valid CA", certName, cert.NotAfter.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}
 	if now.Before(cert.NotBefore) {
-		return nil, fmt.Errorf("ca certificate %s: not valid before %s (now %s)", certPath, cert.NotBefore.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+		return nil, fmt.Errorf("ca certificate %s: not valid before %s (now %s)", certName, cert.NotBefore.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}
 	key, err := ParsePrivateKey(keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("ca key %s: %w", keyPath, err)
+		return nil, fmt.Errorf("ca key %s: %w", keyName, err)
 	}
 	if !publicKeysEqual(key.Public(), cert.PublicKey) {
-		return nil, fmt.Errorf("ca key %s does not match the certificate %s (%q)", keyPath, certPath, cert.Subject)
+		return nil, fmt.Errorf("ca key %s does not match the certificate %s (%q)", keyName, certName, cert.Subject)
 	}
 	var bundle []byte
 	for _, c := range certs {
 		bundle = append(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
 	}
-	return &CA{cert: cert, bundle: bundle, key: key, clock: clk, Source: certPath}, nil
+	return &CA{cert: cert, bundle: bundle, key: key, clock: clk, Source: certName}, nil
 }
 
 // checkKeyMode refuses a key file its group or others may read or write.

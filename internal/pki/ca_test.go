@@ -341,3 +341,54 @@ func TestIssueNearCAExpiry(t *testing.T) {
 		t.Errorf("after the CA expired: got %v, want an error saying it expired", err)
 	}
 }
+
+// ParseCA takes a CA from PEM bytes (a Secret's keys) with the checks
+// LoadFiles makes, naming where each part came from.
+func TestParseCA(t *testing.T) {
+	clk := clock.NewFake(t0)
+	certPEM, keyPEM, err := pki.NewCAPEM(clk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := pki.ParseCA(certPEM, keyPEM, "secret ns/ca key tls.crt", "secret ns/ca key tls.key", clk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ca.Cert().IsCA || ca.Source != "secret ns/ca key tls.crt" {
+		t.Errorf("CA %q from %q; want a CA from the certificate's name", ca.Cert().Subject, ca.Source)
+	}
+	id, err := ca.Issue(echoID, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verify(t, ca, id, t0)
+
+	_, otherKey, err := pki.NewCAPEM(clk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name      string
+		cert, key []byte
+		at        time.Time
+		want      []string
+	}{
+		{"key of another CA", certPEM, otherKey, t0, []string{"ca key K does not match the certificate C"}},
+		{"no key", certPEM, nil, t0, []string{"ca key K", "no PEM private key block"}},
+		{"no certificate", nil, keyPEM, t0, []string{"ca certificate C", "no PEM CERTIFICATE block"}},
+		{"expired", certPEM, keyPEM, t0.Add(11 * 365 * 24 * time.Hour), []string{"ca certificate C", "expired at"}},
+		{"leaf, not a CA", id.CertPEM, id.KeyPEM, t0, []string{"ca certificate C", "is not a CA certificate"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := pki.ParseCA(tt.cert, tt.key, "C", "K", clock.NewFake(tt.at))
+			if err == nil {
+				t.Fatal("got no error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q, want it to contain %q", err, w)
+				}
+			}
+		})
+	}
+}

@@ -313,7 +313,8 @@ func NewSourceFor(kube kubernetes.Interface, dyn dynamic.Interface, c Consumer, 
 }
 
 // slimPod keeps of a pod what the source reads: its identity, labels,
-// deletion timestamp, IP, phase and conditions.
+// deletion timestamp, service account (IdentityWants), IP, phase and
+// conditions.
 func slimPod(obj any) (any, error) {
 	p, ok := obj.(*corev1.Pod)
 	if !ok {
@@ -324,6 +325,7 @@ func slimPod(obj any) (any, error) {
 			Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion,
 			Labels: p.Labels, DeletionTimestamp: p.DeletionTimestamp,
 		},
+		Spec:   corev1.PodSpec{ServiceAccountName: p.Spec.ServiceAccountName},
 		Status: corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP, Conditions: p.Status.Conditions},
 	}, nil
 }
@@ -524,7 +526,7 @@ func (s *Source) objects() (appmesh.Input, map[appmesh.Object]ObjectMeta, []erro
 			}
 			o := appmesh.Object{Kind: k.Kind, Namespace: u.GetNamespace(), Name: u.GetName()}
 			if err := addObject(&in, k.Kind, u); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", o, err))
+				errs = append(errs, &objectError{obj: o, err: err})
 				continue
 			}
 			objs[o] = ObjectMeta{GVR: k.GVR, UID: u.GetUID(), Generation: u.GetGeneration()}
@@ -814,7 +816,8 @@ func (s *Source) LastUsed() *Snapshot {
 }
 
 // Pods is the pod informer's lister. Its pods keep only what the source
-// reads: identity, labels, deletionTimestamp, IP, phase and conditions.
+// reads: identity, labels, deletionTimestamp, spec.serviceAccountName, IP,
+// phase and conditions.
 func (s *Source) Pods() listerscorev1.PodLister { return s.pods }
 
 // Changed returns a channel closed at the next rebuild.
