@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gmesh-dev/gmesh/internal/agent"
+	"github.com/gmesh-dev/gmesh/internal/mesh"
 	"github.com/gmesh-dev/gmesh/internal/pki"
 	"github.com/gmesh-dev/gmesh/internal/runtime/local"
 	"github.com/gmesh-dev/gmesh/internal/statedir"
@@ -127,6 +128,9 @@ func (l *lazyCA) BundlePEM() []byte {
 type identities struct {
 	serverURI string // the control plane's, set once it runs
 	rot       *pki.Rotator
+	// refresh re-reports a task whose certificate was renewed (or failed
+	// to be); set before run.
+	refresh func(taskID string)
 }
 
 // newIdentities loads the CA now when one exists (so a CA key others may
@@ -142,11 +146,46 @@ func newIdentities(dir statedir.Dir, o *caOptions, log *slog.Logger) (*identitie
 			return nil, err
 		}
 	}
-	rot, err := pki.NewRotator(pki.RotatorConfig{Issuer: issuer, Lifetime: o.lifetime, Logger: log})
+	i := &identities{}
+	rot, err := pki.NewRotator(pki.RotatorConfig{Issuer: issuer, Lifetime: o.lifetime, Logger: log, Changed: i.changed})
 	if err != nil {
 		return nil, err
 	}
-	return &identities{rot: rot}, nil
+	i.rot = rot
+	return i, nil
+}
+
+// changed is the Rotator's Changed: the task of the directory is reported
+// again, with its new certificate status.
+func (i *identities) changed(dir string) {
+	if i.refresh != nil {
+		i.refresh(filepath.Base(filepath.Dir(dir)))
+	}
+}
+
+// certificate is the supervisor's Certificate: the task's certificate as
+// the Rotator last issued or tried to renew it.
+func (i *identities) certificate(taskDir string) (mesh.CertificateStatus, bool) {
+	st, err := i.rot.Status(filepath.Join(taskDir, "tls"))
+	if err != nil {
+		return mesh.CertificateStatus{}, false
+	}
+	return certificateStatus(st), true
+}
+
+// certificateStatus is a Rotator's status as a task's endpoint reports it.
+func certificateStatus(s pki.Status) mesh.CertificateStatus {
+	c := mesh.CertificateStatus{ID: s.ID.String(), Renewals: s.Renewals, Failures: s.Failures}
+	if !s.NotAfter.IsZero() {
+		c.NotAfter = s.NotAfter.UTC().Format(time.RFC3339)
+	}
+	if !s.RenewAt.IsZero() {
+		c.RenewAt = s.RenewAt.UTC().Format(time.RFC3339)
+	}
+	if s.LastError != nil {
+		c.LastError = s.LastError.Error()
+	}
+	return c
 }
 
 // run renews certificates until ctx ends.

@@ -125,9 +125,24 @@ func TestIdentitiesTLSOn(t *testing.T) {
 			t.Errorf("%s mode %04o, want %04o", path, st.Mode().Perm(), want)
 		}
 	}
+	// The task's endpoint reports the certificate (gmesh status shows
+	// it), and a renewal re-reports the task.
+	cert, ok := ids.certificate(ts.Dir)
+	if !ok || cert.ID != "spiffe://echo.gmesh.local/vn/echo-server-0-9" || cert.NotAfter != leaf.NotAfter.UTC().Format(time.RFC3339) || cert.RenewAt == "" || cert.Failures != 0 {
+		t.Errorf("certificate(%s) = %+v, %v; want the task's ID, expiry %s and a renewal time", ts.Dir, cert, ok, leaf.NotAfter)
+	}
+	var refreshed []string
+	ids.refresh = func(id string) { refreshed = append(refreshed, id) }
+	ids.changed(files.Dir)
+	if len(refreshed) != 1 || refreshed[0] != ts.ID {
+		t.Errorf("a renewal of %s refreshed %v, want [%s]", files.Dir, refreshed, ts.ID)
+	}
 	ids.released(ts)
 	if _, err := ids.rot.Status(files.Dir); err == nil {
 		t.Error("a released task's certificate is still renewed")
+	}
+	if c, ok := ids.certificate(ts.Dir); ok {
+		t.Errorf("a released task still reports a certificate: %+v", c)
 	}
 }
 

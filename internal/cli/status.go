@@ -179,7 +179,79 @@ func printStatus(w io.Writer, st *controlplane.Status) error {
 	if st.TranslateError != "" {
 		fmt.Fprintf(tw, "\nTRANSLATION ERROR (these resources are left out; the rest is served): %s\n", st.TranslateError)
 	}
+	printCertificates(tw, st, time.Now())
 	return tw.Flush()
+}
+
+// printCertificates shows, while a mesh has TLS on, the mesh CA's expiry
+// and each task's workload certificate (its identity, expiry and renewals),
+// then a warning for each certificate that has expired or whose renewal
+// failed, and for an expired CA.
+func printCertificates(w io.Writer, st *controlplane.Status, now time.Time) {
+	var eps []*mesh.Endpoint
+	for _, ep := range st.Endpoints {
+		if ep.Proc().Certificate.ID != "" {
+			eps = append(eps, ep)
+		}
+	}
+	if st.CA == nil && len(eps) == 0 {
+		return
+	}
+	sort.Slice(eps, func(i, j int) bool { return eps[i].ID < eps[j].ID })
+	var warnings []string
+	fmt.Fprintln(w)
+	if ca := st.CA; ca != nil {
+		fmt.Fprintf(w, "CA\t%s\texpires %s\n", ca.Subject, untilText(ca.NotAfter, now))
+		if !now.Before(ca.NotAfter) {
+			warnings = append(warnings, fmt.Sprintf("the mesh CA expired at %s: no certificate can be issued or renewed; replace the CA", ca.NotAfter.UTC().Format(time.RFC3339)))
+		}
+	}
+	if len(eps) > 0 {
+		fmt.Fprintln(w, "TASK\tCERTIFICATE\tEXPIRES\tRENEWALS\tRENEWAL")
+	}
+	for _, ep := range eps {
+		c := ep.Proc().Certificate
+		expires, renewal := c.NotAfter, "at "+c.RenewAt
+		notAfter, err := time.Parse(time.RFC3339, c.NotAfter)
+		if err == nil {
+			expires = untilText(notAfter, now)
+		}
+		if at, err := time.Parse(time.RFC3339, c.RenewAt); err == nil {
+			renewal = "at " + at.Local().Format(time.TimeOnly)
+		}
+		if c.Failures > 0 {
+			renewal = fmt.Sprintf("FAILED %d times, retry %s: %s", c.Failures, renewal, truncate(c.LastError, 80))
+			warnings = append(warnings, fmt.Sprintf("renewing task %s's certificate failed %d times (the current one stays in place): %s", ep.ID, c.Failures, c.LastError))
+		}
+		if err == nil && !now.Before(notAfter) {
+			warnings = append(warnings, fmt.Sprintf("task %s's certificate (%s) expired at %s: its TLS handshakes fail until it is renewed", ep.ID, c.ID, c.NotAfter))
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\n", ep.ID, c.ID, expires, c.Renewals, renewal)
+	}
+	for _, m := range warnings {
+		fmt.Fprintf(w, "WARNING: %s\n", m)
+	}
+}
+
+// untilText is t with how long until it, or how long ago it was.
+func untilText(t, now time.Time) string {
+	at := t.UTC().Format(time.RFC3339)
+	d := t.Sub(now).Round(time.Second)
+	if d > 0 {
+		return fmt.Sprintf("%s (in %s)", at, days(d))
+	}
+	if d == 0 {
+		return at + " (EXPIRED now)"
+	}
+	return fmt.Sprintf("%s (EXPIRED %s ago)", at, days(-d))
+}
+
+// days is d, in whole days from two days up.
+func days(d time.Duration) string {
+	if d >= 48*time.Hour {
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	}
+	return d.String()
 }
 
 func shortType(typeURL string) string {

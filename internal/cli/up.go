@@ -234,16 +234,18 @@ func runUp(ctx context.Context, g *globals, o *upOptions, stdio IO) error {
 
 	ids.serverURI = cpInfo.Addr
 	sup, err := local.New(local.Config{
-		Logger:    logger.With("component", "supervisor"),
-		StateDir:  dir.Path,
-		Registrar: client,
-		Bootstrap: ids.bootstrap,
-		Released:  ids.released,
-		IPBase:    o.ipBase,
+		Logger:      logger.With("component", "supervisor"),
+		StateDir:    dir.Path,
+		Registrar:   client,
+		Bootstrap:   ids.bootstrap,
+		Released:    ids.released,
+		Certificate: ids.certificate,
+		IPBase:      o.ipBase,
 	})
 	if err != nil {
 		return err
 	}
+	ids.refresh = sup.Refresh
 	var gw *gateway.Gateway
 	gwName := ""
 	if gwRes != nil {

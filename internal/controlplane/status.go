@@ -2,6 +2,9 @@ package controlplane
 
 import (
 	"context"
+	"time"
+
+	"github.com/gmesh-dev/gmesh/internal/pki"
 
 	"github.com/gmesh-dev/gmesh/internal/mesh"
 	"github.com/gmesh-dev/gmesh/internal/registry"
@@ -29,6 +32,18 @@ type Status struct {
 	Nodes     []*mesh.Resource         `json:"virtualNodes"`
 	Routes    []*mesh.Resource         `json:"routes"`
 	Rollouts  []*mesh.Resource         `json:"rollouts"`
+	// CA is the mesh CA, while some mesh has TLS on (each task's own
+	// certificate is in its endpoint's process status).
+	CA *CAStatus `json:"ca,omitempty"`
+}
+
+// CAStatus is the mesh CA's certificate.
+type CAStatus struct {
+	// Subject is the CA certificate's subject.
+	Subject string `json:"subject"`
+	// NotAfter is when it expires: no workload certificate outlives it,
+	// and none can be issued after it.
+	NotAfter time.Time `json:"notAfter"`
 }
 
 // Status reports the control plane's state.
@@ -50,6 +65,7 @@ func (cp *ControlPlane) Status(ctx context.Context) (*Status, error) {
 		clients = []xdsserver.ClientStatus{}
 	}
 	return &Status{
+		CA:                cp.xdsID.caStatus(),
 		Revision:          st.Revision,
 		PublishedRevision: rev,
 		PublishedVersions: versions,
@@ -62,6 +78,19 @@ func (cp *ControlPlane) Status(ctx context.Context) (*Status, error) {
 		Routes:            st.List(mesh.KindRoute, ""),
 		Rollouts:          st.List(mesh.KindRollout, ""),
 	}, nil
+}
+
+// caStatus is the CA's certificate while some mesh has TLS on (the CA
+// exists then); nil otherwise.
+func (x *xdsIdentity) caStatus() *CAStatus {
+	if x == nil || !x.tlsOn.Load() {
+		return nil
+	}
+	certs, err := pki.ParseCertificates(x.ca.BundlePEM())
+	if err != nil {
+		return nil
+	}
+	return &CAStatus{Subject: certs[0].Subject.String(), NotAfter: certs[0].NotAfter.UTC()}
 }
 
 // Redacted returns the status as it may be shown to a person: its task

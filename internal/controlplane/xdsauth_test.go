@@ -122,7 +122,23 @@ func TestXDSAuthentication(t *testing.T) {
 		Spec: &mesh.TaskSetSpec{Service: "echo-client", VirtualNode: "echo-client-0-1", Command: []string{"echo-client"}, Port: 50052, DesiredCount: 1}}
 	commit(append(stack, taskSet))
 
-	// No mesh has TLS on: plaintext xDS as ever.
+	admin, err := controlplane.Dial(cp.Addr(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	caStatus := func() *controlplane.CAStatus { // through the admin API, as gmesh status reads it
+		t.Helper()
+		st, err := admin.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.CA
+	}
+	// No mesh has TLS on: plaintext xDS as ever, and no CA in the status.
+	if got := caStatus(); got != nil {
+		t.Errorf("status CA %+v with no mesh TLS on, want none", got)
+	}
 	connect(plain("echo-client-0-1-3"))
 	pollUntil(ctx, t, "plaintext client served while no mesh has TLS on", func() (bool, error) { return listed("echo-client-0-1-3"), nil })
 
@@ -132,6 +148,11 @@ func TestXDSAuthentication(t *testing.T) {
 			r.VirtualNode().Listeners[0].TLS = &mesh.ListenerTLS{Mode: mesh.TLSStrict}
 			commit([]*mesh.Resource{r})
 		}
+	}
+
+	// The status (gmesh status, the dashboard) shows the CA's expiry.
+	if got := caStatus(); got == nil || !got.NotAfter.Equal(ca.Cert().NotAfter) || got.Subject != ca.Cert().Subject.String() {
+		t.Errorf("status CA %+v, want %s expiring %s", got, ca.Cert().Subject, ca.Cert().NotAfter)
 	}
 
 	files := pki.Files{Dir: filepath.Join(t.TempDir(), "tls")}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/gmesh-dev/gmesh/internal/analysis"
 	"github.com/gmesh-dev/gmesh/internal/clock"
+	"github.com/gmesh-dev/gmesh/internal/controlplane"
 	"github.com/gmesh-dev/gmesh/internal/mesh"
 )
 
@@ -628,5 +629,44 @@ func TestNewDefaults(t *testing.T) {
 	}
 	if d.cfg.Interval != time.Second || d.cfg.History != 5*time.Minute || d.hub.max != 300 {
 		t.Errorf("got interval %v history %v points %d, want 1s 5m 300", d.cfg.Interval, d.cfg.History, d.hub.max)
+	}
+}
+
+// TestCertificates: with TLS on, the state (over HTTP, as the page reads
+// it) carries the CA's expiry and each task's certificate; a task without
+// one has none.
+func TestCertificates(t *testing.T) {
+	ctx := testContext(t)
+	st := echoStatus(100, 0, "", "")
+	caExpiry := time.Date(2036, 11, 28, 12, 0, 0, 0, time.UTC)
+	st.CA = &controlplane.CAStatus{Subject: "CN=gmesh mesh CA,O=gmesh", NotAfter: caExpiry}
+	cert := mesh.CertificateStatus{ID: "spiffe://echo.gmesh.local/vn/echo-server-0-9", NotAfter: "2026-12-01T13:00:00Z",
+		RenewAt: "2026-12-01T12:30:00Z", Renewals: 2, Failures: 1, LastError: "disk full"}
+	withCert := st.Endpoints[0].ID
+	st.Endpoints[0].Process.Certificate = cert
+	src := &fakeSource{}
+	src.set(st, nil)
+	d, _, srv := newTest(t, src, Config{})
+	d.poll(ctx)
+	s := getState(t, srv)
+	if s.CA == nil || !s.CA.NotAfter.Equal(caExpiry) || s.CA.Subject != st.CA.Subject {
+		t.Errorf("state CA %+v, want %s expiring %s", s.CA, st.CA.Subject, caExpiry)
+	}
+	found := 0
+	for _, v := range service(t, s, "echo/echo-server").Versions {
+		for _, task := range v.Tasks {
+			switch {
+			case task.ID == withCert:
+				found++
+				if task.Certificate == nil || *task.Certificate != cert {
+					t.Errorf("task %s certificate %+v, want %+v", task.ID, task.Certificate, cert)
+				}
+			case task.Certificate != nil:
+				t.Errorf("task %s has certificate %+v, want none", task.ID, task.Certificate)
+			}
+		}
+	}
+	if found != 1 {
+		t.Errorf("task %s found %d times in the state", withCert, found)
 	}
 }

@@ -30,6 +30,8 @@ type State struct {
 	PublishedRevision uint64            `json:"publishedRevision"`
 	PublishedVersions map[string]string `json:"publishedVersions,omitempty"`
 	TranslateError    string            `json:"translateError,omitempty"`
+	// CA is the mesh CA's certificate while a mesh has TLS on.
+	CA *controlplane.CAStatus `json:"ca,omitempty"`
 
 	Gateways []*GatewayView `json:"gateways"`
 	Services []*ServiceView `json:"services"`
@@ -120,6 +122,9 @@ type TaskView struct {
 	LastHealthError string  `json:"lastHealthError,omitempty"`
 	ScrapeError     string  `json:"scrapeError,omitempty"`
 	RPS             float64 `json:"rps"`
+	// Certificate is the task's workload certificate (a mesh with TLS
+	// on): its expiry and renewals, a failing renewal's error.
+	Certificate *mesh.CertificateStatus `json:"certificate,omitempty"`
 }
 
 // RolloutView is a service's rollout with the actions its phase allows.
@@ -200,6 +205,7 @@ func build(st *controlplane.Status, topo topology, tr *traffic, samples map[stri
 		PublishedRevision: st.PublishedRevision,
 		PublishedVersions: st.PublishedVersions,
 		TranslateError:    st.TranslateError,
+		CA:                st.CA,
 		Gateways:          []*GatewayView{},
 		Services:          []*ServiceView{},
 		Clients:           clientViews(st),
@@ -288,6 +294,9 @@ func build(st *controlplane.Status, topo topology, tr *traffic, samples map[stri
 		t := &TaskView{ID: ep.ID, Address: ep.Address, Port: ep.Port, MetricsAddr: ep.MetricsAddr, PID: ep.Proc().PID,
 			Restarts: ep.Proc().Restarts, State: string(ep.State), Health: string(ep.Health), Draining: ep.Draining,
 			LastHealthError: ep.LastHealthError}
+		if c := ep.Proc().Certificate; c.ID != "" {
+			t.Certificate = &c
+		}
 		v.Tasks = append(v.Tasks, t)
 		res, ok := samples[analysis.TaskKey(ep.ID, ep.Proc().PID)]
 		if !ok {

@@ -747,6 +747,25 @@ type ProcessStatus struct {
 	// task in a crash loop waits longer each time.
 	LastExit  string `json:"lastExit,omitempty"`
 	RestartAt string `json:"restartAt,omitempty"`
+	// Certificate is the task's workload certificate, in a mesh with TLS
+	// on (zero otherwise).
+	Certificate CertificateStatus `json:"certificate,omitzero"`
+}
+
+// CertificateStatus is a task's workload certificate as `gmesh up`, which
+// issues and renews it, last saw it. Times are RFC 3339.
+type CertificateStatus struct {
+	// ID is the certificate's SPIFFE ID.
+	ID string `json:"id,omitempty"`
+	// NotAfter is when it expires; RenewAt when the next renewal (or
+	// retry of a failed one) is due.
+	NotAfter string `json:"notAfter,omitempty"`
+	RenewAt  string `json:"renewAt,omitempty"`
+	// Renewals counts the successful renewals; Failures the consecutive
+	// failed ones, LastError the last failure.
+	Renewals  int    `json:"renewals,omitempty"`
+	Failures  int    `json:"failures,omitempty"`
+	LastError string `json:"lastError,omitempty"`
 }
 
 // Proc returns e's process status, or the zero ProcessStatus when its

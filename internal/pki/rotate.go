@@ -35,6 +35,11 @@ type RotatorConfig struct {
 	RetryMin, RetryMax time.Duration
 	Clock              clock.Clock
 	Logger             *slog.Logger
+	// Changed, when set, is called with a directory after each renewal of
+	// its certificate, and each failed attempt, so that whoever shows
+	// Status can refresh it. It is called without the Rotator's lock held
+	// and may call Status.
+	Changed func(dir string)
 }
 
 // Rotator keeps workloads' certificate files fresh: Add issues and writes a
@@ -167,6 +172,18 @@ func (r *Rotator) issueLocked(e *entry) error {
 // RenewDue renews every certificate due by now and returns when the next
 // one is due (zero when there is none).
 func (r *Rotator) RenewDue() time.Time {
+	next, changed := r.renewDue()
+	if r.cfg.Changed != nil {
+		for _, d := range changed {
+			r.cfg.Changed(d)
+		}
+	}
+	return next
+}
+
+// renewDue is RenewDue under the lock; it returns the directories renewed
+// or tried.
+func (r *Rotator) renewDue() (next time.Time, changed []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.cfg.Clock.Now()
@@ -175,17 +192,17 @@ func (r *Rotator) RenewDue() time.Time {
 		dirs = append(dirs, d)
 	}
 	sort.Strings(dirs)
-	var next time.Time
 	for _, d := range dirs {
 		e := r.certs[d]
 		if !e.renewAt.After(now) {
 			r.renewLocked(e, now)
+			changed = append(changed, d)
 		}
 		if next.IsZero() || e.renewAt.Before(next) {
 			next = e.renewAt
 		}
 	}
-	return next
+	return next, changed
 }
 
 func (r *Rotator) renewLocked(e *entry, now time.Time) {

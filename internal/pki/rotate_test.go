@@ -150,10 +150,14 @@ func TestRunRenews(t *testing.T) {
 		}
 		before := serial(t, f)
 		armed = clk.Armed()
-		next, ok := clk.NextDeadline()
-		if !ok {
-			t.Fatal("no timer armed")
-		}
+		// Add's wake-up may make Run stop and re-arm its first timer:
+		// poll until one is armed rather than read it once.
+		var next time.Time
+		pollUntil(ctx, t, "a renewal timer armed", func() bool {
+			var ok bool
+			next, ok = clk.NextDeadline()
+			return ok
+		})
 		if want := t0.Add(time.Duration(i+1) * 30 * time.Minute); !next.Equal(want) {
 			t.Errorf("renewal %d due %s, want %s", i+1, next, want)
 		}
@@ -361,5 +365,46 @@ func pollUntil(ctx context.Context, t *testing.T, what string, cond func() bool)
 			t.Fatalf("%s: not by the test's deadline", what)
 		case <-tick.C:
 		}
+	}
+}
+
+// TestChangedHook: Changed is called once per renewal and per failed
+// attempt, with the directory, without the Rotator's lock held (it may
+// read Status), and not when nothing was due.
+func TestChangedHook(t *testing.T) {
+	clk := clock.NewFake(t0)
+	iss := &flaky{Issuer: newCA(t, clk)}
+	var r *pki.Rotator
+	var calls []string
+	var seen []pki.Status
+	r, err := pki.NewRotator(pki.RotatorConfig{Issuer: iss, Lifetime: time.Hour, Clock: clk, Changed: func(dir string) {
+		calls = append(calls, dir)
+		st, err := r.Status(dir) // would deadlock under the lock
+		if err != nil {
+			t.Errorf("Status(%s) in Changed: %v", dir, err)
+		}
+		seen = append(seen, st)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := r.Add(dir, echoID); err != nil {
+		t.Fatal(err)
+	}
+	r.RenewDue()
+	if len(calls) != 0 {
+		t.Fatalf("Changed called %v with nothing due", calls)
+	}
+	clk.Set(t0.Add(30 * time.Minute))
+	r.RenewDue()
+	iss.fail.Store(true)
+	clk.Set(t0.Add(60 * time.Minute))
+	r.RenewDue()
+	if len(calls) != 2 || calls[0] != dir || calls[1] != dir {
+		t.Fatalf("Changed calls %v, want [%s %s]", calls, dir, dir)
+	}
+	if seen[0].Renewals != 1 || seen[1].Failures != 1 || seen[1].LastError == nil {
+		t.Errorf("statuses seen in Changed %+v, want a renewal then a failure", seen)
 	}
 }

@@ -125,28 +125,25 @@ func (s *Source) ClientTLS(peer ID) *tls.Config {
 	}
 }
 
+// ErrCertID marks a certificate that verifies but does not carry exactly
+// one valid gmesh SPIFFE ID (VerifyClient, VerifyPeer): the chain is
+// sound, the identity is not.
+var ErrCertID = errors.New("no valid SPIFFE ID")
+
 // VerifyClient checks a client's certificate chain (leaf first) against
 // the trust bundle at time now, for client authentication, and returns the
-// leaf's one SPIFFE ID.
+// leaf's one SPIFFE ID. A chain that verifies but whose leaf carries no
+// one valid ID is an error wrapping ErrCertID.
 func VerifyClient(chain []*x509.Certificate, bundle []byte, now time.Time) (ID, error) {
 	if len(chain) == 0 {
 		return ID{}, errors.New("no client certificate")
 	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(bundle) {
-		return ID{}, errors.New("no trust bundle to verify the client with")
-	}
-	inter := x509.NewCertPool()
-	for _, c := range chain[1:] {
-		inter.AddCert(c)
-	}
-	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now,
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+	if err := verifyChain(chain, bundle, now, x509.ExtKeyUsageClientAuth); err != nil {
 		return ID{}, fmt.Errorf("client certificate: %w", err)
 	}
-	id, err := IDFromURIs(chain[0].URIs)
+	id, err := IDFromCert(chain[0])
 	if err != nil {
-		return ID{}, fmt.Errorf("client certificate: %w", err)
+		return ID{}, fmt.Errorf("client certificate: %w: %w", ErrCertID, err)
 	}
 	return id, nil
 }
@@ -158,24 +155,57 @@ func VerifyPeer(chain []*x509.Certificate, bundle []byte, want ID, now time.Time
 	if len(chain) == 0 {
 		return errors.New("peer sent no certificate")
 	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(bundle) {
-		return errors.New("no trust bundle to verify the peer with")
-	}
-	inter := x509.NewCertPool()
-	for _, c := range chain[1:] {
-		inter.AddCert(c)
-	}
-	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now,
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+	if err := verifyChain(chain, bundle, now, x509.ExtKeyUsageServerAuth); err != nil {
 		return fmt.Errorf("peer certificate: %w", err)
 	}
-	got, err := IDFromURIs(chain[0].URIs)
+	got, err := IDFromCert(chain[0])
 	if err != nil {
-		return fmt.Errorf("peer certificate: %w", err)
+		return fmt.Errorf("peer certificate: %w: %w", ErrCertID, err)
 	}
 	if got != want {
 		return fmt.Errorf("peer is %s, want %s", got, want)
 	}
 	return nil
+}
+
+// verifyChain verifies chain[0] against bundle, with chain[1:] as
+// intermediates, at now for usage. A certificate outside its validity
+// period is said plainly (crypto/x509 says "expired or is not yet valid"
+// for both), with its times and the clock's, since the usual cause is a
+// clock that differs from the issuer's.
+func verifyChain(chain []*x509.Certificate, bundle []byte, now time.Time, usage x509.ExtKeyUsage) error {
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(bundle) {
+		return errors.New("no trust bundle to verify with")
+	}
+	inter := x509.NewCertPool()
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
+	}
+	_, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now,
+		KeyUsages: []x509.ExtKeyUsage{usage}})
+	var inv x509.CertificateInvalidError
+	if errors.As(err, &inv) && inv.Reason == x509.Expired && inv.Cert != nil {
+		return validityError(inv.Cert, chain[0], now)
+	}
+	return err
+}
+
+// validityError says that c (the leaf, or a CA above it) is not valid at
+// now, naming its validity period and now.
+func validityError(c, leaf *x509.Certificate, now time.Time) error {
+	what := "certificate"
+	if id, err := IDFromCert(c); err == nil {
+		what = "certificate of " + id.String()
+	}
+	if c != leaf {
+		what = fmt.Sprintf("CA certificate %q", c.Subject.String())
+	}
+	const layout = "2006-01-02T15:04:05Z07:00"
+	if now.Before(c.NotBefore) {
+		return fmt.Errorf("%s is not yet valid: valid from %s, checked at %s (%s before; is this clock behind the issuer's?)",
+			what, c.NotBefore.UTC().Format(layout), now.UTC().Format(layout), c.NotBefore.Sub(now).Round(time.Second))
+	}
+	return fmt.Errorf("%s has expired: valid until %s, checked at %s (%s after; not renewed in time, or this clock is ahead of the issuer's)",
+		what, c.NotAfter.UTC().Format(layout), now.UTC().Format(layout), now.Sub(c.NotAfter).Round(time.Second))
 }

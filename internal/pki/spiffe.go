@@ -1,6 +1,8 @@
 package pki
 
 import (
+	"crypto/x509"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"net/url"
@@ -188,3 +190,58 @@ func IDFromURIs(uris []*url.URL) (ID, error) {
 // XDSServer is the ID of the control plane's xDS server in a mesh: the
 // certificate it presents to the mesh's xDS clients.
 func XDSServer(meshName string) ID { return ID{Mesh: meshName, Component: "xds"} }
+
+// oidSubjectAltName is the certificate extension holding URI SANs.
+var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
+
+// IDFromCert returns the one SPIFFE ID among a certificate's URI SANs,
+// read as the certificate's bytes say them. IDFromURIs reads them after
+// net/url has parsed and printed them again, which makes "SPIFFE://" of
+// "spiffe://" and drops an empty "#": such an ID is not one ID.String
+// prints, so IDFromCert refuses it. A URI counts as a SPIFFE ID when its
+// scheme is "spiffe" in any case.
+func IDFromCert(c *x509.Certificate) (ID, error) {
+	raw, err := rawURISANs(c)
+	if err != nil {
+		return ID{}, err
+	}
+	var found []string
+	for _, u := range raw {
+		if scheme, _, ok := strings.Cut(u, ":"); ok && strings.EqualFold(scheme, "spiffe") {
+			found = append(found, u)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return ID{}, errNoID
+	case 1:
+		return ParseID(found[0])
+	default:
+		return ID{}, fmt.Errorf("%d spiffe:// URI SANs (%s); want exactly one", len(found), strings.Join(found, ", "))
+	}
+}
+
+// rawURISANs returns the URI SANs of c as its DER says them.
+func rawURISANs(c *x509.Certificate) ([]string, error) {
+	var out []string
+	for _, ext := range c.Extensions {
+		if !ext.Id.Equal(oidSubjectAltName) {
+			continue
+		}
+		var seq asn1.RawValue
+		if rest, err := asn1.Unmarshal(ext.Value, &seq); err != nil || len(rest) > 0 {
+			return nil, fmt.Errorf("subject alternative names: malformed extension")
+		}
+		for rest := seq.Bytes; len(rest) > 0; {
+			var v asn1.RawValue
+			var err error
+			if rest, err = asn1.Unmarshal(rest, &v); err != nil {
+				return nil, fmt.Errorf("subject alternative names: %w", err)
+			}
+			if v.Class == asn1.ClassContextSpecific && v.Tag == 6 { // uniformResourceIdentifier
+				out = append(out, string(v.Bytes))
+			}
+		}
+	}
+	return out, nil
+}

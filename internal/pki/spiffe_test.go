@@ -1,9 +1,17 @@
 package pki_test
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"math/big"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gmesh-dev/gmesh/internal/pki"
 )
@@ -148,5 +156,53 @@ func TestComponentIDRefusesNode(t *testing.T) {
 		if err := id.Validate(); err == nil {
 			t.Errorf("%+v: got no error", id)
 		}
+	}
+}
+
+// A URI SAN that net/url prints back as a valid ID, but that is not one
+// ID.String prints, is no ID: IDFromCert reads the certificate's bytes.
+// (FuzzXDSAdmission found these: the xDS server admitted them.)
+func TestIDFromCertReadsBytes(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := func(uris ...string) *x509.Certificate {
+		t.Helper()
+		var names []asn1.RawValue
+		for _, u := range uris {
+			names = append(names, asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 6, Bytes: []byte(u)})
+		}
+		san, err := asn1.Marshal(names)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: t0, NotAfter: t0.Add(time.Hour),
+			ExtraExtensions: []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 17}, Value: san}}}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	const good = "spiffe://echo.gmesh.local/vn/a"
+	if id, err := pki.IDFromCert(cert("https://x.example", good)); err != nil || id.String() != good {
+		t.Errorf("IDFromCert(%s) = %v, %v", good, id, err)
+	}
+	for _, raw := range []string{"SPIFFE://echo.gmesh.local/vn/a", good + "#"} {
+		c := cert(raw)
+		if _, err := pki.IDFromURIs(c.URIs); err != nil {
+			t.Logf("IDFromURIs(%q): %v (net/url no longer normalises it)", raw, err)
+		}
+		if id, err := pki.IDFromCert(c); err == nil {
+			t.Errorf("IDFromCert(%q) = %s, want an error", raw, id)
+		}
+	}
+	if _, err := pki.IDFromCert(cert(good, "Spiffe://echo.gmesh.local/vn/b")); err == nil || !strings.Contains(err.Error(), "want exactly one") {
+		t.Errorf("two IDs, one in upper case: got %v, want an error saying exactly one", err)
 	}
 }

@@ -165,6 +165,7 @@ function renderHeader(s) {
   $("last-update").textContent = s.time ? "updated " + hhmmss(s.time) : "";
   const problems = [];
   if (!s.connected && s.error) problems.push("Control plane unreachable: " + s.error);
+  if (s.ca && Date.parse(s.ca.notAfter) <= Date.now()) problems.push(`The mesh CA expired at ${s.ca.notAfter}: no certificate can be issued or renewed; replace the CA.`);
   if (s.translateError) problems.push("The stored mesh does not translate (the previous config keeps serving): " + s.translateError);
   const b = $("banner");
   b.hidden = problems.length === 0;
@@ -252,6 +253,14 @@ function taskRow(t) {
   if (t.state !== "RUNNING") notes.push(el("span", { class: "muted", text: t.state.toLowerCase() }));
   if (t.draining) notes.push(el("span", { class: "warn", text: "draining" }));
   if (t.scrapeError) notes.push(el("span", { class: "warn", title: t.scrapeError, text: "no metrics" }));
+  const c = t.certificate;
+  if (c && c.notAfter && Date.parse(c.notAfter) <= Date.now()) {
+    notes.push(el("span", { class: "warn", "data-cert": "expired", title: `${c.id} expired at ${c.notAfter}`, text: "certificate expired" }));
+  } else if (c && c.failures) {
+    notes.push(el("span", { class: "warn", "data-cert": "renewal-failed", title: c.lastError || "", text: `certificate renewal failed ${c.failures}×` }));
+  } else if (c) {
+    notes.push(el("span", { class: "muted", "data-cert": "ok", title: `${c.id}, renewed ${c.renewals || 0}×, next at ${c.renewAt}`, text: `cert until ${c.notAfter.slice(11, 19)}Z` }));
+  }
   return el("div", {
     class: "task", "data-task-id": t.id, "data-health": t.health, "data-state": t.state,
     "data-restarts": t.restarts, "data-draining": t.draining ? "true" : "false",

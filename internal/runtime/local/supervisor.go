@@ -65,6 +65,11 @@ type Config struct {
 	// (after it stopped and was deregistered), before its directory is
 	// removed.
 	Released func(TaskStart)
+	// Certificate, when set, returns the workload certificate status of
+	// the task whose directory is dir (TaskDir), reported with the task's
+	// endpoint (mesh.ProcessStatus.Certificate); ok false when it has none.
+	// Refresh re-reports a task when it changes.
+	Certificate func(dir string) (status mesh.CertificateStatus, ok bool)
 	// IPBase is the first three octets of task addresses: tasks get
 	// IPBase.2, .3, ... Tests pass a random "127.0.N".
 	IPBase string
@@ -357,6 +362,17 @@ func (s *Supervisor) Tasks() []TaskInfo {
 		return strings.Compare(a.ID, b.ID)
 	})
 	return out
+}
+
+// Refresh reports task id's endpoint again (its certificate was renewed,
+// say); an unknown id is ignored.
+func (s *Supervisor) Refresh(id string) {
+	s.mu.Lock()
+	t, ok := s.tasks[id]
+	s.mu.Unlock()
+	if ok {
+		t.update(func() {})
+	}
 }
 
 // Logs returns the last lines (up to 200) a task wrote, oldest first, each

@@ -639,3 +639,41 @@ func TestTaskDirectory(t *testing.T) {
 		return errors.Is(err, os.ErrNotExist)
 	})
 }
+
+// TestCertificateInEndpoint: a task's endpoint carries its certificate
+// status from Config.Certificate (asked with the task's directory), and
+// Refresh reports it again when it changes.
+func TestCertificateInEndpoint(t *testing.T) {
+	rec := newRecorder()
+	var mu sync.Mutex
+	cert := mesh.CertificateStatus{ID: "spiffe://echo.gmesh.local/vn/echo-server-v1", NotAfter: "2026-12-01T13:00:00Z"}
+	var dirs []string
+	s := newTestSupervisor(t, rec, func(c *Config) {
+		c.Certificate = func(dir string) (mesh.CertificateStatus, bool) {
+			mu.Lock()
+			defer mu.Unlock()
+			dirs = append(dirs, dir)
+			return cert, true
+		}
+	})
+	s.Apply([]*mesh.Resource{taskSet("ts", 1, nil)})
+	waitFor(t, "task running", 10*time.Second, running(s, 1))
+	id := s.Tasks()[0].ID
+	waitFor(t, "endpoint with the certificate", 10*time.Second, func() bool {
+		ep, ok := rec.endpoint(id)
+		return ok && ep.State == mesh.TaskRunning && ep.Proc().Certificate == cert
+	})
+	mu.Lock()
+	if len(dirs) == 0 || dirs[0] != TaskDir(s.cfg.StateDir, id) {
+		t.Errorf("Certificate asked for %v, want the task's directory %s", dirs, TaskDir(s.cfg.StateDir, id))
+	}
+	cert.Renewals, cert.NotAfter = 1, "2026-12-01T13:30:00Z"
+	renewed := cert
+	mu.Unlock()
+	s.Refresh(id)
+	s.Refresh("no-such-task-1")
+	waitFor(t, "endpoint with the renewed certificate", 10*time.Second, func() bool {
+		ep, ok := rec.endpoint(id)
+		return ok && ep.Proc().Certificate == renewed
+	})
+}

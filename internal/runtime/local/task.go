@@ -83,6 +83,11 @@ func (t *task) info() TaskInfo {
 // endpoint is the task's registry entry. Called with t.mu held.
 func (t *task) endpoint() mesh.Endpoint {
 	proc := &mesh.ProcessStatus{PID: t.pid, Restarts: t.restarts, LastExit: t.lastExit}
+	if f := t.s.cfg.Certificate; f != nil {
+		if c, ok := f(TaskDir(t.s.cfg.StateDir, t.id)); ok {
+			proc.Certificate = c
+		}
+	}
 	ep := mesh.Endpoint{
 		ID: t.id, Address: t.ip, Port: t.port,
 		State: t.state, Health: mesh.HealthUnknown, Process: proc,

@@ -89,6 +89,9 @@ func (a *MeshAuth) Authenticate(ctx context.Context, nodeID string) error {
 		now = a.Now()
 	}
 	id, err := pki.VerifyClient(info.State.PeerCertificates, a.Bundle(), now)
+	if errors.Is(err, pki.ErrCertID) {
+		return refuse(codes.Unauthenticated, "", "the certificate verifies against the mesh CA at %s but names no one workload: %v", now.UTC().Format(time.RFC3339), err)
+	}
 	if err != nil {
 		// The ID is read without trusting it, only to name it in the log.
 		claimed, _ := pki.IDFromURIs(info.State.PeerCertificates[0].URIs)
