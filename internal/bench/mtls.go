@@ -90,8 +90,10 @@ type TLSMesh struct {
 	// Path.Key (Dial), answered by both versions before the experiment's
 	// publish.
 	Conns map[string]*grpc.ClientConn
-	dir   string
-	files map[string]pki.Files // by virtual node
+	// Security is what each path's calls go over (CheckSecurity).
+	Security map[string]string
+	dir      string
+	files    map[string]pki.Files // by virtual node
 	// noRBACListeners is the listener version published without RBAC.
 	noRBACListeners string
 	stripped        *xds.Resources
@@ -193,7 +195,7 @@ func StartTLSMesh(ctx context.Context) (*TLSMesh, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	t := &TLSMesh{Mesh: m, CA: ca, Servers: map[string][]*echo.Server{}, Conns: map[string]*grpc.ClientConn{}, dir: dir, files: map[string]pki.Files{}}
+	t := &TLSMesh{Mesh: m, CA: ca, Servers: map[string][]*echo.Server{}, Conns: map[string]*grpc.ClientConn{}, Security: map[string]string{}, dir: dir, files: map[string]pki.Files{}}
 	fail := func(err error) (*TLSMesh, error) { t.Close(); return nil, err }
 	rs, err := TLSStackResources()
 	if err != nil {
@@ -245,7 +247,7 @@ func StartTLSMesh(ctx context.Context) (*TLSMesh, error) {
 		return fail(err)
 	}
 	for _, p := range Paths {
-		if err := CheckSecurity(ctx, t.Conns[p.Key], p); err != nil {
+		if t.Security[p.Key], err = CheckSecurity(ctx, t.Conns[p.Key], p); err != nil {
 			return fail(err)
 		}
 	}
@@ -308,22 +310,25 @@ func (t *TLSMesh) Dial(p Path) (*grpc.ClientConn, error) {
 
 // CheckSecurity makes one call on cc and checks that it went over TLS 1.3
 // when p is strict and in plain text otherwise, so a misconfigured path
-// cannot pass for another.
-func CheckSecurity(ctx context.Context, cc *grpc.ClientConn, p Path) error {
+// cannot pass for another. It returns what the call went over, e.g.
+// "TLS 1.3, TLS_AES_128_GCM_SHA256, X25519MLKEM768".
+func CheckSecurity(ctx context.Context, cc *grpc.ClientConn, p Path) (string, error) {
 	var pr peer.Peer
 	if _, err := echov1.NewEchoServiceClient(cc).Echo(ctx, &echov1.EchoRequest{Name: PayloadName}, grpc.Peer(&pr)); err != nil {
-		return fmt.Errorf("%s: %w", p.Key, err)
+		return "", fmt.Errorf("%s: %w", p.Key, err)
 	}
 	info, isTLS := pr.AuthInfo.(credentials.TLSInfo)
 	switch {
 	case p.Strict && !isTLS:
-		return fmt.Errorf("%s: call went over %v, want TLS", p.Key, pr.AuthInfo)
+		return "", fmt.Errorf("%s: call went over %v, want TLS", p.Key, pr.AuthInfo)
 	case p.Strict && info.State.Version != tls.VersionTLS13:
-		return fmt.Errorf("%s: TLS version %x, want TLS 1.3", p.Key, info.State.Version)
+		return "", fmt.Errorf("%s: TLS version %x, want TLS 1.3", p.Key, info.State.Version)
 	case !p.Strict && isTLS:
-		return fmt.Errorf("%s: call went over TLS, want plain text", p.Key)
+		return "", fmt.Errorf("%s: call went over TLS, want plain text", p.Key)
+	case !p.Strict:
+		return "plain text", nil
 	}
-	return nil
+	return fmt.Sprintf("TLS 1.3, %s, %s", tls.CipherSuiteName(info.State.CipherSuite), info.State.CurveID), nil
 }
 
 // HasRBAC reports whether the server listener of addr in res carries the
@@ -446,37 +451,27 @@ func (t *TLSMesh) Close() {
 	os.RemoveAll(t.dir)
 }
 
-// ColdStartPaths measures n rounds of, for each path in turn (order
-// rotating by round): a new ClientConn with its own xDS client (a fresh
-// node id, its TLS handshake with the control plane, the certificate
-// provider reading its files) to its first reply, and the CPU of the
-// whole process meanwhile. Results by path key, in round order.
-func (t *TLSMesh) ColdStartPaths(ctx context.Context, paths []Path, n int) (lat, cpu map[string][]time.Duration, err error) {
-	lat, cpu = map[string][]time.Duration{}, map[string][]time.Duration{}
-	for round := range n {
-		for k := range paths {
-			p := paths[(k+round)%len(paths)]
-			u0 := ReadUsage()
-			cc, err := t.Dial(p)
-			if err != nil {
-				return nil, nil, err
-			}
-			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			err = Ready(cctx, echov1.NewEchoServiceClient(cc))
-			cancel()
-			d := ReadUsage().Sub(u0)
-			cc.Close()
-			if err != nil {
-				return nil, nil, fmt.Errorf("cold start %s: %w", p.Key, err)
-			}
-			lat[p.Key] = append(lat[p.Key], d.At.Sub(u0.At))
-			cpu[p.Key] = append(cpu[p.Key], d.CPU)
-		}
+// ColdStartOnce measures one cold start: dial (a new ClientConn, with its
+// own xDS client for an xDS target) to the first reply, and the whole
+// process's CPU meanwhile (client, control plane, server).
+func ColdStartOnce(ctx context.Context, dial func() (*grpc.ClientConn, error)) (lat, cpu time.Duration, err error) {
+	u0 := ReadUsage()
+	cc, err := dial()
+	if err != nil {
+		return 0, 0, err
 	}
-	return lat, cpu, nil
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err = Ready(cctx, echov1.NewEchoServiceClient(cc))
+	cancel()
+	d := ReadUsage().Sub(u0)
+	cc.Close()
+	if err != nil {
+		return 0, 0, fmt.Errorf("cold start: %w", err)
+	}
+	return d.At.Sub(u0.At), d.CPU, nil
 }
 
-// Handshake kinds for Handshakes.
+// Handshake kinds for a Handshaker.
 const (
 	// HandshakeTCP is a loopback TCP connect and accept alone: the floor.
 	HandshakeTCP = "tcp"

@@ -58,8 +58,10 @@ func TestTLSMeshPaths(t *testing.T) {
 	for _, p := range Paths {
 		t.Run(p.Key, func(t *testing.T) {
 			cc := e.Conns[p.Key]
-			if err := CheckSecurity(ctx, cc, p); err != nil {
+			if sec, err := CheckSecurity(ctx, cc, p); err != nil {
 				t.Error(err)
+			} else {
+				t.Logf("%s: %s", p.Key, sec)
 			}
 			if err := WaitRouting(ctx, echov1.NewEchoServiceClient(cc), false); err != nil {
 				t.Errorf("both versions: %v", err)
