@@ -291,19 +291,9 @@ const keptMarker = "<!-- kept by gmesh-bench:"
 // interleave runs every rung once per round, rotating the order each round
 // so no rung always runs first, and merges each rung's rounds.
 func interleave(ctx context.Context, rounds int, rungs []rung, one func(rung) (*bench.Result, error)) ([]*bench.Result, error) {
-	per := make([][]*bench.Result, len(rungs))
-	for round := range rounds {
-		for k := range rungs {
-			i := (k + round) % len(rungs)
-			res, err := one(rungs[i])
-			if err != nil {
-				return nil, err
-			}
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			per[i] = append(per[i], res)
-		}
+	per, err := interleaveRounds(ctx, rounds, rungs, func(_ int, rg rung) (*bench.Result, error) { return one(rg) })
+	if err != nil {
+		return nil, err
 	}
 	out := make([]*bench.Result, len(rungs))
 	for i := range rungs {
