@@ -7,7 +7,7 @@ CONTROLLER_GEN_VERSION := v0.19.0
 CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
 BIN := $(CURDIR)/bin
 
-.PHONY: help build test race vet proto proto-tools generate check-generated bench test-k8s k8s-binaries k8s-up k8s-cleanup images
+.PHONY: help build test race vet proto proto-tools generate check-generated bench bench-mtls test-k8s k8s-binaries k8s-up k8s-cleanup images
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -60,6 +60,9 @@ check-generated: proto generate ## fail if the committed generated code is stale
 
 bench: ## run the benchmark ladder and rewrite BENCHMARKS.md (about 7 minutes)
 	$(GO) run ./cmd/gmesh-bench -out BENCHMARKS.md
+
+bench-mtls: ## mTLS beside plaintext (issue 14): rewrite that section of BENCHMARKS.md (about 5 minutes)
+	$(GO) run ./cmd/gmesh-bench -mtls -out BENCHMARKS.md
 
 bench-deploy: ## a full deploy under load, 1,000,000+ requests (about 8 minutes; figures for BENCHMARKS.md)
 	$(GO) test ./internal/e2e -run TestDeployBench -deploy-bench -deploy-bench-rps 2500 -deploy-bench-duration 420s -v -count=1 -timeout 30m

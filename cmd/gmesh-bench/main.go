@@ -4,6 +4,11 @@
 // against its baseline measured in the same run).
 //
 //	go run ./cmd/gmesh-bench -out BENCHMARKS.md
+//
+// With -mtls it measures only the mTLS rungs beside plaintext (issue 14)
+// and rewrites that section of the file:
+//
+//	go run ./cmd/gmesh-bench -mtls -out BENCHMARKS.md
 package main
 
 import (
@@ -37,6 +42,7 @@ type options struct {
 	rate      float64
 	upRuns    int
 	quick     bool
+	mtls      bool
 }
 
 func main() {
@@ -51,9 +57,21 @@ func main() {
 	flag.Float64Var(&o.rate, "rate", 1000, "open-loop rate, requests per second")
 	flag.IntVar(&o.upRuns, "up-runs", 2, "measured gmesh up start-ups (after one warm-up run); 0 skips")
 	flag.BoolVar(&o.quick, "quick", false, "short smoke run (figures are not worth publishing)")
+	flag.BoolVar(&o.mtls, "mtls", false, "measure only mTLS beside plaintext (issue 14) and rewrite that section of -out (rounds default to 7)")
 	flag.Parse()
+	if o.mtls {
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["rounds"] {
+			o.rounds = 7
+		}
+	}
 	if o.quick {
 		o.closedDur, o.openDur, o.rounds, o.upRuns = 300*time.Millisecond, 500*time.Millisecond, 1, 0
+	}
+	run := run
+	if o.mtls {
+		run = runMTLS
 	}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "gmesh-bench:", err)
@@ -273,19 +291,9 @@ const keptMarker = "<!-- kept by gmesh-bench:"
 // interleave runs every rung once per round, rotating the order each round
 // so no rung always runs first, and merges each rung's rounds.
 func interleave(ctx context.Context, rounds int, rungs []rung, one func(rung) (*bench.Result, error)) ([]*bench.Result, error) {
-	per := make([][]*bench.Result, len(rungs))
-	for round := range rounds {
-		for k := range rungs {
-			i := (k + round) % len(rungs)
-			res, err := one(rungs[i])
-			if err != nil {
-				return nil, err
-			}
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			per[i] = append(per[i], res)
-		}
+	per, err := interleaveRounds(ctx, rounds, rungs, func(_ int, rg rung) (*bench.Result, error) { return one(rg) })
+	if err != nil {
+		return nil, err
 	}
 	out := make([]*bench.Result, len(rungs))
 	for i := range rungs {

@@ -79,13 +79,7 @@ func (e *Echoes) Close() {
 
 // Endpoint is server i as the registry sees it.
 func (e *Echoes) Endpoint(i int) *mesh.Endpoint {
-	host, port, _ := net.SplitHostPort(e.Addrs[i])
-	p, _ := strconv.Atoi(port)
-	return &mesh.Endpoint{
-		ID: fmt.Sprintf("bench-echo-%d", i), Mesh: "echo", Service: "echo-server", Address: host, Port: p,
-		Attributes: map[string]string{mesh.AttrVersion: e.Versions[i]},
-		State:      mesh.TaskRunning,
-	}
+	return endpointOf(e.Addrs[i], "echo-server", e.Versions[i], fmt.Sprintf("bench-echo-%d", i))
 }
 
 // EchoCall returns a CallFunc making one Echo call on the client of its
@@ -258,7 +252,33 @@ func SetWeights(route *mesh.Resource, w09, w10 int) {
 // registers the echo servers, and waits until they are healthy in the
 // published snapshot (the stack's health check: 2 passes, 1 s apart).
 func StartMesh(ctx context.Context, echoes *Echoes, w09, w10 int) (*Mesh, error) {
-	cp, err := controlplane.New(controlplane.Config{Addr: "127.0.0.1:0"})
+	m, err := startControlPlane(controlplane.Config{Addr: "127.0.0.1:0"})
+	if err != nil {
+		return nil, err
+	}
+	if err := m.SetWeights(ctx, w09, w10); err != nil {
+		m.Close()
+		return nil, err
+	}
+	var eps []*mesh.Endpoint
+	for i := range echoes.Servers {
+		if err := m.Admin.Register(ctx, echoes.Endpoint(i)); err != nil {
+			m.Close()
+			return nil, fmt.Errorf("register %s: %w", echoes.Addrs[i], err)
+		}
+		eps = append(eps, echoes.Endpoint(i))
+	}
+	if err := waitHealthy(ctx, m.CP, eps); err != nil {
+		m.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// startControlPlane runs a control plane with cfg, the counting proxy in
+// front of it and an admin client; nothing applied yet.
+func startControlPlane(cfg controlplane.Config) (*Mesh, error) {
+	cp, err := controlplane.New(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -275,34 +295,39 @@ func StartMesh(ctx context.Context, echoes *Echoes, w09, w10 int) (*Mesh, error)
 		m.Close()
 		return nil, err
 	}
-	if err := m.SetWeights(ctx, w09, w10); err != nil {
-		m.Close()
-		return nil, err
-	}
-	for i := range echoes.Servers {
-		if err := m.Admin.Register(ctx, echoes.Endpoint(i)); err != nil {
-			m.Close()
-			return nil, fmt.Errorf("register %s: %w", echoes.Addrs[i], err)
-		}
-	}
+	return m, nil
+}
+
+// waitHealthy polls the registry until every endpoint of eps is healthy
+// (the stack's health check: 2 passes, 1 s apart).
+func waitHealthy(ctx context.Context, cp *controlplane.ControlPlane, eps []*mesh.Endpoint) error {
 	for {
 		healthy := 0
-		for i := range echoes.Servers {
-			if ep, ok := cp.Registry().Get(echoes.Endpoint(i).ID); ok && ep.Health == mesh.HealthHealthy {
+		for _, e := range eps {
+			if ep, ok := cp.Registry().Get(e.ID); ok && ep.Health == mesh.HealthHealthy {
 				healthy++
 			}
 		}
-		if healthy == len(echoes.Servers) {
-			break
+		if healthy == len(eps) {
+			return nil
 		}
 		select {
 		case <-ctx.Done():
-			m.Close()
-			return nil, fmt.Errorf("echo servers not healthy in the registry: %w", ctx.Err())
+			return fmt.Errorf("echo servers not healthy in the registry (%d of %d): %w", healthy, len(eps), ctx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	return m, nil
+}
+
+// endpointOf is a running echo server at addr as the registry sees it.
+func endpointOf(addr, service, version, id string) *mesh.Endpoint {
+	host, port, _ := net.SplitHostPort(addr)
+	p, _ := strconv.Atoi(port)
+	return &mesh.Endpoint{
+		ID: id, Mesh: "echo", Service: service, Address: host, Port: p,
+		Attributes: map[string]string{mesh.AttrVersion: version},
+		State:      mesh.TaskRunning,
+	}
 }
 
 func (m *Mesh) apply(ctx context.Context, rs []*mesh.Resource) error {
@@ -631,42 +656,64 @@ func (m *Mesh) WaitAll(ctx context.Context) error {
 // route), publishes that at the same revision, and waits until every client
 // ACKed it. The next Apply restores the real translation.
 func (m *Mesh) PublishWithoutPinRoutes(ctx context.Context) error {
+	_, err := m.publishEdited(ctx, func(res *xds.Resources) error {
+		for _, rc := range res.Routes {
+			for _, vh := range rc.GetVirtualHosts() {
+				vh.Routes = slices.DeleteFunc(vh.Routes, func(r *routepb.Route) bool { return strings.HasPrefix(r.GetName(), "pin/") })
+			}
+		}
+		return nil
+	})
+	return err
+}
+
+// translateCurrent translates the current store and registry as the
+// control plane does.
+func (m *Mesh) translateCurrent(ctx context.Context) (*xds.Resources, error) {
 	st, err := m.CP.Store().State(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	all := make([]*mesh.Resource, 0, len(st.Resources))
 	for _, r := range st.Resources {
 		all = append(all, r)
 	}
 	mesh.SortResources(all)
-	res, err := xds.Translate(xds.Input{Revision: st.Revision, Resources: all, Endpoints: m.CP.Registry().List(registry.Filter{})})
+	return xds.Translate(xds.Input{Revision: st.Revision, Resources: all, Endpoints: m.CP.Registry().List(registry.Filter{})})
+}
+
+// publishEdited is for experiments: it translates the current store and
+// registry as the control plane does, lets edit change the result,
+// publishes that at the same revision, and waits until every connected
+// client ACKed every type of it. The control plane's next publish
+// restores the real translation. It returns what it published.
+func (m *Mesh) publishEdited(ctx context.Context, edit func(*xds.Resources) error) (*xds.Resources, error) {
+	res, err := m.translateCurrent(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	for _, rc := range res.Routes {
-		for _, vh := range rc.GetVirtualHosts() {
-			vh.Routes = slices.DeleteFunc(vh.Routes, func(r *routepb.Route) bool { return strings.HasPrefix(r.GetName(), "pin/") })
-		}
+	if err := edit(res); err != nil {
+		return nil, err
 	}
-	if err := m.CP.XDS().Publish(res, st.Revision); err != nil {
-		return err
+	if err := m.CP.XDS().Publish(res, res.Revision); err != nil {
+		return nil, err
 	}
-	_, versions := m.CP.XDS().Published()
-	want := versions[xds.RouteType]
+	_, want := m.CP.XDS().Published()
 	for {
 		done := true
 		for _, c := range m.CP.XDS().Clients() {
-			if c.Types[xds.RouteType].ACKedVersion != want {
-				done = false
+			for typ, ts := range c.Types {
+				if ts.ACKedVersion != want[typ] {
+					done = false
+				}
 			}
 		}
 		if done {
-			return nil
+			return res, nil
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return nil, ctx.Err()
 		case <-time.After(5 * time.Millisecond):
 		}
 	}

@@ -82,6 +82,9 @@ func TestMain(m *testing.M) {
 		theEnv.echoes.Close()
 		theEnv.tcp.Close()
 	}
+	if theTLSEnv != nil {
+		theTLSEnv.Close()
+	}
 	os.Exit(code)
 }
 
