@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"regexp"
 	"strings"
 )
 
@@ -188,3 +189,20 @@ func IDFromURIs(uris []*url.URL) (ID, error) {
 // XDSServer is the ID of the control plane's xDS server in a mesh: the
 // certificate it presents to the mesh's xDS clients.
 func XDSServer(meshName string) ID { return ID{Mesh: meshName, Component: "xds"} }
+
+// valuePattern is checkValue's alphabet as an RE2 expression: one path
+// segment.
+const valuePattern = `[a-z0-9](?:[-a-z0-9.]*[a-z0-9])?`
+
+// NodePattern is an anchored RE2 expression matching every ID of a
+// workload of virtual node virtualNode of mesh meshName, wherever it runs:
+// the local form spiffe://MESH.gmesh.local/vn/NODE exactly, and the
+// Kubernetes form spiffe://MESH.gmesh.local/ns/NS/sa/SA/vn/NODE with any
+// namespace and service account, each one segment of gmesh's name alphabet
+// (what ParseID accepts). The mesh and node names are quoted. It matches
+// nothing else: not another mesh, node or key, not an ID with more or
+// fewer segments.
+func NodePattern(meshName, virtualNode string) string {
+	return "^spiffe://" + regexp.QuoteMeta(meshName+TrustDomainSuffix) +
+		"/(?:ns/" + valuePattern + "/sa/" + valuePattern + "/)?vn/" + regexp.QuoteMeta(virtualNode) + "$"
+}
