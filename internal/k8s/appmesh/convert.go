@@ -218,7 +218,11 @@ func (r result) report(field, format string, args ...any) {
 
 // validate runs gmesh's own checks on a converted resource as a backstop:
 // the conversion checks what it can with Kubernetes field paths first, so
-// a failure here is reported on spec with gmesh's own path.
+// a failure here is reported on spec with gmesh's own path. TLS is the
+// exception: gmesh's model is the one rule of what TLS it supports, and a
+// node's TLS fields have the same paths in both (listeners and backends
+// convert one for one, in order), so a TLS failure is reported on its own
+// field, as Unsupported.
 func (r result) validate(res *mesh.Resource) bool {
 	mesh.Default(res)
 	err := mesh.Validate(res)
@@ -236,9 +240,19 @@ func (r result) validate(res *mesh.Resource) bool {
 		return false
 	}
 	for _, e := range es {
+		if res.Kind == mesh.KindVirtualNode && isTLSField(e.Field) {
+			r.fail(e.Field, v1beta2.ReasonUnsupported, "%s", e.Message)
+			continue
+		}
 		r.fail("spec", v1beta2.ReasonInvalidValue, "gmesh %s %s: %s: %s", strings.ToLower(string(res.Kind)), res.Metadata.Name, e.Field, e.Message)
 	}
 	return false
+}
+
+// isTLSField reports whether a gmesh field path is in a listener's tls or
+// a client policy's tls.
+func isTLSField(field string) bool {
+	return strings.HasSuffix(field, ".tls") || strings.Contains(field, ".tls.")
 }
 
 func newResource(kind mesh.Kind, meshName, name string, spec any) *mesh.Resource {
