@@ -879,3 +879,43 @@ spec:
 		t.Errorf("endpoints %v, want the pod on 8443", r.Endpoints)
 	}
 }
+
+// TestPodEndpointStates: a node's Ready pods serve; its starting pods
+// listen (UNKNOWN health) and its terminating pods drain, so only the Ready
+// ones are serving endpoints (EDS, the gateway) while all of them listen
+// (their server Listeners in a mesh with TLS on). An IP listed twice is
+// one endpoint, Ready first.
+func TestPodEndpointStates(t *testing.T) {
+	in := decodeFile(t, "howto-k8s-grpc.yaml")
+	red := types.NamespacedName{Namespace: "howto-k8s-grpc", Name: "color-server-red"}
+	in.ReadyPodIPs = map[types.NamespacedName][]string{red: {"10.244.0.133"}}
+	in.StartingPodIPs = map[types.NamespacedName][]string{red: {"10.244.0.134", "10.244.0.133"}}
+	in.TerminatingPodIPs = map[types.NamespacedName][]string{red: {"10.244.0.135"}}
+	rs := Convert(in)
+	r := rs.Find(mesh.KindVirtualNode, red.Namespace, red.Name)
+	type ep struct {
+		Address  string
+		State    mesh.TaskState
+		Health   mesh.HealthStatus
+		Draining bool
+	}
+	var got []ep
+	for _, e := range r.Endpoints {
+		got = append(got, ep{e.Address, e.State, e.Health, e.Draining})
+	}
+	want := []ep{
+		{"10.244.0.133", mesh.TaskRunning, mesh.HealthHealthy, false},
+		{"10.244.0.134", mesh.TaskRunning, mesh.HealthUnknown, false},
+		{"10.244.0.135", mesh.TaskStopping, mesh.HealthUnknown, true},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("endpoints (-want +got):\n%s", diff)
+	}
+	node := r.Resources[0]
+	if s := mesh.ServingEndpoints(node, rs.Endpoints()); len(s) != 1 || s[0].Address != "10.244.0.133" {
+		t.Errorf("serving endpoints %v, want only the Ready pod", s)
+	}
+	if l := mesh.ListeningEndpoints(node, rs.Endpoints()); len(l) != 3 {
+		t.Errorf("listening endpoints %v, want all three pods", l)
+	}
+}

@@ -77,7 +77,8 @@ func (c *converter) virtualNode(vn *v1beta2.VirtualNode) *Result {
 		spec.Listeners = append(spec.Listeners, ml)
 	}
 
-	// Endpoints: the Ready pods the podSelector selects.
+	// Endpoints: the pods the podSelector selects (only the Ready ones
+	// serve).
 	sd := vn.Spec.ServiceDiscovery
 	if vn.Spec.PodSelector != nil {
 		if _, err := metav1.LabelSelectorAsSelector(vn.Spec.PodSelector); err != nil {
@@ -91,24 +92,7 @@ func (c *converter) virtualNode(vn *v1beta2.VirtualNode) *Result {
 			r.report("spec.serviceDiscovery.dns", "%s", whyDNS)
 		}
 		if len(spec.Listeners) > 0 && r.Name != "" && r.Mesh != "" {
-			port := spec.Listeners[0].PortMapping.Port
-			ips := c.in.ReadyPodIPs[types.NamespacedName{Namespace: vn.Namespace, Name: vn.Name}]
-			for _, ip := range ips {
-				a, err := netip.ParseAddr(ip)
-				if err != nil {
-					r.fail("spec.podSelector", v1beta2.ReasonInvalidValue, "a selected pod's IP %q is not an IP address", ip)
-					continue
-				}
-				r.Endpoints = append(r.Endpoints, &mesh.Endpoint{
-					ID:      fmt.Sprintf("%s/%s/%s", vn.Namespace, vn.Name, a),
-					Mesh:    r.Mesh,
-					Service: r.Name,
-					Address: a.String(),
-					Port:    port,
-					State:   mesh.TaskRunning,
-					Health:  mesh.HealthHealthy,
-				})
-			}
+			c.podEndpoints(r, types.NamespacedName{Namespace: vn.Namespace, Name: vn.Name}, spec.Listeners[0].PortMapping.Port)
 		}
 	} else if sd != nil {
 		switch {
@@ -171,6 +155,46 @@ func (c *converter) virtualNode(vn *v1beta2.VirtualNode) *Result {
 		}
 	}
 	return r.Result
+}
+
+// podEndpoints adds a node's endpoints: its Ready pods serving, its
+// starting pods listening but not serving (Health UNKNOWN), its
+// terminating pods draining. A pod IP is one endpoint, the first state
+// found in that order.
+func (c *converter) podEndpoints(r result, node types.NamespacedName, port int) {
+	seen := map[netip.Addr]bool{}
+	for _, g := range []struct {
+		ips      []string
+		state    mesh.TaskState
+		health   mesh.HealthStatus
+		draining bool
+	}{
+		{c.in.ReadyPodIPs[node], mesh.TaskRunning, mesh.HealthHealthy, false},
+		{c.in.StartingPodIPs[node], mesh.TaskRunning, mesh.HealthUnknown, false},
+		{c.in.TerminatingPodIPs[node], mesh.TaskStopping, mesh.HealthUnknown, true},
+	} {
+		for _, ip := range g.ips {
+			a, err := netip.ParseAddr(ip)
+			if err != nil {
+				r.fail("spec.podSelector", v1beta2.ReasonInvalidValue, "a selected pod's IP %q is not an IP address", ip)
+				continue
+			}
+			if seen[a] {
+				continue
+			}
+			seen[a] = true
+			r.Endpoints = append(r.Endpoints, &mesh.Endpoint{
+				ID:       fmt.Sprintf("%s/%s/%s", node.Namespace, node.Name, a),
+				Mesh:     r.Mesh,
+				Service:  r.Name,
+				Address:  a.String(),
+				Port:     port,
+				State:    g.state,
+				Health:   g.health,
+				Draining: g.draining,
+			})
+		}
+	}
 }
 
 func slicesIndexBackend(bs []mesh.Backend, name string) int {
