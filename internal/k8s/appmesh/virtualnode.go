@@ -18,7 +18,7 @@ const (
 	whyLogging         = "access logs were Envoy's: proxyless clients and servers log through the application (gmesh's gateway logs with its own format)"
 	whyCloudMap        = "on Kubernetes a node's endpoints are the Ready pods its podSelector selects; Cloud Map is not queried and its attributes are not matched"
 	whyDNS             = "on Kubernetes a node's endpoints are the Ready pods its podSelector selects; the DNS name is not resolved"
-	whyHealthCheck     = "on Kubernetes a pod is an endpoint while it is Ready: give the pod a readinessProbe (grpc, httpGet or tcpSocket) with these settings; gmesh keeps the policy in its model"
+	whyHealthCheck     = "on Kubernetes a pod serves (is in EDS) while it is Ready: give the pod a readinessProbe (grpc, httpGet or tcpSocket) with these settings; gmesh keeps the policy in its model"
 	whyTLSPermissive   = "grpc-go's xDS server cannot serve TLS and plain text on one port: a PERMISSIVE listener serves plain text (its pods still get workload certificates, so it can turn STRICT)"
 	whyTLSCertificate  = "gmesh issues each pod's certificate from the mesh CA, its only identity the pod's SPIFFE ID (spiffe://MESH.gmesh.local/ns/NS/sa/SA/vn/NODE): this source is not read"
 	whyTLSTrust        = "gmesh trusts only the mesh CA, which issues every workload's certificate: this source is not read"
