@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"regexp"
 	"strings"
 )
 
@@ -244,4 +245,21 @@ func rawURISANs(c *x509.Certificate) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// valuePattern is checkValue's alphabet as an RE2 expression: one path
+// segment.
+const valuePattern = `[a-z0-9](?:[-a-z0-9.]*[a-z0-9])?`
+
+// NodePattern is an anchored RE2 expression matching every ID of a
+// workload of virtual node virtualNode of mesh meshName, wherever it runs:
+// the local form spiffe://MESH.gmesh.local/vn/NODE exactly, and the
+// Kubernetes form spiffe://MESH.gmesh.local/ns/NS/sa/SA/vn/NODE with any
+// namespace and service account, each one segment of gmesh's name alphabet
+// (what ParseID accepts). The mesh and node names are quoted. It matches
+// nothing else: not another mesh, node or key, not an ID with more or
+// fewer segments.
+func NodePattern(meshName, virtualNode string) string {
+	return "^spiffe://" + regexp.QuoteMeta(meshName+TrustDomainSuffix) +
+		"/(?:ns/" + valuePattern + "/sa/" + valuePattern + "/)?vn/" + regexp.QuoteMeta(virtualNode) + "$"
 }

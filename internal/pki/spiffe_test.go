@@ -9,6 +9,7 @@ import (
 	"encoding/asn1"
 	"math/big"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -205,4 +206,63 @@ func TestIDFromCertReadsBytes(t *testing.T) {
 	if _, err := pki.IDFromCert(cert(good, "Spiffe://echo.gmesh.local/vn/b")); err == nil || !strings.Contains(err.Error(), "want exactly one") {
 		t.Errorf("two IDs, one in upper case: got %v, want an error saying exactly one", err)
 	}
+}
+
+// TestNodePattern: a node's pattern admits its local and Kubernetes IDs,
+// whatever the namespace and service account, and nothing else.
+func TestNodePattern(t *testing.T) {
+	re := regexp.MustCompile(pki.NodePattern("echo", "echo-server-1-0"))
+	for _, tt := range []struct {
+		id   string
+		want bool
+	}{
+		{"spiffe://echo.gmesh.local/vn/echo-server-1-0", true},
+		{"spiffe://echo.gmesh.local/ns/shop/sa/default/vn/echo-server-1-0", true},
+		{"spiffe://echo.gmesh.local/ns/a/sa/b.c-d/vn/echo-server-1-0", true},
+		{"spiffe://echo.gmesh.local/vn/echo-server-1-0x", false},
+		{"spiffe://echo.gmesh.local/vn/echo-server-1x0", false}, // '.' and '-' are quoted
+		{"spiffe://echo.gmesh.local/vn/echo-server-1-0/x", false},
+		{"spiffe://echo.gmesh.local/ns/a/sa/b/vn/echo-server-1-0/x", false},
+		{"spiffe://echo.gmesh.local/ns/a/vn/echo-server-1-0", false},
+		{"spiffe://echo.gmesh.local/sa/b/vn/echo-server-1-0", false},
+		{"spiffe://echo.gmesh.local/ns/a/sa/b/c/vn/echo-server-1-0", false},
+		{"spiffe://echo.gmesh.local/ns//sa/b/vn/echo-server-1-0", false},
+		{"spiffe://echo.gmesh.local/ns/A/sa/b/vn/echo-server-1-0", false},
+		{"spiffe://echo.gmesh.local/ns/-a/sa/b/vn/echo-server-1-0", false},
+		{"spiffe://echo.gmesh.local/ns/a%2Fb/sa/b/vn/echo-server-1-0", false},
+		{"spiffe://other.gmesh.local/vn/echo-server-1-0", false},
+		{"spiffe://other.gmesh.local/ns/a/sa/b/vn/echo-server-1-0", false},
+		{"spiffe://echoxgmesh.local/vn/echo-server-1-0", false},
+		{"spiffe://echo.gmesh.local/cp/health-checker", false},
+		{"spiffe://echo.gmesh.local/vn/echo-client", false},
+		{"xspiffe://echo.gmesh.local/vn/echo-server-1-0", false},
+		{"spiffe://echo.gmesh.local/vn/echo-server-1-0\n", false},
+	} {
+		if got := re.MatchString(tt.id); got != tt.want {
+			t.Errorf("NodePattern(echo, echo-server-1-0) matches %q: got %v, want %v", tt.id, got, tt.want)
+		}
+	}
+}
+
+// FuzzNodePattern: the pattern of a node matches exactly the IDs ParseID
+// reads as a workload of that node of that mesh.
+func FuzzNodePattern(f *testing.F) {
+	f.Add("echo", "echo-server", "spiffe://echo.gmesh.local/ns/shop/sa/billing/vn/echo-server")
+	f.Add("echo", "echo-server", "spiffe://echo.gmesh.local/vn/echo-server")
+	f.Add("a.b", "n.1", "spiffe://a.b.gmesh.local/ns/x/sa/y/vn/n.1")
+	f.Add("echo", "n", "spiffe://echo.gmesh.local/ns/x/vn/n")
+	f.Fuzz(func(t *testing.T, meshName, node, s string) {
+		if (pki.ID{Mesh: meshName, VirtualNode: node}).Validate() != nil {
+			return
+		}
+		re, err := regexp.Compile(pki.NodePattern(meshName, node))
+		if err != nil {
+			t.Fatalf("NodePattern(%q, %q): %v", meshName, node, err)
+		}
+		id, err := pki.ParseID(s)
+		want := err == nil && id.Mesh == meshName && id.VirtualNode == node && id.Component == ""
+		if got := re.MatchString(s); got != want && len(s) <= 2048 {
+			t.Fatalf("NodePattern(%q, %q) matches %q: %v, ParseID says %v (%+v, %v)", meshName, node, s, got, want, id, err)
+		}
+	})
 }

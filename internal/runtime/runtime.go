@@ -36,11 +36,13 @@
 //
 // On Kubernetes no Go type implements these interfaces: the kubelet runs
 // the pods (of Deployments the user owns), and the control plane's Source
-// (internal/k8s/controller) reports the pods a VirtualNode's podSelector
-// selects that are serving (Running, Ready, an IP, not being deleted) as
-// endpoints, through appmesh.Convert and Results.Endpoints: State RUNNING,
-// Health HEALTHY (the kubelet's readiness probe is the check), Process nil.
-// Drain before stop is the pod's: a pod that stops being Ready or gets a
+// (internal/k8s/controller) reports the pods with an IP a VirtualNode's
+// podSelector selects as endpoints, through appmesh.Convert and
+// Results.Endpoints, Process nil: a Ready pod State RUNNING, Health HEALTHY
+// (the kubelet's readiness probe is the check); a pod not Ready yet RUNNING,
+// UNKNOWN (listening, so it gets its server Listener in a mesh with TLS on,
+// but not serving); a pod being deleted STOPPING and Draining. Drain before
+// stop is the pod's: a pod that stops being Ready or gets a
 // deletionTimestamp leaves EDS at once, while its preStop hook or drain
 // delay keeps it serving. docs/runtime.md describes both sides.
 package runtime

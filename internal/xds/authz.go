@@ -23,7 +23,8 @@ import (
 // before the router, that denies every call except from
 //
 //   - a virtual node whose backends list a virtual service that reaches
-//     this node (mesh.Routing.Callers), by its certificate's SPIFFE ID, and
+//     this node (mesh.Routing.Callers), by its certificate's SPIFFE ID in
+//     either form, local or Kubernetes (NodeIDMatcher), and
 //   - the control plane's health checker (pki.HealthChecker), which
 //     presents its own certificate to STRICT nodes, for
 //     grpc.health.v1.Health only;
@@ -79,7 +80,7 @@ func (t *translator) authzFilter(vn *mesh.Resource) (*hcmpb.HttpFilter, error) {
 	hc := principal(pki.HealthChecker(meshName))
 	var callerIDs []*rbacconfigpb.Principal
 	for _, n := range callers.Nodes {
-		callerIDs = append(callerIDs, principal(NodeID(meshName, n)))
+		callerIDs = append(callerIDs, nodePrincipal(meshName, n))
 	}
 	admitted := append([]*rbacconfigpb.Principal{hc}, callerIDs...)
 	policies := map[string]*rbacconfigpb.Policy{
@@ -151,6 +152,14 @@ func stableAny(m proto.Message) (*anypb.Any, error) {
 
 // principal matches a caller whose certificate's URI SAN is exactly id.
 func principal(id pki.ID) *rbacconfigpb.Principal { return principalName(id.String()) }
+
+// nodePrincipal matches a caller whose certificate's URI SAN is any ID of
+// a workload of node (NodeIDMatcher): its local tasks' and its pods'.
+func nodePrincipal(meshName, node string) *rbacconfigpb.Principal {
+	return &rbacconfigpb.Principal{Identifier: &rbacconfigpb.Principal_Authenticated_{Authenticated: &rbacconfigpb.Principal_Authenticated{
+		PrincipalName: NodeIDMatcher(meshName, node),
+	}}}
+}
 
 // principalName matches a caller whose certificate's first URI SAN (or,
 // with none, DNS SAN, or subject) is exactly name (gRFC A41).

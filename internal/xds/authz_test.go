@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/gmesh-dev/gmesh/internal/mesh"
+	"github.com/gmesh-dev/gmesh/internal/pki"
 	"github.com/gmesh-dev/gmesh/internal/xds"
 )
 
@@ -84,19 +85,102 @@ func rbacRules(t *testing.T, l *listenerpb.Listener) *rbacconfigpb.RBAC {
 	return cfg.GetRules()
 }
 
-// admitted reads the SPIFFE IDs a backends policy (deny all but these)
-// lets through.
+// admitted reads the principals a backends policy (deny all but these)
+// lets through: an exact principal as its ID, a regular expression as
+// "~" and the expression (see nodeRE).
 func admitted(t *testing.T, p *rbacconfigpb.Policy) []string {
 	t.Helper()
 	if len(p.GetPermissions()) != 1 || !p.GetPermissions()[0].GetAny() || len(p.GetPrincipals()) != 1 {
 		t.Fatalf("policy %v: want any permission and one principal", p)
 	}
+	out := principalNames(p.GetPrincipals()[0].GetNotId().GetOrIds().GetIds())
+	slices.Sort(out)
+	return out
+}
+
+// principalNames describes authenticated principals as admitted does.
+func principalNames(ids []*rbacconfigpb.Principal) []string {
 	var out []string
-	for _, id := range p.GetPrincipals()[0].GetNotId().GetOrIds().GetIds() {
-		out = append(out, id.GetAuthenticated().GetPrincipalName().GetExact())
+	for _, id := range ids {
+		m := id.GetAuthenticated().GetPrincipalName()
+		if re := m.GetSafeRegex(); re != nil {
+			out = append(out, "~"+re.GetRegex())
+			continue
+		}
+		out = append(out, m.GetExact())
+	}
+	return out
+}
+
+// nodeRE is how admitted shows the principal of node's workloads.
+func nodeRE(meshName, node string) string { return "~" + pki.NodePattern(meshName, node) }
+
+// principalMatches evaluates an RBAC principal for a caller over mTLS
+// whose certificate's one URI SAN is id (gRFC A41).
+func principalMatches(t *testing.T, p *rbacconfigpb.Principal, id string) bool {
+	t.Helper()
+	switch x := p.GetIdentifier().(type) {
+	case *rbacconfigpb.Principal_Any:
+		return x.Any
+	case *rbacconfigpb.Principal_Authenticated_:
+		return x.Authenticated.GetPrincipalName() == nil || stringMatches(t, x.Authenticated.GetPrincipalName(), id)
+	case *rbacconfigpb.Principal_NotId:
+		return !principalMatches(t, x.NotId, id)
+	case *rbacconfigpb.Principal_OrIds:
+		for _, q := range x.OrIds.GetIds() {
+			if principalMatches(t, q, id) {
+				return true
+			}
+		}
+		return false
+	case *rbacconfigpb.Principal_AndIds:
+		for _, q := range x.AndIds.GetIds() {
+			if !principalMatches(t, q, id) {
+				return false
+			}
+		}
+		return true
+	default:
+		t.Fatalf("principal %v: not evaluated by this test", p)
+		return false
+	}
+}
+
+// deniedBy returns the policies of a DENY engine that deny a call to path
+// from id, sorted.
+func deniedBy(t *testing.T, rules *rbacconfigpb.RBAC, id, path string) []string {
+	t.Helper()
+	var out []string
+	for name, p := range rules.GetPolicies() {
+		principal := false
+		for _, q := range p.GetPrincipals() {
+			principal = principal || principalMatches(t, q, id)
+		}
+		permission := false
+		for _, q := range p.GetPermissions() {
+			permission = permission || permissionMatches(t, q, path)
+		}
+		if principal && permission {
+			out = append(out, name)
+		}
 	}
 	slices.Sort(out)
 	return out
+}
+
+func permissionMatches(t *testing.T, p *rbacconfigpb.Permission, path string) bool {
+	t.Helper()
+	switch x := p.GetRule().(type) {
+	case *rbacconfigpb.Permission_Any:
+		return x.Any
+	case *rbacconfigpb.Permission_NotRule:
+		return !permissionMatches(t, x.NotRule, path)
+	case *rbacconfigpb.Permission_UrlPath:
+		return stringMatches(t, x.UrlPath.GetPath(), path)
+	default:
+		t.Fatalf("permission %v: not evaluated by this test", p)
+		return false
+	}
 }
 
 func TestTranslateAuthz(t *testing.T) {
@@ -113,7 +197,7 @@ func TestTranslateAuthz(t *testing.T) {
 	}
 	server := want{
 		policy:   "gmesh: only virtual nodes whose backends list echo-server.echo.local may call echo-server-1-0",
-		admitted: []string{hc, "spiffe://echo.gmesh.local/vn/echo-client", "spiffe://echo.gmesh.local/vn/reader"},
+		admitted: []string{hc, nodeRE("echo", "echo-client"), nodeRE("echo", "reader")},
 	}
 	wants := map[string]want{
 		// PERMISSIVE serves plain text: no identity to authorize.
@@ -179,6 +263,63 @@ func TestTranslateAuthz(t *testing.T) {
 	}
 }
 
+// TestTranslateAuthzIdentities evaluates echo-server-1-0's policy for
+// callers presenting each form of ID: a Kubernetes pod of an admitted node
+// is admitted whatever its namespace and service account; any other node,
+// path shape or trust domain is denied.
+func TestTranslateAuthzIdentities(t *testing.T) {
+	rs, eps := authzTopology()
+	res, err := xds.Translate(xds.Input{Revision: 1, Resources: rs, Endpoints: eps})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rules *rbacconfigpb.RBAC
+	for _, l := range res.Listeners {
+		if l.GetName() == "grpc/server?xds.resource.listening_address=127.0.0.13:50051" {
+			rules = rbacRules(t, l)
+		}
+	}
+	if rules == nil {
+		t.Fatal("no server listener for 127.0.0.13:50051")
+	}
+	backends := xds.BackendsPolicy("echo-server-1-0", []string{"echo-server.echo.local"})
+	const (
+		health = "/grpc.health.v1.Health/Check"
+		echo   = "/echo.EchoService/Echo"
+	)
+	tests := []struct {
+		id, path string
+		want     []string // the policies that deny; none: admitted
+	}{
+		{"spiffe://echo.gmesh.local/vn/echo-client", echo, nil},
+		{"spiffe://echo.gmesh.local/ns/echo/sa/default/vn/echo-client", echo, nil},
+		{"spiffe://echo.gmesh.local/ns/team-b/sa/reader.v2/vn/reader", echo, nil},
+		{"spiffe://echo.gmesh.local/cp/health-checker", health, nil},
+		{"spiffe://echo.gmesh.local/cp/health-checker", echo, []string{"gmesh: the control plane's health checker may call only grpc.health.v1.Health"}},
+		// Another node, in either form.
+		{"spiffe://echo.gmesh.local/vn/intruder", echo, []string{backends}},
+		{"spiffe://echo.gmesh.local/ns/echo/sa/default/vn/intruder", echo, []string{backends}},
+		{"spiffe://echo.gmesh.local/ns/echo/sa/default/vn/intruder", health, []string{backends}},
+		// Shapes that are not a workload of echo-client.
+		{"spiffe://echo.gmesh.local/ns/a/sa/b/vn/echo-client/x", echo, []string{backends}},
+		{"spiffe://echo.gmesh.local/vn/echo-clientx", echo, []string{backends}},
+		{"spiffe://echo.gmesh.local/ns/a/sa/b/vn/echo-clientx", echo, []string{backends}},
+		{"spiffe://echo.gmesh.local/ns/a/vn/echo-client", echo, []string{backends}},
+		{"spiffe://echo.gmesh.local/sa/b/vn/echo-client", echo, []string{backends}},
+		{"spiffe://echo.gmesh.local/ns/a/sa/b/c/vn/echo-client", echo, []string{backends}},
+		{"spiffe://echo.gmesh.local/ns/a/sa/b/cp/health-checker", health, []string{backends}},
+		// Another trust domain.
+		{"spiffe://other.gmesh.local/vn/echo-client", echo, []string{backends}},
+		{"spiffe://other.gmesh.local/ns/a/sa/b/vn/echo-client", echo, []string{backends}},
+		{"spiffe://echoxgmesh.local/ns/a/sa/b/vn/echo-client", echo, []string{backends}},
+	}
+	for _, tt := range tests {
+		if diff := cmp.Diff(tt.want, deniedBy(t, rules, tt.id, tt.path)); diff != "" {
+			t.Errorf("%s calling %s: denying policies (-want +got):\n%s", tt.id, tt.path, diff)
+		}
+	}
+}
+
 // TestTranslateAuthzFollowsBackends: adding a backend to a node admits it
 // at the next translation; removing it takes it out again.
 func TestTranslateAuthzFollowsBackends(t *testing.T) {
@@ -196,7 +337,7 @@ func TestTranslateAuthzFollowsBackends(t *testing.T) {
 		t.Fatal("no server listener for 127.0.0.13:50051")
 		return nil
 	}
-	intruder := "spiffe://echo.gmesh.local/vn/intruder"
+	intruder := nodeRE("echo", "intruder")
 	if slices.Contains(policyOf(), intruder) {
 		t.Fatalf("intruder admitted before it lists echo-server")
 	}
@@ -245,14 +386,9 @@ func TestTranslateAuthzValidation(t *testing.T) {
 		if len(and) != 2 {
 			t.Fatalf("validation principals %v: want callers and not SANs", p.GetPrincipals())
 		}
-		var callers, allowed []string
-		for _, id := range and[0].GetOrIds().GetIds() {
-			callers = append(callers, id.GetAuthenticated().GetPrincipalName().GetExact())
-		}
-		for _, id := range and[1].GetNotId().GetOrIds().GetIds() {
-			allowed = append(allowed, id.GetAuthenticated().GetPrincipalName().GetExact())
-		}
-		if diff := cmp.Diff([]string{"spiffe://echo.gmesh.local/vn/echo-client", "spiffe://echo.gmesh.local/vn/reader"}, callers); diff != "" {
+		callers := principalNames(and[0].GetOrIds().GetIds())
+		allowed := principalNames(and[1].GetNotId().GetOrIds().GetIds())
+		if diff := cmp.Diff([]string{nodeRE("echo", "echo-client"), nodeRE("echo", "reader")}, callers); diff != "" {
 			t.Errorf("validation applies to (-want +got):\n%s", diff)
 		}
 		if diff := cmp.Diff(sans, allowed); diff != "" {

@@ -33,7 +33,7 @@ func (t *translator) cluster(vn *mesh.Resource) (*clusterpb.Cluster, *endpointpb
 		LbPolicy:       clusterpb.Cluster_ROUND_ROBIN,
 	}
 	if spec.TLSMode() == mesh.TLSStrict {
-		ts, err := upstreamTLS(NodeID(vn.Metadata.Mesh, vn.Metadata.Name))
+		ts, err := upstreamTLS(vn.Metadata.Mesh, vn.Metadata.Name)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", vn.Ref(), err)
 		}

@@ -7,7 +7,10 @@ import (
 	"strings"
 	"testing"
 
+	rbacconfigpb "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+
 	"github.com/gmesh-dev/gmesh/internal/mesh"
+	"github.com/gmesh-dev/gmesh/internal/pki"
 	"github.com/gmesh-dev/gmesh/internal/xds"
 )
 
@@ -16,7 +19,11 @@ import (
 // node's RBAC policy against a plain reading of App Mesh's rule (written
 // here without mesh.Routing, as an oracle): a node is admitted exactly when
 // its backends list a virtual service whose provider is the node or whose
-// router has a route targeting it. Translation must not panic, and the
+// router has a route targeting it. Admission is evaluated for the IDs a
+// caller could present (candidateIDs): a node's workloads are admitted in
+// the local form (/vn/NODE) and the Kubernetes form (/ns/NS/sa/SA/vn/NODE,
+// any namespace and service account), as pki.ParseID reads them, and no
+// other shape. Translation must not panic, and the
 // health checker is always admitted. Seeds: the echo stack, STRICT, with
 // extra callers.
 func FuzzTranslateAuthz(f *testing.F) {
@@ -90,19 +97,34 @@ spec:
 			if rules == nil {
 				continue
 			}
-			var got []string
+			var backends *rbacconfigpb.Policy
 			for name, p := range rules.GetPolicies() {
 				if strings.HasPrefix(name, "gmesh: only virtual nodes") || strings.HasPrefix(name, "gmesh: no virtual service") {
-					got = admitted(t, p)
+					backends = p
 				}
 			}
-			want := []string{"spiffe://" + vn.Metadata.Mesh + ".gmesh.local/cp/health-checker"}
-			for _, n := range oracleCallers(rs, vn) {
-				want = append(want, xds.NodeID(vn.Metadata.Mesh, n).String())
+			if backends == nil {
+				t.Fatalf("%s (%s): no backends policy in %v", addr, vn.Metadata.Name, keys(rules.GetPolicies()))
 			}
-			slices.Sort(want)
-			if !slices.Equal(got, want) {
-				t.Fatalf("%s (%s): admitted %v, want %v", addr, vn.Metadata.Name, got, want)
+			// Every caller identity a workload of any node could present,
+			// and shapes that are nobody's, against a plain reading of the
+			// rule: the health checker, and every workload of a node
+			// listing a service that reaches vn, local or on Kubernetes
+			// (any namespace and service account).
+			callers := map[string]bool{}
+			for _, n := range oracleCallers(rs, vn) {
+				callers[n] = true
+			}
+			hc := "spiffe://" + vn.Metadata.Mesh + ".gmesh.local/cp/health-checker"
+			for _, id := range candidateIDs(rs) {
+				want := id == hc
+				if pid, err := pki.ParseID(id); err == nil && pid.Component == "" && pid.Mesh == vn.Metadata.Mesh && callers[pid.VirtualNode] {
+					want = true
+				}
+				got := !principalMatches(t, backends.GetPrincipals()[0], id)
+				if got != want {
+					t.Fatalf("%s (%s): %s admitted %v, want %v (callers %v)", addr, vn.Metadata.Name, id, got, want, oracleCallers(rs, vn))
+				}
 			}
 		}
 	})
@@ -144,6 +166,43 @@ func oracleCallers(rs []*mesh.Resource, vn *mesh.Resource) []string {
 			}
 		}
 	}
+	return out
+}
+
+// candidateIDs are the IDs a fuzzed mesh's callers could present: for
+// every virtual node and mesh named in rs, the local and Kubernetes forms,
+// and near misses (another path shape, a longer name, another key).
+func candidateIDs(rs []*mesh.Resource) []string {
+	meshes := map[string]bool{"other": true}
+	nodes := map[string]bool{}
+	for _, r := range rs {
+		meshes[r.Metadata.Mesh] = true
+		if r.Kind == mesh.KindVirtualNode {
+			nodes[r.Metadata.Name] = true
+		}
+	}
+	var out []string
+	for m := range meshes {
+		td := "spiffe://" + m + ".gmesh.local"
+		out = append(out, td+"/cp/health-checker", td+"/ns/a/sa/b/cp/health-checker")
+		for n := range nodes {
+			out = append(out,
+				td+"/vn/"+n,
+				td+"/ns/default/sa/default/vn/"+n,
+				td+"/ns/team-b/sa/svc.v2/vn/"+n,
+				td+"/ns/a/sa/b/vn/"+n+"/x",
+				td+"/vn/"+n+"x",
+				td+"/ns/a/sa/b/vn/"+n+"x",
+				td+"/ns/a/vn/"+n,
+				td+"/sa/b/vn/"+n,
+				td+"/ns/a/sa/b/c/vn/"+n,
+				td+"/ns/A/sa/b/vn/"+n,
+				td+"/cp/"+n,
+				"spiffe://"+m+"xgmesh.local/vn/"+n,
+			)
+		}
+	}
+	slices.Sort(out)
 	return out
 }
 

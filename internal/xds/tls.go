@@ -32,7 +32,8 @@ import (
 //     chained to the mesh CA; the others serve plain text.
 //   - The cluster of a STRICT node carries an UpstreamTlsContext: the caller
 //     presents its own certificate and accepts only a server whose
-//     certificate chains to the mesh CA and carries that node's SPIFFE ID.
+//     certificate chains to the mesh CA and carries a SPIFFE ID of that
+//     node: its local tasks' or its pods' (NodeIDMatcher).
 //
 // Both name the certificate provider instance of the bootstrap
 // (bootstrap.CertProviderInstance) for the identity and the roots.
@@ -53,16 +54,14 @@ func transportSocket(m proto.Message) (*corepb.TransportSocket, error) {
 }
 
 // upstreamTLS is the transport socket of a STRICT node's cluster: mTLS,
-// accepting only the node's SPIFFE ID.
-func upstreamTLS(id pki.ID) (*corepb.TransportSocket, error) {
+// accepting only a SPIFFE ID of the node (NodeIDMatcher).
+func upstreamTLS(meshName, node string) (*corepb.TransportSocket, error) {
 	return transportSocket(&tlspb.UpstreamTlsContext{
 		CommonTlsContext: &tlspb.CommonTlsContext{
 			TlsCertificateProviderInstance: providerInstance(),
 			ValidationContextType: &tlspb.CommonTlsContext_ValidationContext{ValidationContext: &tlspb.CertificateValidationContext{
 				CaCertificateProviderInstance: providerInstance(),
-				MatchSubjectAltNames: []*matcherpb.StringMatcher{{
-					MatchPattern: &matcherpb.StringMatcher_Exact{Exact: id.String()},
-				}},
+				MatchSubjectAltNames:          []*matcherpb.StringMatcher{NodeIDMatcher(meshName, node)},
 			}},
 		},
 	})
@@ -85,6 +84,21 @@ func downstreamTLS() (*corepb.TransportSocket, error) {
 // NodeID is the SPIFFE ID of a virtual node's local tasks.
 func NodeID(meshName, virtualNode string) pki.ID {
 	return pki.ID{Mesh: meshName, VirtualNode: virtualNode}
+}
+
+// NodeIDMatcher matches every SPIFFE ID a workload of virtualNode of
+// meshName may present: its local tasks' (NodeID) and its Kubernetes pods'
+// (spiffe://MESH.gmesh.local/ns/NS/sa/SA/vn/NODE, any namespace and
+// service account), with pki.NodePattern as a safe_regex (RE2, anchored,
+// names quoted). It is the one matcher of a node's identity: the RBAC
+// principals that admit the node's workloads as callers and the SAN check
+// a caller makes of the node's servers. grpc-go supports safe_regex in
+// both (StringMatcherFromProto in its RBAC principal_name and in
+// match_subject_alt_names).
+func NodeIDMatcher(meshName, virtualNode string) *matcherpb.StringMatcher {
+	return &matcherpb.StringMatcher{MatchPattern: &matcherpb.StringMatcher_SafeRegex{SafeRegex: &matcherpb.RegexMatcher{
+		Regex: pki.NodePattern(meshName, virtualNode),
+	}}}
 }
 
 // serverListener is the listener grpc-go's xDS server listening on

@@ -78,8 +78,25 @@ func TestTranslateTLS(t *testing.T) {
 		}
 		u := upstream(t, c)
 		sans := u.GetCommonTlsContext().GetValidationContext().GetMatchSubjectAltNames()
-		if len(sans) != 1 || sans[0].GetExact() != "spiffe://echo.gmesh.local/vn/echo-server-1-0" {
-			t.Errorf("cluster %s: SAN matchers %v, want exactly the node's SPIFFE ID", c.GetName(), sans)
+		if len(sans) != 1 {
+			t.Errorf("cluster %s: SAN matchers %v, want one: the node's SPIFFE IDs", c.GetName(), sans)
+			continue
+		}
+		// The caller accepts the node's local tasks and its pods, whatever
+		// their namespace and service account, and no other workload.
+		for id, want := range map[string]bool{
+			"spiffe://echo.gmesh.local/vn/echo-server-1-0":                     true,
+			"spiffe://echo.gmesh.local/ns/echo/sa/default/vn/echo-server-1-0":  true,
+			"spiffe://echo.gmesh.local/ns/b/sa/c.d/vn/echo-server-1-0":         true,
+			"spiffe://echo.gmesh.local/vn/echo-server-0-9":                     false,
+			"spiffe://echo.gmesh.local/ns/echo/sa/default/vn/echo-server-0-9":  false,
+			"spiffe://echo.gmesh.local/ns/echo/vn/echo-server-1-0":             false,
+			"spiffe://echo.gmesh.local/vn/echo-server-1-0/x":                   false,
+			"spiffe://other.gmesh.local/ns/echo/sa/default/vn/echo-server-1-0": false,
+		} {
+			if got := stringMatches(t, sans[0], id); got != want {
+				t.Errorf("cluster %s: SAN matcher %v accepts %s: got %v, want %v", c.GetName(), sans[0], id, got, want)
+			}
 		}
 	}
 }

@@ -3,7 +3,7 @@
 // resources (internal/mesh), object by object.
 //
 // Convert takes every object of the six kinds, the labels of each
-// namespace and the Ready pod IPs of each VirtualNode as plain data, and
+// namespace and the pod IPs of each VirtualNode as plain data, and
 // returns one Result per object: the resources it became, the fields it
 // carries that gmesh accepts but does not act on (reported in the object's
 // status, never silently dropped), and the errors that made gmesh refuse
@@ -51,8 +51,24 @@ type Input struct {
 	// labels.
 	NamespaceLabels map[string]map[string]string
 	// ReadyPodIPs are the IPs of the Ready (and not terminating) pods each
-	// VirtualNode's podSelector selects, by the node's namespace and name.
+	// VirtualNode's podSelector selects, by the node's namespace and name:
+	// the node's serving endpoints (State RUNNING, Health HEALTHY).
 	ReadyPodIPs map[types.NamespacedName][]string
+	// StartingPodIPs are the IPs of the selected pods that are starting:
+	// Running or Pending with an IP, not Ready, not terminating. They are
+	// endpoints that do not serve (State RUNNING, Health UNKNOWN, as a local
+	// task before its first health check): in no EDS and no gateway's
+	// backends, but listening, so in a mesh with TLS on each gets its server
+	// Listener, which a STRICT pod's grpc-go xDS server needs before it
+	// serves, and so before its readiness probe can pass.
+	StartingPodIPs map[types.NamespacedName][]string
+	// TerminatingPodIPs are the IPs of the selected pods that are being
+	// deleted while still Running (or Pending) with an IP. They are
+	// draining endpoints (State STOPPING, Draining), as a local task that
+	// drains: out of EDS at once, their server Listener kept while the pod
+	// drains (without it grpc-go's xDS server stops serving and closes its
+	// connections).
+	TerminatingPodIPs map[types.NamespacedName][]string
 }
 
 // Object identifies a Kubernetes object.
@@ -96,8 +112,10 @@ type Result struct {
 	// was refused; a VirtualRouter gives its router and then one Route per
 	// accepted route.
 	Resources []*mesh.Resource
-	// Endpoints are a VirtualNode's endpoints: one per Ready pod, on its
-	// first listener's port.
+	// Endpoints are a VirtualNode's endpoints: one per selected pod with an
+	// IP (Input.ReadyPodIPs, StartingPodIPs, TerminatingPodIPs), on its
+	// first listener's port; only the Ready pods' serve
+	// (mesh.Endpoint.Serving).
 	Endpoints []*mesh.Endpoint
 	// Routes maps a VirtualRouter's accepted route names to their gmesh
 	// names.
@@ -218,7 +236,11 @@ func (r result) report(field, format string, args ...any) {
 
 // validate runs gmesh's own checks on a converted resource as a backstop:
 // the conversion checks what it can with Kubernetes field paths first, so
-// a failure here is reported on spec with gmesh's own path.
+// a failure here is reported on spec with gmesh's own path. TLS is the
+// exception: gmesh's model is the one rule of what TLS it supports, and a
+// node's TLS fields have the same paths in both (listeners and backends
+// convert one for one, in order), so a TLS failure is reported on its own
+// field, as Unsupported.
 func (r result) validate(res *mesh.Resource) bool {
 	mesh.Default(res)
 	err := mesh.Validate(res)
@@ -236,9 +258,19 @@ func (r result) validate(res *mesh.Resource) bool {
 		return false
 	}
 	for _, e := range es {
+		if res.Kind == mesh.KindVirtualNode && isTLSField(e.Field) {
+			r.fail(e.Field, v1beta2.ReasonUnsupported, "%s", e.Message)
+			continue
+		}
 		r.fail("spec", v1beta2.ReasonInvalidValue, "gmesh %s %s: %s: %s", strings.ToLower(string(res.Kind)), res.Metadata.Name, e.Field, e.Message)
 	}
 	return false
+}
+
+// isTLSField reports whether a gmesh field path is in a listener's tls or
+// a client policy's tls.
+func isTLSField(field string) bool {
+	return strings.HasSuffix(field, ".tls") || strings.Contains(field, ".tls.")
 }
 
 func newResource(kind mesh.Kind, meshName, name string, spec any) *mesh.Resource {

@@ -202,7 +202,40 @@ spec:
 			partial: true,
 		},
 		{
-			name: "strict listener tls",
+			name: "strict tls on an http listener",
+			extra: `apiVersion: appmesh.k8s.aws/v1beta2
+kind: VirtualNode
+metadata: {name: secure, namespace: howto-k8s-grpc}
+spec:
+  podSelector: {matchLabels: {app: secure}}
+  listeners:
+    - portMapping: {port: 8443, protocol: http}
+      tls:
+        mode: STRICT
+        certificate: {file: {certificateChain: /certs/chain.pem, privateKey: /certs/key.pem}}`,
+			object:  "virtualnode howto-k8s-grpc/secure",
+			wantErr: []string{"virtualnode howto-k8s-grpc/secure: spec.listeners[0].tls.mode: STRICT needs protocol grpc"},
+		},
+		{
+			name: "listener validation on a permissive listener",
+			extra: `apiVersion: appmesh.k8s.aws/v1beta2
+kind: VirtualNode
+metadata: {name: secure, namespace: howto-k8s-grpc}
+spec:
+  podSelector: {matchLabels: {app: secure}}
+  listeners:
+    - portMapping: {port: 8443, protocol: grpc}
+      tls:
+        mode: PERMISSIVE
+        certificate: {sds: {secretName: svc}}
+        validation:
+          trust: {sds: {secretName: ca}}
+          subjectAlternativeNames: {match: {exact: ["spiffe://howto-k8s-grpc.gmesh.local/vn/front.howto-k8s-grpc"]}}`,
+			object:  "virtualnode howto-k8s-grpc/secure",
+			wantErr: []string{"virtualnode howto-k8s-grpc/secure: spec.listeners[0].tls.validation: needs mode STRICT"},
+		},
+		{
+			name: "listener validation SAN that is no SPIFFE ID",
 			extra: `apiVersion: appmesh.k8s.aws/v1beta2
 kind: VirtualNode
 metadata: {name: secure, namespace: howto-k8s-grpc}
@@ -212,12 +245,15 @@ spec:
     - portMapping: {port: 8443, protocol: grpc}
       tls:
         mode: STRICT
-        certificate: {file: {certificateChain: /certs/chain.pem, privateKey: /certs/key.pem}}`,
+        certificate: {acm: {certificateARN: "arn:aws:acm:us-west-2:111122223333:certificate/x"}}
+        validation:
+          trust: {file: {certificateChain: /certs/ca.pem}}
+          subjectAlternativeNames: {match: {exact: [front.howto-k8s-grpc.svc.cluster.local]}}`,
 			object:  "virtualnode howto-k8s-grpc/secure",
-			wantErr: []string{"virtualnode howto-k8s-grpc/secure: spec.listeners[0].tls.mode: STRICT: gmesh has no TLS between workloads yet"},
+			wantErr: []string{`virtualnode howto-k8s-grpc/secure: spec.listeners[0].tls.validation.subjectAlternativeNames.match.exact[0]: "front.howto-k8s-grpc.svc.cluster.local" can never match`},
 		},
 		{
-			name: "enforced client tls by default",
+			name: "client validation SANs",
 			extra: `apiVersion: appmesh.k8s.aws/v1beta2
 kind: VirtualNode
 metadata: {name: caller, namespace: howto-k8s-grpc}
@@ -226,9 +262,40 @@ spec:
   backendDefaults:
     clientPolicy:
       tls:
-        validation: {trust: {file: {certificateChain: /certs/ca.pem}}}`,
+        validation:
+          trust: {file: {certificateChain: /certs/ca.pem}}
+          subjectAlternativeNames: {match: {exact: ["spiffe://howto-k8s-grpc.gmesh.local/vn/front.howto-k8s-grpc"]}}`,
 			object:  "virtualnode howto-k8s-grpc/caller",
-			wantErr: []string{"virtualnode howto-k8s-grpc/caller: spec.backendDefaults.clientPolicy.tls.enforce: TLS is enforced"},
+			wantErr: []string{"virtualnode howto-k8s-grpc/caller: spec.backendDefaults.clientPolicy.tls.validation.subjectAlternativeNames: not supported yet"},
+		},
+		{
+			name: "tls on a later listener",
+			extra: `apiVersion: appmesh.k8s.aws/v1beta2
+kind: VirtualNode
+metadata: {name: two, namespace: howto-k8s-grpc}
+spec:
+  podSelector: {matchLabels: {app: two}}
+  listeners:
+    - portMapping: {port: 8080, protocol: grpc}
+    - portMapping: {port: 8443, protocol: grpc}
+      tls: {mode: STRICT, certificate: {sds: {secretName: svc}}}`,
+			object:  "virtualnode howto-k8s-grpc/two",
+			wantErr: []string{"virtualnode howto-k8s-grpc/two: spec.listeners[1].tls.mode: only the first listener may have TLS"},
+		},
+		{
+			name: "gateway listener strict",
+			extra: `apiVersion: appmesh.k8s.aws/v1beta2
+kind: VirtualGateway
+metadata: {name: tls-gw, namespace: howto-k8s-grpc}
+spec:
+  namespaceSelector: {matchLabels: {mesh: howto-k8s-grpc}}
+  gatewayRouteSelector: {matchLabels: {gateway: tls-gw}}
+  podSelector: {matchLabels: {app: tls-gw}}
+  listeners:
+    - portMapping: {port: 8443, protocol: http}
+      tls: {mode: STRICT, certificate: {sds: {secretName: gw}}}`,
+			object:  "virtualgateway howto-k8s-grpc/tls-gw",
+			wantErr: []string{"virtualgateway howto-k8s-grpc/tls-gw: spec.listeners[0].tls.mode: STRICT: gmesh's gateway serves and calls in plain text"},
 		},
 		{
 			name: "name too long for gmesh",
@@ -692,7 +759,7 @@ metadata: {name: secure, namespace: howto-k8s-grpc}
 spec:
   podSelector: {matchLabels: {app: secure}}
   listeners:
-    - portMapping: {port: 8443, protocol: grpc}
+    - portMapping: {port: 8443, protocol: http}
       tls:
         mode: STRICT
         certificate: {file: {certificateChain: /c.pem, privateKey: /k.pem}}`)
@@ -716,9 +783,139 @@ spec:
 	st = v1beta2.GmeshStatus{}
 	rs.Find(mesh.KindVirtualNode, "howto-k8s-grpc", "secure").ApplyTo(&st, 1, now)
 	c := meta.FindStatusCondition(st.Conditions, "Accepted")
-	if c == nil || c.Status != metav1.ConditionFalse || c.Reason != "Unsupported" || !strings.HasPrefix(c.Message, "spec.listeners[0].tls.mode: STRICT") {
+	if c == nil || c.Status != metav1.ConditionFalse || c.Reason != "Unsupported" || !strings.HasPrefix(c.Message, "spec.listeners[0].tls.mode: STRICT needs protocol grpc") {
 		t.Errorf("got condition %+v, want Accepted False, Unsupported, naming spec.listeners[0].tls.mode", c)
 	}
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestTLSConvertsAsLocalMode: a node's listener TLS (STRICT, validation
+// SANs) and client policies (enforced by default, not enforced with ports)
+// convert into exactly what the same settings give with `gmesh apply` in
+// local mode; App Mesh's certificate and trust sources, which its CRD
+// requires, are reported, not converted.
+func TestTLSConvertsAsLocalMode(t *testing.T) {
+	const caller = "spiffe://howto-k8s-grpc.gmesh.local/ns/howto-k8s-grpc/sa/front/vn/front.howto-k8s-grpc"
+	in := decodeFile(t, "howto-k8s-grpc.yaml", `apiVersion: appmesh.k8s.aws/v1beta2
+kind: VirtualNode
+metadata: {name: secure, namespace: howto-k8s-grpc}
+spec:
+  podSelector: {matchLabels: {app: secure}}
+  listeners:
+    - portMapping: {port: 8443, protocol: grpc}
+      tls:
+        mode: STRICT
+        certificate: {file: {certificateChain: /certs/chain.pem, privateKey: /certs/key.pem}}
+        validation:
+          trust: {file: {certificateChain: /certs/ca.pem}}
+          subjectAlternativeNames: {match: {exact: ["`+caller+`"]}}
+  backends:
+    - virtualService:
+        virtualServiceRef: {name: front}
+        clientPolicy: {tls: {enforce: false, ports: [8080], validation: {trust: {sds: {secretName: ca}}}}}
+    - virtualService:
+        virtualServiceRef: {name: color-server.howto-k8s-grpc.svc.cluster.local}
+  backendDefaults:
+    clientPolicy:
+      tls:
+        certificate: {sds: {secretName: client}}
+        validation: {trust: {acm: {certificateAuthorityARNs: ["arn:aws:acm-pca:us-west-2:111122223333:certificate-authority/x"]}}}`)
+	in.ReadyPodIPs = map[types.NamespacedName][]string{{Namespace: "howto-k8s-grpc", Name: "secure"}: {"10.244.0.140"}}
+	rs := Convert(in)
+	if errs := rs.Errors(); len(errs) > 0 {
+		t.Fatalf("got errors %v, want none", errs)
+	}
+	r := rs.Find(mesh.KindVirtualNode, "howto-k8s-grpc", "secure")
+
+	local, err := mesh.Decode("stack.yaml", []byte(`apiVersion: gmesh.dev/v1
+kind: VirtualNode
+metadata: {name: secure.howto-k8s-grpc, mesh: howto-k8s-grpc}
+spec:
+  listeners:
+    - portMapping: {port: 8443, protocol: grpc}
+      tls:
+        mode: STRICT
+        validation:
+          subjectAlternativeNames: {match: {exact: ["`+caller+`"]}}
+  serviceDiscovery: {registry: {serviceName: secure.howto-k8s-grpc}}
+  backends:
+    - virtualService:
+        virtualServiceName: front.howto-k8s-grpc
+        clientPolicy: {tls: {enforce: false, ports: [8080]}}
+    - virtualService: {virtualServiceName: color-server.howto-k8s-grpc.svc.cluster.local}
+  backendDefaults:
+    clientPolicy:
+      tls: {}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mesh.DefaultAndValidate(local...); err != nil {
+		t.Fatal(err)
+	}
+	local[0].Source = nil // where local mode read it
+	if diff := cmp.Diff(local[0], r.Resources[0]); diff != "" {
+		t.Errorf("converted node differs from local mode's (-local +converted):\n%s", diff)
+	}
+	if !mesh.MeshTLS(rs.Resources(), "howto-k8s-grpc") {
+		t.Error("mesh has TLS off, want on")
+	}
+	var reported []string
+	for _, u := range r.Unhonoured {
+		reported = append(reported, u.Field)
+	}
+	want := []string{
+		"spec.backendDefaults.clientPolicy.tls.certificate",
+		"spec.backendDefaults.clientPolicy.tls.validation.trust",
+		"spec.backends[0].virtualService.clientPolicy.tls.validation.trust",
+		"spec.listeners[0].tls.certificate",
+		"spec.listeners[0].tls.validation.trust",
+	}
+	if diff := cmp.Diff(want, reported); diff != "" {
+		t.Errorf("unhonoured fields (-want +got):\n%s", diff)
+	}
+	if len(r.Endpoints) != 1 || r.Endpoints[0].Address != "10.244.0.140" || r.Endpoints[0].Port != 8443 {
+		t.Errorf("endpoints %v, want the pod on 8443", r.Endpoints)
+	}
+}
+
+// TestPodEndpointStates: a node's Ready pods serve; its starting pods
+// listen (UNKNOWN health) and its terminating pods drain, so only the Ready
+// ones are serving endpoints (EDS, the gateway) while all of them listen
+// (their server Listeners in a mesh with TLS on). An IP listed twice is
+// one endpoint, Ready first.
+func TestPodEndpointStates(t *testing.T) {
+	in := decodeFile(t, "howto-k8s-grpc.yaml")
+	red := types.NamespacedName{Namespace: "howto-k8s-grpc", Name: "color-server-red"}
+	in.ReadyPodIPs = map[types.NamespacedName][]string{red: {"10.244.0.133"}}
+	in.StartingPodIPs = map[types.NamespacedName][]string{red: {"10.244.0.134", "10.244.0.133"}}
+	in.TerminatingPodIPs = map[types.NamespacedName][]string{red: {"10.244.0.135"}}
+	rs := Convert(in)
+	r := rs.Find(mesh.KindVirtualNode, red.Namespace, red.Name)
+	type ep struct {
+		Address  string
+		State    mesh.TaskState
+		Health   mesh.HealthStatus
+		Draining bool
+	}
+	var got []ep
+	for _, e := range r.Endpoints {
+		got = append(got, ep{e.Address, e.State, e.Health, e.Draining})
+	}
+	want := []ep{
+		{"10.244.0.133", mesh.TaskRunning, mesh.HealthHealthy, false},
+		{"10.244.0.134", mesh.TaskRunning, mesh.HealthUnknown, false},
+		{"10.244.0.135", mesh.TaskStopping, mesh.HealthUnknown, true},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("endpoints (-want +got):\n%s", diff)
+	}
+	node := r.Resources[0]
+	if s := mesh.ServingEndpoints(node, rs.Endpoints()); len(s) != 1 || s[0].Address != "10.244.0.133" {
+		t.Errorf("serving endpoints %v, want only the Ready pod", s)
+	}
+	if l := mesh.ListeningEndpoints(node, rs.Endpoints()); len(l) != 3 {
+		t.Errorf("listening endpoints %v, want all three pods", l)
+	}
+}

@@ -73,7 +73,7 @@ func (c *converter) virtualGateway(vg *v1beta2.VirtualGateway) *Result {
 			r.report(f+".connectionPool", "an Envoy setting: gmesh's gateway does not cap its upstream connections or requests")
 		}
 		if tls := l.TLS; tls != nil {
-			listenerTLS(r, f+".tls", string(tls.Mode))
+			gatewayListenerTLS(r, f+".tls", string(tls.Mode))
 		}
 		spec.Listeners = append(spec.Listeners, gl)
 	}
@@ -95,7 +95,7 @@ func (c *converter) virtualGateway(vg *v1beta2.VirtualGateway) *Result {
 		r.report("spec.logging", "%s", whyLogging)
 	}
 	if bd := vg.Spec.BackendDefaults; bd != nil && bd.ClientPolicy != nil && bd.ClientPolicy.TLS != nil {
-		clientTLS(r, "spec.backendDefaults.clientPolicy.tls", bd.ClientPolicy.TLS.Enforce)
+		gatewayClientTLS(r, "spec.backendDefaults.clientPolicy.tls", bd.ClientPolicy.TLS.Enforce)
 	}
 	if len(r.Errors) == 0 {
 		res := newResource(mesh.KindVirtualGateway, r.Mesh, r.Name, spec)

@@ -18,9 +18,11 @@ const (
 	whyLogging         = "access logs were Envoy's: proxyless clients and servers log through the application (gmesh's gateway logs with its own format)"
 	whyCloudMap        = "on Kubernetes a node's endpoints are the Ready pods its podSelector selects; Cloud Map is not queried and its attributes are not matched"
 	whyDNS             = "on Kubernetes a node's endpoints are the Ready pods its podSelector selects; the DNS name is not resolved"
-	whyHealthCheck     = "on Kubernetes a pod is an endpoint while it is Ready: give the pod a readinessProbe (grpc, httpGet or tcpSocket) with these settings; gmesh keeps the policy in its model"
-	whyTLSPermissive   = "gmesh has no TLS between workloads yet: PERMISSIVE lets plain text through, which is what is served"
-	whyTLSNotEnforced  = "gmesh has no TLS between workloads yet: the policy is not enforced, so plain text is used"
+	whyHealthCheck     = "on Kubernetes a pod serves (is in EDS) while it is Ready: give the pod a readinessProbe (grpc, httpGet or tcpSocket) with these settings; gmesh keeps the policy in its model"
+	whyTLSPermissive   = "grpc-go's xDS server cannot serve TLS and plain text on one port: a PERMISSIVE listener serves plain text (its pods still get workload certificates, so it can turn STRICT)"
+	whyTLSCertificate  = "gmesh issues each pod's certificate from the mesh CA, its only identity the pod's SPIFFE ID (spiffe://MESH.gmesh.local/ns/NS/sa/SA/vn/NODE): this source is not read"
+	whyTLSTrust        = "gmesh trusts only the mesh CA, which issues every workload's certificate: this source is not read"
+	whyGatewayTLS      = "gmesh's gateway serves and calls in plain text (its pods get no workload certificate)"
 	whyMeshOwner       = "a mesh shared across AWS accounts has no meaning in a cluster"
 	whyIPPreference    = "clients dial the pod IPs Kubernetes assigns, of whichever family they are"
 	whyDropAll         = "gmesh serves only the mesh's virtual services over xDS, but an application can still dial other addresses directly: enforce egress with a NetworkPolicy"
@@ -67,7 +69,7 @@ func (c *converter) virtualNode(vn *v1beta2.VirtualNode) *Result {
 			r.report(f+".connectionPool", "%s", whyEnvoyOnly)
 		}
 		if tls := l.TLS; tls != nil {
-			listenerTLS(r, f+".tls", string(tls.Mode))
+			ml.TLS = listenerTLS(r, f+".tls", tls)
 		}
 		if i > 0 {
 			r.report(f, "%s", whyLaterListeners)
@@ -75,7 +77,8 @@ func (c *converter) virtualNode(vn *v1beta2.VirtualNode) *Result {
 		spec.Listeners = append(spec.Listeners, ml)
 	}
 
-	// Endpoints: the Ready pods the podSelector selects.
+	// Endpoints: the pods the podSelector selects (only the Ready ones
+	// serve).
 	sd := vn.Spec.ServiceDiscovery
 	if vn.Spec.PodSelector != nil {
 		if _, err := metav1.LabelSelectorAsSelector(vn.Spec.PodSelector); err != nil {
@@ -89,24 +92,7 @@ func (c *converter) virtualNode(vn *v1beta2.VirtualNode) *Result {
 			r.report("spec.serviceDiscovery.dns", "%s", whyDNS)
 		}
 		if len(spec.Listeners) > 0 && r.Name != "" && r.Mesh != "" {
-			port := spec.Listeners[0].PortMapping.Port
-			ips := c.in.ReadyPodIPs[types.NamespacedName{Namespace: vn.Namespace, Name: vn.Name}]
-			for _, ip := range ips {
-				a, err := netip.ParseAddr(ip)
-				if err != nil {
-					r.fail("spec.podSelector", v1beta2.ReasonInvalidValue, "a selected pod's IP %q is not an IP address", ip)
-					continue
-				}
-				r.Endpoints = append(r.Endpoints, &mesh.Endpoint{
-					ID:      fmt.Sprintf("%s/%s/%s", vn.Namespace, vn.Name, a),
-					Mesh:    r.Mesh,
-					Service: r.Name,
-					Address: a.String(),
-					Port:    port,
-					State:   mesh.TaskRunning,
-					Health:  mesh.HealthHealthy,
-				})
-			}
+			c.podEndpoints(r, types.NamespacedName{Namespace: vn.Namespace, Name: vn.Name}, spec.Listeners[0].PortMapping.Port)
 		}
 	} else if sd != nil {
 		switch {
@@ -138,8 +124,9 @@ func (c *converter) virtualNode(vn *v1beta2.VirtualNode) *Result {
 		default:
 			r.fail(f, v1beta2.ReasonInvalidValue, "one of virtualServiceRef, virtualServiceARN is required")
 		}
+		var policy *mesh.ClientPolicy
 		if cp := b.VirtualService.ClientPolicy; cp != nil && cp.TLS != nil {
-			clientTLS(r, f+".clientPolicy.tls", cp.TLS.Enforce)
+			policy = &mesh.ClientPolicy{TLS: clientTLS(r, f+".clientPolicy.tls", cp.TLS)}
 		}
 		if name == "" {
 			continue
@@ -148,13 +135,15 @@ func (c *converter) virtualNode(vn *v1beta2.VirtualNode) *Result {
 			r.fail(f, v1beta2.ReasonInvalidValue, "duplicate backend: virtual service %q is already spec.backends[%d]", name, dup)
 			continue
 		}
-		spec.Backends = append(spec.Backends, mesh.Backend{VirtualService: &mesh.VirtualServiceBackend{VirtualServiceName: name}})
+		spec.Backends = append(spec.Backends, mesh.Backend{VirtualService: &mesh.VirtualServiceBackend{VirtualServiceName: name, ClientPolicy: policy}})
 	}
 	if len(vn.Spec.BackendGroups) > 0 {
 		r.report("spec.backendGroups", "%s", whyBackendGroups)
 	}
 	if bd := vn.Spec.BackendDefaults; bd != nil && bd.ClientPolicy != nil && bd.ClientPolicy.TLS != nil {
-		clientTLS(r, "spec.backendDefaults.clientPolicy.tls", bd.ClientPolicy.TLS.Enforce)
+		spec.BackendDefaults = &mesh.BackendDefaults{ClientPolicy: &mesh.ClientPolicy{
+			TLS: clientTLS(r, "spec.backendDefaults.clientPolicy.tls", bd.ClientPolicy.TLS),
+		}}
 	}
 	if vn.Spec.Logging != nil {
 		r.report("spec.logging", "%s", whyLogging)
@@ -166,6 +155,46 @@ func (c *converter) virtualNode(vn *v1beta2.VirtualNode) *Result {
 		}
 	}
 	return r.Result
+}
+
+// podEndpoints adds a node's endpoints: its Ready pods serving, its
+// starting pods listening but not serving (Health UNKNOWN), its
+// terminating pods draining. A pod IP is one endpoint, the first state
+// found in that order.
+func (c *converter) podEndpoints(r result, node types.NamespacedName, port int) {
+	seen := map[netip.Addr]bool{}
+	for _, g := range []struct {
+		ips      []string
+		state    mesh.TaskState
+		health   mesh.HealthStatus
+		draining bool
+	}{
+		{c.in.ReadyPodIPs[node], mesh.TaskRunning, mesh.HealthHealthy, false},
+		{c.in.StartingPodIPs[node], mesh.TaskRunning, mesh.HealthUnknown, false},
+		{c.in.TerminatingPodIPs[node], mesh.TaskStopping, mesh.HealthUnknown, true},
+	} {
+		for _, ip := range g.ips {
+			a, err := netip.ParseAddr(ip)
+			if err != nil {
+				r.fail("spec.podSelector", v1beta2.ReasonInvalidValue, "a selected pod's IP %q is not an IP address", ip)
+				continue
+			}
+			if seen[a] {
+				continue
+			}
+			seen[a] = true
+			r.Endpoints = append(r.Endpoints, &mesh.Endpoint{
+				ID:       fmt.Sprintf("%s/%s/%s", node.Namespace, node.Name, a),
+				Mesh:     r.Mesh,
+				Service:  r.Name,
+				Address:  a.String(),
+				Port:     port,
+				State:    g.state,
+				Health:   g.health,
+				Draining: g.draining,
+			})
+		}
+	}
 }
 
 func slicesIndexBackend(bs []mesh.Backend, name string) int {
@@ -185,25 +214,84 @@ func (c *converter) checkMeshRefUID(r result, e *entry, ref *v1beta2.MeshReferen
 	}
 }
 
-// listenerTLS refuses a STRICT listener (gmesh would serve it in plain
-// text) and reports a PERMISSIVE one.
-func listenerTLS(r result, field, mode string) {
+// listenerTLS converts a node's listener TLS into gmesh's, as `gmesh
+// apply` takes it: the mode and the validation's subject alternative
+// names. The certificate and trust sources are reported, not converted:
+// App Mesh requires them, and gmesh issues and trusts only the mesh CA's
+// certificates. What gmesh's model refuses (STRICT on a listener that is
+// not grpc, TLS on a later listener, SANs on a listener that is not
+// STRICT or that are not SPIFFE IDs) mesh.Validate refuses, on the same
+// field (validate).
+func listenerTLS(r result, field string, t *v1beta2.ListenerTLS) *mesh.ListenerTLS {
+	out := &mesh.ListenerTLS{Mode: string(t.Mode)}
+	if t.Mode == v1beta2.ListenerTLSModePermissive {
+		r.report(field+".mode", "%s", whyTLSPermissive)
+	}
+	if c := t.Certificate; c.ACM != nil || c.File != nil || c.SDS != nil {
+		r.report(field+".certificate", "%s", whyTLSCertificate)
+	}
+	if v := t.Validation; v != nil {
+		if v.Trust.File != nil || v.Trust.SDS != nil {
+			r.report(field+".validation.trust", "%s", whyTLSTrust)
+		}
+		if v.SubjectAlternativeNames != nil {
+			out.Validation = &mesh.TLSValidation{SubjectAlternativeNames: subjectAltNames(v.SubjectAlternativeNames)}
+		}
+	}
+	return out
+}
+
+// clientTLS converts a client TLS policy into gmesh's: enforce (absent:
+// true, as in App Mesh), ports and the validation's subject alternative
+// names (which mesh.Validate refuses for now: a caller checks the SPIFFE
+// ID of the node it is routed to). The certificate and trust sources are
+// reported, as for a listener.
+func clientTLS(r result, field string, p *v1beta2.ClientPolicyTLS) *mesh.ClientPolicyTLS {
+	out := &mesh.ClientPolicyTLS{Enforce: p.Enforce}
+	for _, port := range p.Ports {
+		out.Ports = append(out.Ports, int(port))
+	}
+	if c := p.Certificate; c != nil && (c.File != nil || c.SDS != nil) {
+		r.report(field+".certificate", "%s", whyTLSCertificate)
+	}
+	if t := p.Validation.Trust; t.ACM != nil || t.File != nil || t.SDS != nil {
+		r.report(field+".validation.trust", "%s", whyTLSTrust)
+	}
+	if sans := p.Validation.SubjectAlternativeNames; sans != nil {
+		out.Validation = &mesh.TLSValidation{SubjectAlternativeNames: subjectAltNames(sans)}
+	}
+	return out
+}
+
+func subjectAltNames(sans *v1beta2.SubjectAlternativeNames) *mesh.SubjectAlternativeNames {
+	out := &mesh.SubjectAlternativeNames{}
+	if sans.Match != nil {
+		for _, s := range sans.Match.Exact {
+			out.Match.Exact = append(out.Match.Exact, deref(s, ""))
+		}
+	}
+	return out
+}
+
+// gatewayListenerTLS refuses a STRICT gateway listener (gmesh's gateway
+// would serve it in plain text) and reports a PERMISSIVE one.
+func gatewayListenerTLS(r result, field, mode string) {
 	switch mode {
 	case string(v1beta2.ListenerTLSModeStrict):
-		r.fail(field+".mode", v1beta2.ReasonUnsupported, "STRICT: gmesh has no TLS between workloads yet and would serve this listener in plain text; set mode PERMISSIVE or DISABLED, or remove tls")
+		r.fail(field+".mode", v1beta2.ReasonUnsupported, "STRICT: %s and would serve this listener in plain text; set mode PERMISSIVE or DISABLED, or remove tls", whyGatewayTLS)
 	case string(v1beta2.ListenerTLSModePermissive):
-		r.report(field, "%s", whyTLSPermissive)
+		r.report(field, "%s: PERMISSIVE lets plain text through, which is what is served", whyGatewayTLS)
 	}
 }
 
-// clientTLS refuses an enforced client TLS policy (App Mesh's default) and
-// reports one that is not enforced.
-func clientTLS(r result, field string, enforce *bool) {
+// gatewayClientTLS refuses an enforced client TLS policy of a gateway
+// (App Mesh's default) and reports one that is not enforced.
+func gatewayClientTLS(r result, field string, enforce *bool) {
 	if enforce == nil || *enforce {
-		r.fail(field+".enforce", v1beta2.ReasonUnsupported, "TLS is enforced (App Mesh's default when enforce is absent), but gmesh has no TLS between workloads yet and would call in plain text; set enforce: false or remove tls")
+		r.fail(field+".enforce", v1beta2.ReasonUnsupported, "TLS is enforced (App Mesh's default when enforce is absent), but %s and would call in plain text; set enforce: false or remove tls", whyGatewayTLS)
 		return
 	}
-	r.report(field, "%s", whyTLSNotEnforced)
+	r.report(field, "%s: the policy is not enforced, so plain text is used", whyGatewayTLS)
 }
 
 func portMapping(pm v1beta2.PortMapping) mesh.PortMapping {

@@ -19,6 +19,13 @@
 // between the informers and the rebuild holds one pending signal, so an
 // event handler never blocks. A pod that stops being Ready or starts
 // terminating skips the debounce: it leaves EDS on the next rebuild.
+//
+// A selected pod with an IP is an endpoint from the moment it has one:
+// starting (not Ready yet) it listens without serving, so that in a mesh
+// with TLS on it gets its server Listener (a STRICT pod's grpc-go xDS
+// server serves, and so turns Ready, only once it has it); terminating it
+// drains, keeping that Listener. Only Ready pods are in EDS and in the
+// gateways' backends (mesh.Endpoint.Serving).
 package controller
 
 import (
@@ -170,7 +177,7 @@ type Source struct {
 	kinds       []cache.SharedIndexInformer // in Kinds order
 	namespaces  listerscorev1.NamespaceLister
 	pods        listerscorev1.PodLister
-	podIndex    cache.Indexer // pods, with the servingByLabel index
+	podIndex    cache.Indexer // pods, with the endpointsByLabel index
 	synced      []cache.InformerSynced
 
 	kick   chan struct{} // a change: rebuild after the debounce
@@ -270,7 +277,7 @@ func NewSourceFor(kube kubernetes.Interface, dyn dynamic.Interface, c Consumer, 
 	pods := s.kubeFactory.Core().V1().Pods()
 	pods.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{ //nolint:errcheck
 		AddFunc: func(obj any) {
-			if p, ok := obj.(*corev1.Pod); ok && !Serving(p) {
+			if p, ok := obj.(*corev1.Pod); ok && classify(p) == podNone {
 				return // not an endpoint yet: nothing to publish
 			}
 			s.signal(s.kick)
@@ -282,12 +289,15 @@ func NewSourceFor(kube kubernetes.Interface, dyn dynamic.Interface, c Consumer, 
 				s.signal(s.kick)
 				return
 			}
+			moved := o.Status.PodIP != n.Status.PodIP || !maps(o.Labels, n.Labels)
 			switch {
 			case Serving(o) && !Serving(n),
 				// Still serving, but maybe no longer selected, or elsewhere.
-				Serving(o) && (o.Status.PodIP != n.Status.PodIP || !maps(o.Labels, n.Labels)):
+				Serving(o) && moved:
 				s.signal(s.urgent)
-			case !Serving(o) && Serving(n):
+			case classify(o) != classify(n),
+				// A starting or terminating pod: its server listener.
+				classify(n) != podNone && moved:
 				s.signal(s.kick)
 			}
 		},
@@ -303,7 +313,7 @@ func NewSourceFor(kube kubernetes.Interface, dyn dynamic.Interface, c Consumer, 
 	if err := pods.Informer().SetTransform(slimPod); err != nil {
 		panic(fmt.Sprintf("kubernetes source: pod transform: %v", err)) // only fails once started
 	}
-	if err := pods.Informer().AddIndexers(cache.Indexers{servingByLabel: servingLabelKeys}); err != nil {
+	if err := pods.Informer().AddIndexers(cache.Indexers{endpointsByLabel: endpointLabelKeys}); err != nil {
 		panic(fmt.Sprintf("kubernetes source: pod index: %v", err)) // only fails once started
 	}
 	s.pods = pods.Lister()
@@ -384,21 +394,42 @@ func (s *Source) signal(ch chan struct{}) {
 	}
 }
 
-// Serving reports whether a pod is an endpoint: it has an IP, is Ready and
-// is not terminating.
+// Serving reports whether a pod is a serving endpoint (in EDS): it has an
+// IP, is Running and Ready, and is not terminating.
 func Serving(p *corev1.Pod) bool {
-	if p.DeletionTimestamp != nil || p.Status.PodIP == "" {
-		return false
+	return classify(p) == podServing
+}
+
+// podClass is what a selected pod is to its virtual node.
+type podClass int
+
+const (
+	podNone        podClass = iota // no IP, or finished: not an endpoint
+	podStarting                    // an IP, Running or Pending, not Ready, not terminating
+	podServing                     // an IP, Running, Ready, not terminating
+	podTerminating                 // an IP, Running or Pending, being deleted
+)
+
+// classify reads a pod as the conversion's input wants it: a serving
+// endpoint (Input.ReadyPodIPs), a starting one (StartingPodIPs: it
+// listens, so in a mesh with TLS on it needs its server Listener to become
+// Ready), a terminating one (TerminatingPodIPs: draining), or none.
+func classify(p *corev1.Pod) podClass {
+	if p.Status.PodIP == "" || p.Status.Phase != corev1.PodRunning && p.Status.Phase != corev1.PodPending {
+		return podNone
+	}
+	if p.DeletionTimestamp != nil {
+		return podTerminating
 	}
 	if p.Status.Phase != corev1.PodRunning {
-		return false
+		return podStarting
 	}
 	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
+		if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+			return podServing
 		}
 	}
-	return false
+	return podStarting
 }
 
 // Run starts the informers, publishes the first snapshot once they have
@@ -482,6 +513,8 @@ func (s *Source) drain() {
 func (s *Source) Input() (appmesh.Input, map[appmesh.Object]ObjectMeta, []error) {
 	in, objs, errs := s.objects()
 	in.ReadyPodIPs = map[types.NamespacedName][]string{}
+	in.StartingPodIPs = map[types.NamespacedName][]string{}
+	in.TerminatingPodIPs = map[types.NamespacedName][]string{}
 	for i := range in.VirtualNodes {
 		vn := &in.VirtualNodes[i]
 		ips, err := s.selectedIPs(vn)
@@ -489,7 +522,14 @@ func (s *Source) Input() (appmesh.Input, map[appmesh.Object]ObjectMeta, []error)
 			// Convert reports a bad selector on the node itself.
 			continue
 		}
-		in.ReadyPodIPs[types.NamespacedName{Namespace: vn.Namespace, Name: vn.Name}] = ips
+		key := types.NamespacedName{Namespace: vn.Namespace, Name: vn.Name}
+		in.ReadyPodIPs[key] = ips[podServing]
+		if v := ips[podStarting]; len(v) > 0 {
+			in.StartingPodIPs[key] = v
+		}
+		if v := ips[podTerminating]; len(v) > 0 {
+			in.TerminatingPodIPs[key] = v
+		}
 	}
 	return in, objs, errs
 }
@@ -543,15 +583,16 @@ func (s *Source) objects() (appmesh.Input, map[appmesh.Object]ObjectMeta, []erro
 	return in, objs, errs
 }
 
-// servingByLabel indexes the serving pods by namespace and label: a
-// node's selector then reads the pods that carry one of its labels, not
-// every pod of its namespace (100 nodes over 10,000 pods: 10,000 pods read
-// per rebuild instead of 1,000,000).
-const servingByLabel = "servingByLabel"
+// endpointsByLabel indexes the pods that are endpoints (serving, starting
+// or terminating: classify) by namespace and label: a node's selector then
+// reads the pods that carry one of its labels, not every pod of its
+// namespace (100 nodes over 10,000 pods: 10,000 pods read per rebuild
+// instead of 1,000,000).
+const endpointsByLabel = "endpointsByLabel"
 
-func servingLabelKeys(obj any) ([]string, error) {
+func endpointLabelKeys(obj any) ([]string, error) {
 	p, ok := obj.(*corev1.Pod)
-	if !ok || !Serving(p) {
+	if !ok || classify(p) == podNone {
 		return nil, nil
 	}
 	keys := make([]string, 0, len(p.Labels))
@@ -563,9 +604,10 @@ func servingLabelKeys(obj any) ([]string, error) {
 
 func labelKey(ns, k, v string) string { return ns + "/" + k + "=" + v }
 
-// selectedIPs returns the IPs of the serving pods a node's podSelector
-// selects in its namespace, sorted; none without a podSelector.
-func (s *Source) selectedIPs(vn *v1beta2.VirtualNode) ([]string, error) {
+// selectedIPs returns the IPs of the pods a node's podSelector selects in
+// its namespace, by class (podServing, podStarting, podTerminating), each
+// sorted; none without a podSelector.
+func (s *Source) selectedIPs(vn *v1beta2.VirtualNode) (map[podClass][]string, error) {
 	if vn.Spec.PodSelector == nil {
 		return nil, nil
 	}
@@ -575,7 +617,7 @@ func (s *Source) selectedIPs(vn *v1beta2.VirtualNode) ([]string, error) {
 	}
 	var pods []*corev1.Pod
 	if key, ok := equalityKey(vn.Namespace, sel); ok {
-		objs, err := s.podIndex.ByIndex(servingByLabel, key)
+		objs, err := s.podIndex.ByIndex(endpointsByLabel, key)
 		if err != nil {
 			return nil, err
 		}
@@ -587,14 +629,17 @@ func (s *Source) selectedIPs(vn *v1beta2.VirtualNode) ([]string, error) {
 	} else if pods, err = s.pods.Pods(vn.Namespace).List(sel); err != nil {
 		return nil, err
 	}
-	var ips []string
+	ips := map[podClass][]string{}
 	for _, p := range pods {
-		if Serving(p) {
-			ips = append(ips, p.Status.PodIP)
+		if c := classify(p); c != podNone {
+			ips[c] = append(ips[c], p.Status.PodIP)
 		}
 	}
-	slices.Sort(ips)
-	return slices.Compact(ips), nil
+	for c, v := range ips {
+		slices.Sort(v)
+		ips[c] = slices.Compact(v)
+	}
+	return ips, nil
 }
 
 // equalityKey is the index key of one label=value that every pod sel

@@ -3,10 +3,13 @@ package controller_test
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/gmesh-dev/gmesh/internal/clock"
@@ -114,5 +117,107 @@ spec:
 		if g != uint64(i+1) {
 			t.Fatalf("got generations %v, want 1, 2, ...", gens)
 		}
+	}
+}
+
+// serverListenerAddrs returns the addresses of the server listeners in res
+// (grpc-go xDS servers' listeners), sorted.
+func serverListenerAddrs(res *xds.Resources) []string {
+	var out []string
+	for _, l := range res.Listeners {
+		if addr, ok := strings.CutPrefix(l.GetName(), "grpc/server?xds.resource.listening_address="); ok {
+			out = append(out, addr)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestStartingPodGetsServerListener: in a mesh with TLS on (a STRICT
+// node), a selected pod that is not Ready yet (Running, or Pending with an
+// IP) and one that is terminating get their server Listener, which a
+// STRICT pod's grpc-go xDS server needs before it serves (and so before it
+// can turn Ready), but are in no EDS; the Ready pod is in both. Once the
+// starting pod turns Ready it is in EDS too.
+func TestStartingPodGetsServerListener(t *testing.T) {
+	ctx := testContext(t, 60*time.Second)
+	manifests := strings.Replace(echoManifests(50051), "    - portMapping: {port: 50051, protocol: grpc}\n  logging:",
+		"    - portMapping: {port: 50051, protocol: grpc}\n      tls: {mode: STRICT, certificate: {sds: {secretName: echo}}}\n  logging:", 1)
+	if manifests == echoManifests(50051) {
+		t.Fatal("the test's edit of the virtual node's listener did not apply")
+	}
+	pending := pod("echo", "echo-pending", "127.0.0.63", false, echoLabels)
+	pending.Status.Phase = corev1.PodPending
+	terminating := pod("echo", "echo-terminating", "127.0.0.64", true, echoLabels)
+	terminating.DeletionTimestamp = &metav1.Time{Time: time.Unix(1_700_000_000, 0)}
+	terminating.Finalizers = []string{"test/keep"}
+	c := newFakeCluster(t, manifests, echoNamespace(),
+		pod("echo", "echo-ready", "127.0.0.61", true, echoLabels),
+		pod("echo", "echo-starting", "127.0.0.62", false, echoLabels),
+		pending, terminating,
+		pod("echo", "echo-no-ip", "", false, echoLabels),
+	)
+	rec := &recorder{}
+	src := runSource(t, c, rec, controller.Options{Debounce: 10 * time.Millisecond})
+	pollUntil(ctx, t, "ready", func() (bool, error) { return src.Ready(), nil })
+	c.WaitWatches(ctx, t, watchesPerSource)
+
+	_, res := rec.get()
+	if errs := src.Last().Results.Errors(); len(errs) > 0 {
+		t.Fatalf("got refusals %v, want none", errs)
+	}
+	wantListeners := []string{"127.0.0.61:50051", "127.0.0.62:50051", "127.0.0.63:50051", "127.0.0.64:50051"}
+	if got := serverListenerAddrs(res); !slices.Equal(got, wantListeners) {
+		t.Errorf("server listeners %v, want %v", got, wantListeners)
+	}
+	if got, want := edsAddrs(res, echoCluster), []string{"127.0.0.61"}; !slices.Equal(got, want) {
+		t.Errorf("EDS %v, want only the Ready pod %v", got, want)
+	}
+
+	// echo-starting turns Ready: it joins EDS and keeps its listener.
+	p, err := c.Kube.CoreV1().Pods("echo").Get(ctx, "echo-starting", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Status.Conditions[0].Status = corev1.ConditionTrue
+	if _, err := c.Kube.CoreV1().Pods("echo").UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pollUntil(ctx, t, "echo-starting in EDS", func() (bool, error) {
+		_, res := rec.get()
+		return slices.Equal(edsAddrs(res, echoCluster), []string{"127.0.0.61", "127.0.0.62"}), nil
+	})
+	if _, res := rec.get(); !slices.Equal(serverListenerAddrs(res), wantListeners) {
+		t.Errorf("server listeners %v, want %v", serverListenerAddrs(res), wantListeners)
+	}
+
+	// The pod's IP goes away (it finished): no listener, no endpoint.
+	p.Status.Phase = corev1.PodSucceeded
+	if _, err := c.Kube.CoreV1().Pods("echo").UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pollUntil(ctx, t, "echo-starting gone", func() (bool, error) {
+		_, res := rec.get()
+		return !slices.Contains(serverListenerAddrs(res), "127.0.0.62:50051") && slices.Equal(edsAddrs(res, echoCluster), []string{"127.0.0.61"}), nil
+	})
+}
+
+// TestNoTLSNoServerListeners: without TLS in the mesh, starting pods change
+// nothing that is published: no server listeners, EDS the Ready pods.
+func TestNoTLSNoServerListeners(t *testing.T) {
+	ctx := testContext(t, 60*time.Second)
+	c := newFakeCluster(t, echoManifests(50051), echoNamespace(),
+		pod("echo", "echo-ready", "127.0.0.71", true, echoLabels),
+		pod("echo", "echo-starting", "127.0.0.72", false, echoLabels),
+	)
+	rec := &recorder{}
+	src := runSource(t, c, rec, controller.Options{Debounce: 10 * time.Millisecond})
+	pollUntil(ctx, t, "ready", func() (bool, error) { return src.Ready(), nil })
+	_, res := rec.get()
+	if got := serverListenerAddrs(res); len(got) != 0 {
+		t.Errorf("server listeners %v, want none", got)
+	}
+	if got, want := edsAddrs(res, echoCluster), []string{"127.0.0.71"}; !slices.Equal(got, want) {
+		t.Errorf("EDS %v, want %v", got, want)
 	}
 }

@@ -18,7 +18,7 @@ import (
 
 // brokenManifests are a router gmesh refuses (no listeners), a virtual
 // service on it (accepted, but translation leaves it out) and a node with
-// STRICT TLS (refused).
+// STRICT TLS on an http listener (refused: gmesh serves mTLS as grpc).
 const brokenManifests = `
 apiVersion: appmesh.k8s.aws/v1beta2
 kind: VirtualRouter
@@ -48,7 +48,7 @@ metadata: {name: strict, namespace: echo, generation: 1}
 spec:
   podSelector: {matchLabels: {app: strict}}
   listeners:
-    - portMapping: {port: 8080, protocol: grpc}
+    - portMapping: {port: 8080, protocol: http}
       tls:
         mode: STRICT
         certificate: {file: {certificateChain: /c, privateKey: /k}}

@@ -267,7 +267,7 @@ func TestEchoExamplePods(t *testing.T) {
 				t.Errorf("Deployment %s: imagePullPolicy %q, want IfNotPresent", d.Name, c.ImagePullPolicy)
 			}
 			if c.ReadinessProbe == nil {
-				t.Errorf("Deployment %s: no readinessProbe: a pod is an endpoint while it is Ready", d.Name)
+				t.Errorf("Deployment %s: no readinessProbe: a pod serves (is in EDS) while it is Ready", d.Name)
 			}
 		}
 	}

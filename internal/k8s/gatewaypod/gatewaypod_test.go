@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/gmesh-dev/gmesh/internal/clock"
@@ -128,16 +129,26 @@ func answers(ctx context.Context, t *testing.T, url string, n int) map[string]in
 }
 
 // TestWeightedSplit: the gateway sends the route's traffic to the router's
-// weighted targets by weight, to the Ready pods of each node only.
+// weighted targets by weight, to the Ready pods of each node only: a pod
+// not Ready yet, one Pending with an IP and one terminating (endpoints
+// that listen but do not serve) get nothing.
 func TestWeightedSplit(t *testing.T) {
 	ctx := testContext(t, 60*time.Second)
-	p1, p2 := freePort(t, "127.0.0.2", "127.0.0.4"), freePort(t, "127.0.0.3")
+	p1, p2 := freePort(t, "127.0.0.2", "127.0.0.4", "127.0.0.5", "127.0.0.6"), freePort(t, "127.0.0.3")
 	startBackend(t, "web-v1", "127.0.0.2", p1)
 	startBackend(t, "web-v1", "127.0.0.4", p1) // its pod is not Ready
+	startBackend(t, "web-v1", "127.0.0.5", p1) // its pod is Pending
+	startBackend(t, "web-v1", "127.0.0.6", p1) // its pod is terminating
 	startBackend(t, "web-v2", "127.0.0.3", p2)
+	pending := pod("shop", "web-v1-c", "127.0.0.5", false, v1)
+	pending.Status.Phase = corev1.PodPending
+	terminating := pod("shop", "web-v1-d", "127.0.0.6", true, v1)
+	terminating.DeletionTimestamp = &metav1.Time{Time: time.Unix(1_700_000_000, 0)}
+	terminating.Finalizers = []string{"test/keep"}
 	c := k8sfake.New(t, shop(p1, p2, 80, 20, "/"), shopNS,
 		pod("shop", "web-v1-a", "127.0.0.2", true, v1),
 		pod("shop", "web-v1-b", "127.0.0.4", false, v1),
+		pending, terminating,
 		pod("shop", "web-v2-a", "127.0.0.3", true, v2),
 	)
 	gw := startPod(t, c, "shop/gw", gatewaypod.Config{})
@@ -154,6 +165,9 @@ func TestWeightedSplit(t *testing.T) {
 	}
 	if got["web-v1 127.0.0.2"]+got["web-v2 127.0.0.3"] != n {
 		t.Errorf("got %v, want every answer from web-v1 127.0.0.2 or web-v2 127.0.0.3", got)
+	}
+	if s := gw.Gateway().Stats(); len(s) != 2 {
+		t.Errorf("got backends %v, want the two Ready pods", s)
 	}
 }
 

@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -29,7 +30,11 @@ import (
 //   - once intruder lists echo-server.echo.local it is served, and denied
 //     again once it stops;
 //   - the control plane's health checker, with its own certificate, may
-//     call grpc.health.v1.Health/Check and nothing else.
+//     call grpc.health.v1.Health/Check and nothing else;
+//   - Kubernetes pods, whose IDs carry a namespace and service account
+//     (spiffe://echo.gmesh.local/ns/NS/sa/SA/vn/NODE): a pod of echo-client
+//     is served, a pod of intruder is denied, and a pod serving
+//     echo-server-1-0 passes the callers' check of the server's identity.
 func TestAuthorization(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -85,6 +90,33 @@ func TestAuthorization(t *testing.T) {
 		// echo-client keeps working.
 		if _, err := callAddr(ctx, client); err != nil {
 			t.Errorf("echo-client after the denial: %v", err)
+		}
+	})
+
+	t.Run("a pod of a listing node is served, whatever its namespace and service account", func(t *testing.T) {
+		id := pki.ID{Mesh: "echo", Namespace: "shop", ServiceAccount: "checkout", VirtualNode: "echo-client"}
+		pod := dialTLS(t, cp, newWorkloadID(t, ca, id), "echo-client-pod")
+		if addr, err := callAddr(ctx, pod); err != nil || addr != server.addr {
+			t.Fatalf("echo-client's pod: got %q, %v; want an answer from %s", addr, err, server.addr)
+		}
+		server.mu.Lock()
+		defer server.mu.Unlock()
+		if want := "[" + id.String() + "]"; !slices.Contains(server.seen, want) {
+			t.Errorf("the server saw callers %v, want %s among them", server.seen, want)
+		}
+	})
+
+	t.Run("a pod of a node not listing the service is denied", func(t *testing.T) {
+		id := pki.ID{Mesh: "echo", Namespace: "shop", ServiceAccount: "echo-client", VirtualNode: "intruder"}
+		pod := dialTLS(t, cp, newWorkloadID(t, ca, id), "intruder-pod")
+		cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+		defer ccancel()
+		_, err := pod.Echo(cctx, &echov1.EchoRequest{Name: "intruder-pod"}, grpc.WaitForReady(true))
+		if want := `incoming RPC matched a deny policy "` + policy + `"`; status.Code(err) != codes.PermissionDenied || status.Convert(err).Message() != want {
+			t.Errorf("intruder's pod: got %v, want PermissionDenied %q", err, want)
+		}
+		if n := served(); n != 0 {
+			t.Errorf("the server answered the intruder %d times", n)
 		}
 	})
 
@@ -170,5 +202,17 @@ func TestAuthorization(t *testing.T) {
 		if status.Code(err) != codes.PermissionDenied {
 			t.Errorf("intruder's health check: got %v, want PermissionDenied", err)
 		}
+	})
+
+	t.Run("a pod serving the node passes the caller's server check", func(t *testing.T) {
+		// A second server of echo-server-1-0 with a pod's ID: echo-client
+		// (whose cluster checks the server's SPIFFE ID) reaches it too.
+		id := pki.ID{Mesh: "echo", Namespace: "echo", ServiceAccount: "default", VirtualNode: "echo-server-1-0"}
+		pod := startXDSEcho(t, cp, newWorkloadID(t, ca, id), "127.0.0.7", "server-pod")
+		publishResources(t, cp, 6, strictTopology(callerNode("intruder")), ep, pod.endpoint("t2"))
+		pollUntil(ctx, t, "echo-client answered by the pod", func() (bool, error) {
+			addr, err := callAddr(ctx, client)
+			return addr == pod.addr, err
+		})
 	})
 }

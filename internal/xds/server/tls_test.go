@@ -37,7 +37,14 @@ type workload struct {
 
 func newWorkload(t *testing.T, ca *pki.CA, node string) workload {
 	t.Helper()
-	w := workload{id: xds.NodeID("echo", node), files: pki.Files{Dir: filepath.Join(t.TempDir(), "tls")}}
+	return newWorkloadID(t, ca, xds.NodeID("echo", node))
+}
+
+// newWorkloadID is newWorkload with any ID, a pod's
+// (spiffe://echo.gmesh.local/ns/NS/sa/SA/vn/NODE) say.
+func newWorkloadID(t *testing.T, ca *pki.CA, id pki.ID) workload {
+	t.Helper()
+	w := workload{id: id, files: pki.Files{Dir: filepath.Join(t.TempDir(), "tls")}}
 	ident, err := ca.Issue(w.id, time.Hour)
 	if err != nil {
 		t.Fatal(err)
