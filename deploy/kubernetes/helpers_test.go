@@ -48,8 +48,34 @@ spec:
 
 func echoMesh(t *testing.T) []*unstructured.Unstructured {
 	t.Helper()
+	return objectsOf(t, echoMeshYAML)
+}
+
+// secureMeshYAML is a mesh with TLS on: its nodes' pods get identities.
+const secureMeshYAML = `
+apiVersion: appmesh.k8s.aws/v1beta2
+kind: Mesh
+metadata: {name: secure, generation: 1}
+spec:
+  namespaceSelector: {matchLabels: {mesh: secure}}
+---
+apiVersion: appmesh.k8s.aws/v1beta2
+kind: VirtualNode
+metadata: {name: server, namespace: sec, generation: 1, uid: 5e0a1c2d-0000-4000-8000-000000000001}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  listeners:
+    - portMapping: {port: 50051, protocol: grpc}
+      tls:
+        mode: STRICT
+        certificate: {sds: {secretName: gmesh}}
+`
+
+// objectsOf decodes a multi-document YAML of App Mesh objects.
+func objectsOf(t *testing.T, manifests string) []*unstructured.Unstructured {
+	t.Helper()
 	var out []*unstructured.Unstructured
-	for _, doc := range strings.Split(echoMeshYAML, "\n---\n") {
+	for _, doc := range strings.Split(manifests, "\n---\n") {
 		if strings.TrimSpace(doc) == "" {
 			continue
 		}

@@ -43,6 +43,7 @@ import (
 	"github.com/gmesh-dev/gmesh/api/gmesh/v1alpha1"
 	"github.com/gmesh-dev/gmesh/internal/cli"
 	"github.com/gmesh-dev/gmesh/internal/k8s/controller"
+	"github.com/gmesh-dev/gmesh/internal/k8s/identity"
 	"github.com/gmesh-dev/gmesh/internal/k8s/k8sfake"
 	"github.com/gmesh-dev/gmesh/internal/k8s/rolloutctl"
 	"github.com/gmesh-dev/gmesh/internal/k8s/rollouts"
@@ -546,12 +547,19 @@ func TestRBACCoversTheControlPlanesCalls(t *testing.T) {
 		in.service.DeepCopy(), in.mutating.DeepCopy(), in.validating.DeepCopy(),
 	}
 	core = append(core, rolloutDeployment(t))
+	// A mesh with TLS on, with a pod: the leader keeps its node's identity
+	// Secret.
+	core = append(core,
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "sec", Labels: map[string]string{"mesh": "secure"}}},
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "sec", Name: "server-1", Labels: map[string]string{"app": "server"}},
+			Spec:   corev1.PodSpec{ServiceAccountName: "server"},
+			Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.1.1"}})
 	kube := kubefake.NewClientset(core...)
 	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), k8sfake.ListKinds())
 	// The API server's resourceVersions and generations, which the rollout
 	// runtime's writes depend on.
 	k8sfake.APIServer(kube, dyn, controller.GVRVirtualRouters, controller.GVRVirtualNodes, rollouts.GVR, gvrDeployments)
-	for _, obj := range append(echoMesh(t), rolloutObjects(t)...) {
+	for _, obj := range append(append(echoMesh(t), objectsOf(t, secureMeshYAML)...), rolloutObjects(t)...) {
 		gvr := rollouts.GVR
 		if obj.GetKind() != "Rollout" {
 			gvr = gvrOf(t, obj.GetKind())
@@ -560,7 +568,14 @@ func TestRBACCoversTheControlPlanesCalls(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// As gmesh controlplane --kubernetes does: the mesh CA first.
+	ca, err := identity.LoadOrCreateCA(ctx, kube, ns, identity.DefaultCASecret, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cp, err := controller.New(controller.Config{
+		Identities: &controller.IdentitiesConfig{CA: ca},
+		XDSAuth:    &controller.XDSAuthConfig{CA: ca},
 		Kube: kube, Dynamic: dyn, XDSAddr: "127.0.0.1:0",
 		Status: &controller.StatusConfig{Namespace: ns, Identity: "replica-0",
 			LeaseDuration: time.Second, RenewDeadline: 500 * time.Millisecond, RetryPeriod: 50 * time.Millisecond},
@@ -642,6 +657,39 @@ func TestRBACCoversTheControlPlanesCalls(t *testing.T) {
 	})
 	abortRollout(t, dyn)
 	poll(ctx, t, "the rollout aborted", func() bool { return getRollout(t, dyn).Status.Phase == "Aborted" })
+
+	// Identities: the node's Secret made, a key added for a second
+	// service account, the Secret deleted with its node (through the
+	// trackers: the test's own calls are not the control plane's).
+	secrets := kube.CoreV1().Secrets("sec")
+	hasKeys := func(keys ...string) func() bool {
+		return func() bool {
+			s, err := secrets.Get(ctx, identity.SecretName("server"), metav1.GetOptions{})
+			if err != nil {
+				return false
+			}
+			for _, k := range keys {
+				if len(s.Data[k]) == 0 {
+					return false
+				}
+			}
+			return len(s.Data) == len(keys)
+		}
+	}
+	poll(ctx, t, "the node's identity Secret", hasKeys(identity.BundleKey, identity.KeyFor("server")))
+	second := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "sec", Name: "server-2", Labels: map[string]string{"app": "server"}},
+		Spec: corev1.PodSpec{ServiceAccountName: "other"}, Status: corev1.PodStatus{Phase: corev1.PodPending}}
+	if err := kube.Tracker().Add(second); err != nil {
+		t.Fatal(err)
+	}
+	poll(ctx, t, "a key for the second service account", hasKeys(identity.BundleKey, identity.KeyFor("server"), identity.KeyFor("other")))
+	if err := dyn.Tracker().Delete(controller.GVRVirtualNodes, "sec", "server"); err != nil {
+		t.Fatal(err)
+	}
+	poll(ctx, t, "the identity Secret deleted with its node", func() bool {
+		_, err := secrets.Get(ctx, identity.SecretName("server"), metav1.GetOptions{})
+		return err != nil
+	})
 
 	used := map[string]bool{}
 	seen := map[call]bool{}

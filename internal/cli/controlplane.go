@@ -11,6 +11,7 @@ import (
 
 	"github.com/gmesh-dev/gmesh/internal/controlplane"
 	"github.com/gmesh-dev/gmesh/internal/k8s/controller"
+	"github.com/gmesh-dev/gmesh/internal/k8s/identity"
 	"github.com/gmesh-dev/gmesh/internal/k8s/webhook"
 	"github.com/gmesh-dev/gmesh/internal/pki"
 	"github.com/gmesh-dev/gmesh/internal/statedir"
@@ -107,6 +108,10 @@ else the in-cluster service account.`,
 	cmd.Flags().StringVar(&k8s.xdsAddress, "xds-address", "", "with --kubernetes: the xDS address (host:port) injected pods' bootstrap names (default: the --webhook-service Service's ClusterIP and port \"xds\"; with cluster DNS, e.g. gmesh-controlplane.gmesh-system.svc:18000)")
 	cmd.Flags().StringVar(&k8s.peerNamespace, "peer-namespace", "", "with --kubernetes: namespace of the control plane's pods, which the leader asks whether their xDS clients ACKed a router's generation (default: the kubeconfig's or the pod's namespace)")
 	cmd.Flags().StringVar(&k8s.peerSelector, "peer-selector", controller.DefaultPeerSelector, "with --kubernetes: label selector of the control plane's pods")
+	cmd.Flags().BoolVar(&k8s.identities, "workload-identities", true, "with --kubernetes: be the mesh CA and give the pods of meshes with TLS on their certificates (a Secret per VirtualNode, mounted by the webhook)")
+	cmd.Flags().StringVar(&k8s.caSecret, "mesh-ca-secret", identity.DefaultCASecret, "with --kubernetes: the Secret (type kubernetes.io/tls, in --webhook-namespace) holding the mesh CA; created when missing, or provide your own")
+	cmd.Flags().DurationVar(&k8s.certLifetime, "workload-cert-lifetime", identity.DefaultLifetime, "with --kubernetes: lifetime of a pod's certificate; renewed at half of it (the kubelet takes up to its sync period, about a minute, to update a mounted Secret)")
+	cmd.Flags().BoolVar(&k8s.xdsTLS, "xds-tls", true, "with --kubernetes and --workload-identities: the pods of meshes with TLS on connect to xDS over TLS with their certificates, and a client claiming such a pod without its certificate is refused")
 	cmd.Flags().IntVar(&k8s.peerPort, "peer-port", 0, "with --kubernetes: the other replicas' --health-addr port, where they answer "+controller.PathConvergedRouter+" and "+controller.PathUsage+" (default: this replica's --health-addr port)")
 	return cmd
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"time"
 
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -15,8 +16,10 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/gmesh-dev/gmesh/internal/k8s/controller"
+	"github.com/gmesh-dev/gmesh/internal/k8s/identity"
 	"github.com/gmesh-dev/gmesh/internal/k8s/rolloutctl"
 	"github.com/gmesh-dev/gmesh/internal/k8s/webhook"
+	"github.com/gmesh-dev/gmesh/internal/pki"
 )
 
 // k8sFlags are `gmesh controlplane --kubernetes`'s flags.
@@ -40,6 +43,12 @@ type k8sFlags struct {
 	peerPort      int
 	// rollouts drives Rollouts (rollouts.gmesh.dev) on the leader.
 	rollouts bool
+	// Workload identities (issue 14): the mesh CA's Secret, the
+	// certificates' lifetime, and whether TLS-mesh pods must use TLS xDS.
+	identities   bool
+	caSecret     string
+	certLifetime time.Duration
+	xdsTLS       bool
 }
 
 // newRouterConvergence is what tells the rollout runtime that the xDS
@@ -163,6 +172,11 @@ func runKubernetesControlPlane(ctx context.Context, stdio IO, logger *slog.Logge
 		}
 	}
 	cfg.Peers = peers
+	if f.identities {
+		if err := identitiesConfig(ctx, &cfg, kube, f, ownNamespace); err != nil {
+			return err
+		}
+	}
 	cp, err := controller.New(cfg)
 	if err != nil {
 		return err
@@ -189,4 +203,39 @@ func runKubernetesControlPlane(ctx context.Context, stdio IO, logger *slog.Logge
 		return cp.Run(ctx)
 	}
 	return cp.Run(ctx)
+}
+
+// identitiesConfig loads (or creates) the mesh CA and sets cfg's workload
+// identities and, with --xds-tls, the xDS channel's authentication, whose
+// certificate names the address pods are given.
+func identitiesConfig(ctx context.Context, cfg *controller.Config, kube kubernetes.Interface, f k8sFlags, ownNamespace func(what, flag string) (string, error)) error {
+	if f.certLifetime < pki.MinLifetime || f.certLifetime > pki.MaxLifetime {
+		return fmt.Errorf("--workload-cert-lifetime %s: want %s to %s", f.certLifetime, pki.MinLifetime, pki.MaxLifetime)
+	}
+	ns := f.webhookNamespace
+	if ns == "" {
+		var err error
+		if ns, err = ownNamespace("mesh CA's Secret", "--webhook-namespace"); err != nil {
+			return err
+		}
+	}
+	lctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	ca, err := identity.LoadOrCreateCA(lctx, kube, ns, f.caSecret, nil)
+	if err != nil {
+		return fmt.Errorf("the mesh CA (--mesh-ca-secret %s/%s): %w", ns, f.caSecret, err)
+	}
+	cfg.Identities = &controller.IdentitiesConfig{CA: ca, Lifetime: f.certLifetime}
+	if !f.xdsTLS || f.webhookAddr == "" {
+		return nil
+	}
+	addr := f.xdsAddress
+	if addr == "" {
+		sa := &webhook.ServiceAddress{Kube: kube, Namespace: ns, Name: f.webhookService}
+		if addr, err = sa.XDSAddress(lctx); err != nil {
+			return fmt.Errorf("--xds-tls: the address pods reach xDS by: %w", err)
+		}
+	}
+	cfg.XDSAuth = &controller.XDSAuthConfig{CA: ca, Hosts: controller.XDSHosts(addr, ns, f.webhookService)}
+	return nil
 }

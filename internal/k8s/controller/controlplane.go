@@ -16,7 +16,9 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/gmesh-dev/gmesh/internal/k8s/identity"
 	"github.com/gmesh-dev/gmesh/internal/k8s/webhook"
+	"github.com/gmesh-dev/gmesh/internal/pki"
 	"github.com/gmesh-dev/gmesh/internal/xds"
 	xdsserver "github.com/gmesh-dev/gmesh/internal/xds/server"
 )
@@ -49,8 +51,28 @@ type Config struct {
 	// Peers, when set, makes Cluster the convergence of every replica
 	// (ClusterConvergence), found through the Source's pod informer; its
 	// Self defaults to Replica. Nil: Cluster is nil.
-	Peers  *PeersConfig
-	Logger *slog.Logger
+	Peers *PeersConfig
+	// Identities, when set, gives the pods of meshes with TLS on their
+	// workload identities (issue 14): the leader keeps a Secret per
+	// VirtualNode (identity.Keeper), and the webhook mounts it into the
+	// pods. Without leader election, this replica keeps them.
+	Identities *IdentitiesConfig
+	// XDSAuth, when set, authenticates xDS clients (XDSAuthConfig): pods
+	// of meshes with TLS on must connect over TLS with their workload
+	// certificates.
+	XDSAuth *XDSAuthConfig
+	Logger  *slog.Logger
+}
+
+// IdentitiesConfig configures the workload identities on Kubernetes.
+type IdentitiesConfig struct {
+	// CA issues them (identity.LoadOrCreateCA).
+	CA *pki.CA
+	// Lifetime of each certificate; default identity.DefaultLifetime.
+	Lifetime time.Duration
+	// Refresh is how often a pod's gRPC rereads its certificate files;
+	// default webhook.DefaultIdentityRefresh.
+	Refresh time.Duration
 }
 
 // ControlPlane is gmesh's control plane on Kubernetes: the source, the xDS
@@ -65,6 +87,7 @@ type ControlPlane struct {
 	source   *Source
 	status   *StatusWriter
 	webhooks *webhook.Webhooks
+	keeper   *identity.Keeper
 	grpc     *grpc.Server
 	ln       net.Listener
 	healthLn net.Listener
@@ -93,19 +116,53 @@ func New(cfg Config) (*ControlPlane, error) {
 		}
 		cp.replica = h
 	}
-	cp.xds = xdsserver.New(cfg.Logger.With("component", "xds"), xdsserver.Options{})
+	// The Source publishes to the xDS server, and the xDS server's
+	// authentication asks the Source: the server is made first, its
+	// authentication reads the Source through auth once both exist.
+	var auth *podAuth
+	var xdsOpts xdsserver.Options
+	if cfg.XDSAuth != nil {
+		xdsOpts.Auth = xdsserver.AuthenticatorFunc(func(ctx context.Context, nodeID string) error {
+			return auth.meshAuth().Authenticate(ctx, nodeID)
+		})
+	}
+	cp.xds = xdsserver.New(cfg.Logger.With("component", "xds"), xdsOpts)
 	opts := cfg.Source
 	opts.Logger = cfg.Logger.With("component", "source")
 	opts.BeforePublish = func(ctx context.Context, in xds.Input, prev *xds.Resources) {
 		cp.xds.PublishSubscribeFirst(ctx, in, prev, subscribeFirstWait)
 	}
 	cp.source = NewSource(cfg.Kube, cfg.Dynamic, cp.xds, opts)
+	if cfg.XDSAuth != nil {
+		a, err := newPodAuth(*cfg.XDSAuth, cp.source, cp.source.Pods())
+		if err != nil {
+			return nil, fmt.Errorf("kubernetes control plane: %w", err)
+		}
+		auth = a
+	}
 	if cfg.Status != nil {
 		sw, err := NewStatusWriter(cfg.Kube, cfg.Dynamic, cp.source, cp.xds, *cfg.Status, cfg.Logger.With("component", "status"))
 		if err != nil {
 			return nil, err
 		}
 		cp.status = sw
+	}
+	if cfg.Identities != nil {
+		if cfg.Identities.CA == nil {
+			return nil, errors.New("kubernetes control plane: identities need a CA")
+		}
+		k, err := identity.NewKeeper(cfg.Kube, cfg.Identities.CA, cp.source.IdentityWants, identity.KeeperOptions{
+			Lifetime: cfg.Identities.Lifetime,
+			Changed:  cp.source.IdentityChanges(),
+			Logger:   cfg.Logger.With("component", "identity"),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("kubernetes control plane: %w", err)
+		}
+		cp.keeper = k
+		if cp.status != nil {
+			cp.status.AlsoWhileLeading(func(ctx context.Context) { _ = k.Lead(ctx) })
+		}
 	}
 	if cfg.Peers != nil {
 		pc := *cfg.Peers
@@ -129,6 +186,9 @@ func New(cfg Config) (*ControlPlane, error) {
 	if cfg.Webhook != nil {
 		opts := *cfg.Webhook
 		opts.Logger = cfg.Logger.With("component", "webhook")
+		if cfg.Identities != nil {
+			opts.Identity = webhook.IdentityOptions{Identities: cp.source, Refresh: cfg.Identities.Refresh, ChannelTLS: cfg.XDSAuth != nil}
+		}
 		wh, err := webhook.New(cfg.Kube, cfg.Dynamic, cp.source, cp.source.Namespaces(), opts)
 		if err != nil {
 			ln.Close()
@@ -168,9 +228,13 @@ func New(cfg Config) (*ControlPlane, error) {
 		mux.Handle("GET "+PathUsage, usageHandler(cp))
 		cp.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	}
-	cp.grpc = grpc.NewServer(
+	serverOpts := []grpc.ServerOption{
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-	)
+	}
+	if auth != nil {
+		serverOpts = append(serverOpts, grpc.Creds(xdsserver.TLSOrPlaintext(auth.cert.ServerTLS())))
+	}
+	cp.grpc = grpc.NewServer(serverOpts...)
 	cp.xds.Register(cp.grpc)
 	return cp, nil
 }
@@ -191,6 +255,10 @@ func (cp *ControlPlane) XDS() *xdsserver.Server { return cp.xds }
 
 // Status is the status writer, nil when not configured.
 func (cp *ControlPlane) Status() *StatusWriter { return cp.status }
+
+// Identities is the keeper of the workload identities' Secrets, nil when
+// not configured.
+func (cp *ControlPlane) Identities() *identity.Keeper { return cp.keeper }
 
 // Webhooks are the admission webhooks, nil when not configured.
 func (cp *ControlPlane) Webhooks() *webhook.Webhooks { return cp.webhooks }
@@ -247,6 +315,16 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			if err := cp.webhooks.Run(ctx); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	if cp.keeper != nil && cp.status == nil {
+		// No leader election: this one replica keeps the identities.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := cp.keeper.Lead(ctx); err != nil {
 				errs <- err
 			}
 		}()

@@ -126,8 +126,9 @@ func (s *Source) IdentityWants() ([]identity.Want, error) {
 // PodIdentity is the Want of the VirtualNode whose podSelector selects a
 // pod with podLabels in namespace, for the admission webhook to mount its
 // Secret into a pod being created: ok is false when no node selects it or
-// its node's mesh has TLS off. Two nodes selecting it is an error naming
-// both (App Mesh's injector refuses such a pod too). The Want's
+// its node's mesh has TLS off. Two nodes selecting it, one of them in a
+// mesh with TLS on, is an error naming both (App Mesh's injector refuses
+// such a pod too). The Want's
 // ServiceAccounts are those of the node's existing pods (the pod being
 // created is not one yet).
 func (s *Source) PodIdentity(namespace string, podLabels map[string]string) (identity.Want, bool, error) {
@@ -142,8 +143,11 @@ func (s *Source) PodIdentity(namespace string, podLabels map[string]string) (ide
 			found = append(found, n)
 		}
 	}
+	anyTLS := slices.ContainsFunc(found, func(n identityNode) bool { return n.tls })
 	switch {
-	case len(found) == 0:
+	case len(found) == 0 || !anyTLS:
+		// Nodes of meshes without TLS: no identity, and two of them
+		// selecting one pod stays their statuses' business, as before.
 		return identity.Want{}, false, nil
 	case len(found) > 1:
 		names := make([]string, len(found))
@@ -152,8 +156,6 @@ func (s *Source) PodIdentity(namespace string, podLabels map[string]string) (ide
 		}
 		return identity.Want{}, false, fmt.Errorf("the pod's labels %v are selected by the podSelectors of several virtual nodes (%s): a pod belongs to one virtual node; narrow their podSelectors",
 			podLabels, strings.Join(names, ", "))
-	case !found[0].tls:
-		return identity.Want{}, false, nil
 	}
 	w, err := s.want(found[0])
 	return w, err == nil, err

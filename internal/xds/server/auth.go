@@ -21,6 +21,14 @@ type Authenticator interface {
 	Authenticate(ctx context.Context, nodeID string) error
 }
 
+// AuthenticatorFunc is a function as an Authenticator.
+type AuthenticatorFunc func(ctx context.Context, nodeID string) error
+
+// Authenticate calls f.
+func (f AuthenticatorFunc) Authenticate(ctx context.Context, nodeID string) error {
+	return f(ctx, nodeID)
+}
+
 // AuthError is a refused xDS client: what it claimed, what its certificate
 // says, and why it was refused. It converts to a gRPC status with Code.
 type AuthError struct {
@@ -59,6 +67,12 @@ type MeshAuth struct {
 	// refused. The control plane sets it so that plaintext xDS stays for
 	// meshes without TLS.
 	Required func() bool
+	// RequiredFor, when set, replaces Required: whether a stream without
+	// TLS that claims nodeID is refused. On Kubernetes, where the webhook
+	// gives TLS bootstraps only to the pods of meshes with TLS on, a pod of
+	// such a mesh must use TLS while the pods of other meshes keep
+	// plaintext xDS.
+	RequiredFor func(nodeID string) bool
 	// Now is the clock certificates are checked at; nil: time.Now.
 	Now func() time.Time
 }
@@ -76,7 +90,12 @@ func (a *MeshAuth) Authenticate(ctx context.Context, nodeID string) error {
 		info, isTLS = p.AuthInfo.(credentials.TLSInfo)
 	}
 	if !isTLS {
-		if a.Required != nil && !a.Required() {
+		switch {
+		case a.RequiredFor != nil:
+			if !a.RequiredFor(nodeID) {
+				return nil
+			}
+		case a.Required != nil && !a.Required():
 			return nil
 		}
 		return refuse(codes.Unauthenticated, "", "plaintext xDS stream, and TLS is on: connect with TLS and the workload certificate (bootstrap channel_creds \"tls\")")
