@@ -576,7 +576,7 @@ func TestRBACCoversTheControlPlanesCalls(t *testing.T) {
 	cp, err := controller.New(controller.Config{
 		Identities: &controller.IdentitiesConfig{CA: ca},
 		XDSAuth:    &controller.XDSAuthConfig{CA: ca},
-		Kube: kube, Dynamic: dyn, XDSAddr: "127.0.0.1:0",
+		Kube:       kube, Dynamic: dyn, XDSAddr: "127.0.0.1:0",
 		Status: &controller.StatusConfig{Namespace: ns, Identity: "replica-0",
 			LeaseDuration: time.Second, RenewDeadline: 500 * time.Millisecond, RetryPeriod: 50 * time.Millisecond},
 		Webhook: &webhook.Options{Addr: "127.0.0.1:0", Namespace: ns, Service: in.service.Name, SecretName: webhook.DefaultSecretName, Settle: -1},

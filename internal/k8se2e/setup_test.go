@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,6 +27,28 @@ var referenceReply = regexp.MustCompile(`^Response from the server: Hello, k8s-s
 // test, and the gateway's URL. The cluster is torn down when t ends, after
 // a dump of its state if t failed.
 func startEcho(t *testing.T) (*cluster, context.Context, string) {
+	return startExample(t, echoSetup{})
+}
+
+// echoSetup varies startExample.
+type echoSetup struct {
+	// example is the kustomization applied; default examples/kubernetes/echo.
+	example string
+	// controlPlaneArgs are added to the control plane's arguments: gmesh is
+	// then installed from the rendered manifests, not the README's command.
+	controlPlaneArgs []string
+}
+
+// kubernetesArg is the control plane's first argument in
+// deploy/kubernetes, after which startExample adds its own.
+var kubernetesArg = regexp.MustCompile(`(?m)^(\s*)- --kubernetes$`)
+
+// startExample is startEcho with the setup's example and control plane
+// arguments.
+func startExample(t *testing.T, setup echoSetup) (*cluster, context.Context, string) {
+	if setup.example == "" {
+		setup.example = "examples/kubernetes/echo"
+	}
 	if testing.Short() {
 		t.Skip("-short: no real cluster")
 	}
@@ -64,7 +88,26 @@ func startEcho(t *testing.T) (*cluster, context.Context, string) {
 
 	// Install: the README's command.
 	start := time.Now()
-	c.kubectlOK(ctx, "", "apply", "-k", filepath.Join(repo, "deploy/kubernetes"))
+	if len(setup.controlPlaneArgs) == 0 {
+		c.kubectlOK(ctx, "", "apply", "-k", filepath.Join(repo, "deploy/kubernetes"))
+	} else {
+		// kubectl's stdout alone: a warning on stderr is no manifest.
+		cmd := exec.CommandContext(ctx, kc.Binaries().Kubectl, "kustomize", filepath.Join(repo, "deploy/kubernetes"))
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("kubectl kustomize deploy/kubernetes: %v", err)
+		}
+		manifests := string(out)
+		m := kubernetesArg.FindStringSubmatch(manifests)
+		if m == nil {
+			t.Fatal("deploy/kubernetes: no control plane argument --kubernetes to add arguments after")
+		}
+		add := m[0]
+		for _, a := range setup.controlPlaneArgs {
+			add += "\n" + m[1] + "- " + a
+		}
+		c.kubectlOK(ctx, strings.Replace(manifests, m[0], add, 1), "apply", "-f", "-")
+	}
 	c.waitDeployment(ctx, cpNamespace, cpDeployment, 2)
 	c.waitWebhooksReady(ctx)
 	t.Logf("gmesh installed and ready %s after the apply", time.Since(start).Round(time.Millisecond))
@@ -72,7 +115,7 @@ func startEcho(t *testing.T) (*cluster, context.Context, string) {
 	t.Logf("the webhooks answer through their Service %s after the apply", time.Since(start).Round(time.Millisecond))
 
 	start = time.Now()
-	c.kubectlOK(ctx, "", "apply", "-k", filepath.Join(repo, "examples/kubernetes/echo"))
+	c.kubectlOK(ctx, "", "apply", "-k", filepath.Join(repo, setup.example))
 	for _, d := range []string{"echo-server-0-9", "echo-client-0-1", gatewayApp} {
 		c.waitDeployment(ctx, echoNS, d, 2)
 	}

@@ -44,8 +44,8 @@ type podIdentities interface {
 
 // podAuth authenticates the xDS clients of pods.
 type podAuth struct {
-	ca   *pki.CA
-	ids  podIdentities
+	ca  *pki.CA
+	ids podIdentities
 	// pods is the informer's cache: a pod is in it from its creation,
 	// long before its containers start and connect.
 	pods  listerscorev1.PodLister
