@@ -302,3 +302,80 @@ func TestEchoExamplePods(t *testing.T) {
 		}
 	}
 }
+
+// TestEchoMTLSExample renders examples/kubernetes/echo-mtls and converts
+// it as the control plane does: nothing is refused, echo-server's node is
+// STRICT and the mesh has TLS on, echo-client enforces TLS to its
+// backends, and the translation gives echo-server's pod a server listener
+// whose policy admits echo-client's pods only; echo-server's Deployment
+// listens on the pod's IP and is Ready by /readyz on its metrics port.
+func TestEchoMTLSExample(t *testing.T) {
+	ex := render(t, "examples/kubernetes/echo-mtls")
+	var in appmesh.Input
+	if err := appmesh.Decode("examples/kubernetes/echo-mtls", ex.yaml, &in); err != nil {
+		t.Fatalf("strict decode: %v", err)
+	}
+	in.ReadyPodIPs = map[types.NamespacedName][]string{
+		{Namespace: "echo", Name: "echo-server-0-9"}: {"10.244.0.2"},
+		{Namespace: "echo", Name: "echo-client-0-1"}: {"10.244.0.3"},
+	}
+	results := appmesh.Convert(in)
+	for _, fe := range results.Errors() {
+		t.Errorf("refused: %v", fe)
+	}
+	resources := results.Resources()
+	server := results.Find(mesh.KindVirtualNode, "echo", "echo-server-0-9")
+	client := results.Find(mesh.KindVirtualNode, "echo", "echo-client-0-1")
+	if server == nil || client == nil {
+		t.Fatal("the example lacks echo-server-0-9 or echo-client-0-1")
+	}
+	if !mesh.MeshTLS(resources, "echo") {
+		t.Error("mesh echo has TLS off, want on")
+	}
+	for _, r := range resources {
+		switch {
+		case r.Kind == mesh.KindVirtualNode && r.Metadata.Name == server.Name:
+			if got := r.VirtualNode().TLSMode(); got != mesh.TLSStrict {
+				t.Errorf("echo-server's listener tls mode %q, want STRICT", got)
+			}
+		case r.Kind == mesh.KindVirtualNode && r.Metadata.Name == client.Name:
+			if p := r.VirtualNode().BackendTLS("echo-server.echo.svc.cluster.local"); !p.Enforced() {
+				t.Errorf("echo-client's client policy to echo-server %+v, want TLS enforced", p)
+			}
+		}
+	}
+	mesh.SortResources(resources)
+	res, err := xds.Translate(xds.Input{Revision: 1, Resources: resources, Endpoints: results.Endpoints()})
+	if err != nil {
+		t.Fatalf("translate: %v", err)
+	}
+	var serverListener string
+	for _, l := range res.Listeners {
+		if strings.Contains(l.GetName(), "10.244.0.2:50051") {
+			serverListener = l.String()
+		}
+	}
+	if serverListener == "" {
+		t.Fatal("no server listener for echo-server's pod 10.244.0.2:50051")
+	}
+	if !strings.Contains(serverListener, "echo-client-0-1") || strings.Contains(serverListener, "vn/echo-server-0-9") {
+		t.Errorf("echo-server's server listener's policy does not admit just echo-client-0-1: %s", serverListener)
+	}
+
+	var d appsv1.Deployment
+	ex.object(t, "Deployment echo/echo-server-0-9", &d)
+	c := d.Spec.Template.Spec.Containers[0]
+	var host *corev1.EnvVar
+	for i := range c.Env {
+		if c.Env[i].Name == "HOST" {
+			host = &c.Env[i]
+		}
+	}
+	if host == nil || host.ValueFrom == nil || host.ValueFrom.FieldRef == nil || host.ValueFrom.FieldRef.FieldPath != "status.podIP" {
+		t.Errorf("echo-server's HOST %+v, want the pod's IP from the downward API", host)
+	}
+	p := c.ReadinessProbe
+	if p == nil || p.GRPC != nil || p.HTTPGet == nil || p.HTTPGet.Path != "/readyz" || p.HTTPGet.Port.String() != "metrics" {
+		t.Errorf("echo-server's readiness probe %+v, want only httpGet /readyz on port metrics", p)
+	}
+}
