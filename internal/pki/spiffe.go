@@ -178,6 +178,12 @@ func IDFromURIs(uris []*url.URL) (ID, error) {
 			found = append(found, u.String())
 		}
 	}
+	return oneID(found)
+}
+
+// oneID parses the one SPIFFE ID of found, the spiffe URIs of a
+// certificate; none, or more than one, is an error.
+func oneID(found []string) (ID, error) {
 	switch len(found) {
 	case 0:
 		return ID{}, errNoID
@@ -212,14 +218,7 @@ func IDFromCert(c *x509.Certificate) (ID, error) {
 			found = append(found, u)
 		}
 	}
-	switch len(found) {
-	case 0:
-		return ID{}, errNoID
-	case 1:
-		return ParseID(found[0])
-	default:
-		return ID{}, fmt.Errorf("%d spiffe:// URI SANs (%s); want exactly one", len(found), strings.Join(found, ", "))
-	}
+	return oneID(found)
 }
 
 // rawURISANs returns the URI SANs of c as its DER says them.
