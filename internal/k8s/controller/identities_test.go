@@ -181,3 +181,22 @@ func drain(ch <-chan struct{}) {
 		}
 	}
 }
+
+// TestCatchUp: a Source whose informers have not seen the API server's
+// Mesh and VirtualNodes reports, after its bounded wait, the object it
+// lacks; once its informers have synced, CatchUp returns at once.
+func TestCatchUp(t *testing.T) {
+	ctx := testContext(t, 30*time.Second)
+	c := newFakeCluster(t, identityManifests, namespace("shop", map[string]string{"mesh": "secure"}))
+	stale := controller.NewSource(c.Kube, c.Dyn, &recorder{}, controller.Options{})
+	if err := stale.CatchUp(ctx, "shop"); err == nil || !strings.Contains(err.Error(), "has not seen") {
+		t.Errorf("CatchUp without informers: %v, want an error naming what the cache lacks", err)
+	} else {
+		t.Log(err)
+	}
+	src := runSource(t, c, &recorder{}, controller.Options{})
+	pollUntil(ctx, t, "ready", func() (bool, error) { return src.Ready(), nil })
+	if err := src.CatchUp(ctx, "shop"); err != nil {
+		t.Errorf("CatchUp after the informers synced: %v", err)
+	}
+}

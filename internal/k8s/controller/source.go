@@ -172,6 +172,8 @@ type Source struct {
 	opts     Options
 	consumer Consumer
 
+	// dyn reads the API server directly (CatchUp).
+	dyn         dynamic.Interface
 	dynFactory  dynamicinformer.DynamicSharedInformerFactory
 	kubeFactory informers.SharedInformerFactory
 	kinds       []cache.SharedIndexInformer // in Kinds order
@@ -243,6 +245,7 @@ func NewSourceFor(kube kubernetes.Interface, dyn dynamic.Interface, c Consumer, 
 	s := &Source{
 		log:         opts.Logger,
 		opts:        opts,
+		dyn:         dyn,
 		consumer:    c,
 		dynFactory:  dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0),
 		kubeFactory: informers.NewSharedInformerFactory(kube, 0),

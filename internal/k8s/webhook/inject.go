@@ -153,6 +153,15 @@ type PodIdentities interface {
 	PodIdentity(namespace string, podLabels map[string]string) (want identity.Want, ok bool, err error)
 }
 
+// CatchUpper is a PodIdentities whose answers come from a cache: CatchUp
+// waits (bounded) until the cache holds what the API server holds for a
+// namespace, so that a pod applied together with its VirtualNode gets its
+// identity. The injector calls it before PodIdentity when the
+// PodIdentities has it; an error is logged and the pod judged anyway.
+type CatchUpper interface {
+	CatchUp(ctx context.Context, namespace string) error
+}
+
 // DefaultIdentityRefresh is how often an injected bootstrap's certificate
 // provider rereads the identity files: the kubelet's propagation of a
 // renewed Secret (up to its sync period plus its cache's TTL, a minute or
@@ -241,6 +250,12 @@ func (in *Injector) Review(ctx context.Context, req *admissionv1.AdmissionReques
 	}
 	var mount *IdentityMount
 	if in.id.Identities != nil {
+		if c, ok := in.id.Identities.(CatchUpper); ok {
+			// A pod applied with its VirtualNode: wait for the cache to see it.
+			if err := c.CatchUp(ctx, req.Namespace); err != nil {
+				in.log.Warn("pod judged on a cache that may be behind", "namespace", req.Namespace, "pod", podName(&pod), "err", err)
+			}
+		}
 		want, ok, err := in.id.Identities.PodIdentity(req.Namespace, pod.Labels)
 		if err == nil && ok && (want.VirtualNode == "" || (want.Namespace != "" && want.Namespace != req.Namespace)) {
 			// A Secret volume can only name a Secret of the pod's namespace.
