@@ -108,8 +108,10 @@ type Options struct {
 	// without TLS). It is asked with the node id of a request the
 	// Authenticator let in, at every request, so it must agree with it: a
 	// node whose stream may come in plain text must be in PlaintextView.
-	// Publish then refuses resources whose mesh is not recorded. nil:
-	// every client gets every resource.
+	// Its answer for a node id is kept until the next Publish, so a
+	// change of a node's view takes effect with the publish of the change
+	// that causes it. Publish then refuses resources whose mesh is not
+	// recorded. nil: every client gets every resource.
 	View func(nodeID string) string
 }
 
@@ -140,12 +142,17 @@ type Server struct {
 	hashes map[string]map[string][sha256.Size]byte
 	// views holds every view with a snapshot (or asked for before the
 	// first publish); a view stays once set (emptied when its mesh goes).
-	views   map[string]bool
-	last    *xds.Resources // the last published resources
-	history []publish      // oldest first, at most historyLimit
-	streams map[int64]*stream
-	deltas  map[int64]*deltaStream // delta streams, tracked only to authenticate them
-	changed chan struct{}          // closed and replaced on every tracked change
+	views map[string]bool
+	last  *xds.Resources // the last published resources
+	// nodeViews caches View per node id until the next Publish (the cache
+	// asks for a node's view at every request); viewGen counts the
+	// clearings, so that an answer computed before one is not kept.
+	nodeViews map[string]string
+	viewGen   uint64
+	history   []publish // oldest first, at most historyLimit
+	streams   map[int64]*stream
+	deltas    map[int64]*deltaStream // delta streams, tracked only to authenticate them
+	changed   chan struct{}          // closed and replaced on every tracked change
 }
 
 // publish records the per-type version counters of one Publish.
@@ -156,13 +163,33 @@ type publish struct {
 
 // nodeHash maps every node to its view's snapshot, or to the one shared
 // snapshot without views.
-type nodeHash struct{ view func(nodeID string) string }
+type nodeHash struct{ s *Server }
 
-func (h nodeHash) ID(n *corepb.Node) string {
-	if h.view == nil {
+func (h nodeHash) ID(n *corepb.Node) string { return h.s.viewOf(n.GetId()) }
+
+// viewOf is the snapshot key of nodeID: its view (Options.View, asked once
+// per node id between publishes), or the one shared key without views.
+func (s *Server) viewOf(nodeID string) string {
+	if s.view == nil {
 		return snapshotKey
 	}
-	return h.view(n.GetId())
+	s.mu.Lock()
+	key, ok := s.nodeViews[nodeID]
+	gen := s.viewGen
+	s.mu.Unlock()
+	if ok {
+		return key
+	}
+	key = s.view(nodeID)
+	s.mu.Lock()
+	if s.viewGen == gen {
+		if s.nodeViews == nil {
+			s.nodeViews = map[string]string{}
+		}
+		s.nodeViews[nodeID] = key
+	}
+	s.mu.Unlock()
+	return key
 }
 
 // New returns a Server with nothing published: clients that connect before
@@ -192,7 +219,7 @@ func New(logger *slog.Logger, opts Options) *Server {
 		changed:  make(chan struct{}),
 	}
 	gl := slogLogger{l: logger}
-	s.cache = cache.NewSnapshotCache(false, nodeHash{view: opts.View}, gl)
+	s.cache = cache.NewSnapshotCache(false, nodeHash{s: s}, gl)
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	s.xds = xdsserver.NewServer(ctx, s.cache, (*callbacks)(s), sotw.WithLogger(gl))
@@ -275,6 +302,8 @@ func (s *Server) Publish(res *xds.Resources, rev uint64) error {
 	s.published = true
 	s.rev = rev
 	s.last = res
+	s.nodeViews = nil
+	s.viewGen++
 	s.history = append(s.history, p)
 	if len(s.history) > historyLimit {
 		s.history = append(s.history[:0:0], s.history[len(s.history)-historyLimit:]...)
@@ -359,7 +388,7 @@ func (s *Server) ensureView(nodeID string) error {
 	if s.view == nil {
 		return nil
 	}
-	key := s.view(nodeID)
+	key := s.viewOf(nodeID)
 	s.mu.Lock()
 	done := s.views[key]
 	s.mu.Unlock()
