@@ -25,9 +25,10 @@ import (
 // virtual node the certificate names, in a mesh with TLS on. While no mesh
 // has TLS on, plaintext xDS is served as before.
 //
-// The one snapshot holds every mesh's resources, so a plaintext client
-// would read the meshes with TLS on too: that is why plain text is refused
-// as soon as one mesh has TLS on, even for a mesh without it.
+// Each client gets its own view of the configuration (view): a task of a
+// mesh with TLS on only its mesh's, any other client only the meshes'
+// without TLS. Plain text is still refused as soon as one mesh has TLS on,
+// even for a mesh without it (docs/security.md).
 type xdsIdentity struct {
 	ca    pki.Issuer
 	store store.Store
@@ -80,6 +81,15 @@ func (x *xdsIdentity) auth() *xdsserver.MeshAuth {
 		Owner:    x.owner,
 		Required: x.tlsOn.Load,
 	}
+}
+
+// view is the xDS server's View: the mesh of an authenticated task of a
+// mesh with TLS on (owner), the plaintext view for any other node.
+func (x *xdsIdentity) view(nodeID string) string {
+	if id, ok := x.owner(nodeID); ok {
+		return id.Mesh
+	}
+	return xdsserver.PlaintextView
 }
 
 func (x *xdsIdentity) state() *mesh.State {
