@@ -6,9 +6,10 @@
 // # Cache choice
 //
 // One go-control-plane SnapshotCache with ads=false, and a node hash that
-// maps every node to one key: all clients see the same mesh, a new client gets
-// the current snapshot on its first request, and Publish costs one
-// SetSnapshot however many clients are connected. ads=true is avoided because
+// maps every node to one key (or, with views, to its view's key: see
+// Views): all clients of a view see the same configuration, a new client
+// gets the current snapshot on its first request, and Publish costs one
+// SetSnapshot per view however many clients are connected. ads=true is avoided because
 // it holds back responses whose request does not name every resource in the
 // snapshot, and grpc-go asks for clusters one at a time (an extra round trip
 // and warnings at start-up). The snapshot carries a version per type, so a
