@@ -347,8 +347,11 @@ func (c *callbacks) OnStreamDeltaRequest(id int64, req *discoverypb.DeltaDiscove
 	s.mu.Lock()
 	ds, ok := s.deltas[id]
 	s.mu.Unlock()
-	if !ok || ds.authed {
+	if !ok {
 		return nil
+	}
+	if ds.authed {
+		return s.ensureView(req.GetNode().GetId())
 	}
 	if err := s.auth.Authenticate(ds.ctx, req.GetNode().GetId()); err != nil {
 		s.logRefusal(err, req.GetNode().GetId(), id)
