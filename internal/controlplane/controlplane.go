@@ -113,6 +113,7 @@ func New(cfg Config) (*ControlPlane, error) {
 	cp.xdsID = newXDSIdentity(cfg.CA, st, ln.Addr().String())
 	if x := cp.xdsID; x != nil {
 		xdsOpts.Auth = x.auth()
+		xdsOpts.View = x.view
 		serverOpts = append(serverOpts, grpc.Creds(xdsserver.TLSOrPlaintext(x.serverTLS())))
 	}
 	cp.xds = xdsserver.New(cfg.Logger.With("component", "xds"), xdsOpts)

@@ -25,9 +25,10 @@ import (
 // virtual node the certificate names, in a mesh with TLS on. While no mesh
 // has TLS on, plaintext xDS is served as before.
 //
-// The one snapshot holds every mesh's resources, so a plaintext client
-// would read the meshes with TLS on too: that is why plain text is refused
-// as soon as one mesh has TLS on, even for a mesh without it.
+// Each client gets its own view of the configuration (view): a task of a
+// mesh with TLS on only its mesh's, any other client only the meshes'
+// without TLS. Plain text is still refused as soon as one mesh has TLS on,
+// even for a mesh without it (docs/security.md).
 type xdsIdentity struct {
 	ca    pki.Issuer
 	store store.Store
@@ -37,6 +38,10 @@ type xdsIdentity struct {
 	// request of a plaintext stream, so kept here rather than read from
 	// the store).
 	tlsOn atomic.Bool
+	// last is the state of the last publish: views are looked up in it
+	// (once per node id and publish), so that they follow what was
+	// published without reading the store.
+	last atomic.Pointer[mesh.State]
 
 	mu      sync.Mutex
 	sources map[string]*pki.Source // per mesh: the certificate names the mesh
@@ -47,6 +52,7 @@ type xdsIdentity struct {
 func (x *xdsIdentity) published(st *mesh.State) {
 	if x != nil {
 		x.tlsOn.Store(len(tlsMeshes(st)) > 0)
+		x.last.Store(st)
 	}
 }
 
@@ -82,6 +88,20 @@ func (x *xdsIdentity) auth() *xdsserver.MeshAuth {
 	}
 }
 
+// view is the xDS server's View: the mesh of a task of a mesh with TLS on
+// (owner, in the last published state), the plaintext view for any other
+// node and for every node while no mesh has TLS on.
+func (x *xdsIdentity) view(nodeID string) string {
+	st := x.last.Load()
+	if st == nil || !x.tlsOn.Load() {
+		return xdsserver.PlaintextView
+	}
+	if id, ok := ownerIn(st, nodeID); ok {
+		return id.Mesh
+	}
+	return xdsserver.PlaintextView
+}
+
 func (x *xdsIdentity) state() *mesh.State {
 	st, err := x.store.State(context.Background())
 	if err != nil {
@@ -111,13 +131,18 @@ func tlsMeshes(st *mesh.State) []string {
 // "mesh/MESH/virtualNode/NODE" optionally followed by "/anything" (the
 // form `gmesh bootstrap` suggests).
 func (x *xdsIdentity) owner(nodeID string) (pki.ID, bool) {
+	return ownerIn(x.state(), nodeID)
+}
+
+// ownerIn is owner in the state st.
+func ownerIn(st *mesh.State, nodeID string) (pki.ID, bool) {
 	if rest, ok := strings.CutPrefix(nodeID, "mesh/"); ok {
 		parts := strings.SplitN(rest, "/", 4)
 		if len(parts) < 3 || parts[1] != "virtualNode" {
 			return pki.ID{}, false
 		}
 		id := xds.NodeID(parts[0], parts[2])
-		if id.Validate() != nil || !slices.Contains(x.tlsMeshes(), id.Mesh) {
+		if id.Validate() != nil || !slices.Contains(tlsMeshes(st), id.Mesh) {
 			return pki.ID{}, false
 		}
 		return id, true
@@ -126,7 +151,6 @@ func (x *xdsIdentity) owner(nodeID string) (pki.ID, bool) {
 	if !ok {
 		return pki.ID{}, false
 	}
-	st := x.state()
 	nodes := st.List(mesh.KindVirtualNode, "")
 	var found []pki.ID
 	for _, r := range st.List(mesh.KindTaskSet, "") {

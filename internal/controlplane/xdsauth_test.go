@@ -3,14 +3,21 @@ package controlplane_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	corepb "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerpb "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	discoverypb "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	grpcxds "google.golang.org/grpc/xds"
 
@@ -197,4 +204,93 @@ func TestXDSAuthentication(t *testing.T) {
 			t.Errorf("refused client %s is listed: %+v", n, cp.XDS().Clients())
 		}
 	}
+
+	// A second mesh with TLS on: each client gets its own mesh's
+	// configuration only (per-mesh views).
+	commit([]*mesh.Resource{
+		{Kind: mesh.KindMesh, Metadata: mesh.Metadata{Name: "other"}, Spec: &mesh.MeshSpec{}},
+		{Kind: mesh.KindVirtualNode, Metadata: mesh.Metadata{Name: "svc", Mesh: "other"}, Spec: &mesh.VirtualNodeSpec{
+			Listeners:        []mesh.Listener{{PortMapping: mesh.PortMapping{Port: 50051, Protocol: mesh.ProtocolGRPC}, TLS: &mesh.ListenerTLS{Mode: mesh.TLSStrict}}},
+			ServiceDiscovery: &mesh.ServiceDiscovery{Registry: &mesh.RegistryDiscovery{ServiceName: "svc"}},
+		}},
+		{Kind: mesh.KindVirtualService, Metadata: mesh.Metadata{Name: "svc.other.local", Mesh: "other"}, Spec: &mesh.VirtualServiceSpec{
+			Provider: &mesh.VirtualServiceProvider{VirtualNode: &mesh.ProviderRef{VirtualNodeName: "svc"}},
+		}},
+	})
+	otherFiles := pki.Files{Dir: filepath.Join(t.TempDir(), "other-tls")}
+	otherIdent, err := ca.Issue(xds.NodeID("other", "svc"), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := otherFiles.Write(otherIdent, ca.BundlePEM()); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		node  string
+		files pki.Files
+		want  string // the one virtual service listener
+	}{
+		{"echo-client-0-1-1", files, ""},
+		{"mesh/other/virtualNode/svc/host-1", otherFiles, "svc.other.local"},
+	} {
+		ls := wildcardListeners(ctx, t, cp.Addr(), ca, tc.files, tc.node)
+		var services []string
+		for _, l := range ls {
+			if !strings.HasPrefix(l, "grpc/server?") {
+				services = append(services, l)
+			}
+		}
+		if tc.want == "" {
+			// echo's own services, and nothing of the other mesh.
+			if len(services) == 0 || slices.ContainsFunc(services, func(s string) bool { return strings.HasSuffix(s, ".other.local") }) {
+				t.Errorf("%s sees listeners %v, want echo's only", tc.node, ls)
+			}
+			continue
+		}
+		if !slices.Equal(services, []string{tc.want}) {
+			t.Errorf("%s sees listeners %v, want %s only", tc.node, ls, tc.want)
+		}
+	}
+}
+
+// wildcardListeners opens an ADS stream as node over TLS with the
+// workload's files and returns the names of every listener its view holds.
+func wildcardListeners(ctx context.Context, t *testing.T, addr string, ca *pki.CA, files pki.Files, node string) []string {
+	t.Helper()
+	pair, err := tls.LoadX509KeyPair(files.Identity(), files.Identity())
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca.BundlePEM())
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+		Certificates: []tls.Certificate{pair}, RootCAs: roots, ServerName: "127.0.0.1",
+	})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, err := discoverypb.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&discoverypb.DiscoveryRequest{Node: &corepb.Node{Id: node}, TypeUrl: xds.ListenerType}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := st.Recv()
+	if err != nil {
+		t.Fatalf("%s: %v", node, err)
+	}
+	var names []string
+	for _, a := range resp.GetResources() {
+		l := &listenerpb.Listener{}
+		if err := a.UnmarshalTo(l); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, l.GetName())
+	}
+	slices.Sort(names)
+	return names
 }

@@ -86,6 +86,111 @@ type Resources struct {
 	Routes    []*routepb.RouteConfiguration
 	Clusters  []*clusterpb.Cluster
 	Endpoints []*endpointpb.ClusterLoadAssignment
+	// Mesh records the mesh each resource was translated from (Translate
+	// fills it: a virtual service's listener and route configuration, a
+	// virtual node's cluster, load assignment and server listeners are its
+	// mesh's), so that a consumer can take one mesh's part (Subset). It is
+	// not part of what clients get.
+	Mesh map[ResourceKey]string
+	// TLSMeshes are the translated meshes with TLS on (mesh.MeshTLS).
+	TLSMeshes map[string]bool
+}
+
+// ResourceKey names one resource of a Resources: its type URL and its name
+// (a load assignment's is its cluster name).
+type ResourceKey struct {
+	TypeURL string
+	Name    string
+}
+
+// MeshOf returns the mesh the resource typeURL/name was translated from,
+// "" when none is recorded.
+func (r *Resources) MeshOf(typeURL, name string) string {
+	return r.Mesh[ResourceKey{TypeURL: typeURL, Name: name}]
+}
+
+// record notes that typeURL/name belongs to meshName.
+func (r *Resources) record(typeURL, name, meshName string) {
+	if r.Mesh == nil {
+		r.Mesh = map[ResourceKey]string{}
+	}
+	r.Mesh[ResourceKey{TypeURL: typeURL, Name: name}] = meshName
+}
+
+// Subset returns the resources of the meshes keep keeps (by MeshOf; a
+// resource with no recorded mesh is left out), with their Mesh records and
+// TLSMeshes. Resources refer to their own mesh's only (route
+// configurations and clusters are named by mesh), so a subset of a
+// consistent set is consistent. The protos are shared, not copied.
+func (r *Resources) Subset(keep func(meshName string) bool) *Resources {
+	out := &Resources{Revision: r.Revision}
+	take := func(typeURL, name string) bool {
+		m, ok := r.Mesh[ResourceKey{TypeURL: typeURL, Name: name}]
+		if !ok || !keep(m) {
+			return false
+		}
+		out.record(typeURL, name, m)
+		if r.TLSMeshes[m] {
+			if out.TLSMeshes == nil {
+				out.TLSMeshes = map[string]bool{}
+			}
+			out.TLSMeshes[m] = true
+		}
+		return true
+	}
+	for _, l := range r.Listeners {
+		if take(ListenerType, l.GetName()) {
+			out.Listeners = append(out.Listeners, l)
+		}
+	}
+	for _, rc := range r.Routes {
+		if take(RouteType, rc.GetName()) {
+			out.Routes = append(out.Routes, rc)
+		}
+	}
+	for _, c := range r.Clusters {
+		if take(ClusterType, c.GetName()) {
+			out.Clusters = append(out.Clusters, c)
+		}
+	}
+	for _, e := range r.Endpoints {
+		if take(EndpointType, e.GetClusterName()) {
+			out.Endpoints = append(out.Endpoints, e)
+		}
+	}
+	return out
+}
+
+// Unrecorded lists the resources whose mesh is not recorded, as
+// "TYPE/NAME", sorted.
+func (r *Resources) Unrecorded() []string {
+	var out []string
+	for typeURL, rs := range r.ByType() {
+		for _, res := range rs {
+			name := resourceName(res)
+			if _, ok := r.Mesh[ResourceKey{TypeURL: typeURL, Name: name}]; !ok {
+				out = append(out, typeURL+"/"+name)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// ResourceKeyOf is the key of r, a resource of typeURL as ByType returns
+// them.
+func ResourceKeyOf(typeURL string, r types.Resource) ResourceKey {
+	return ResourceKey{TypeURL: typeURL, Name: resourceName(r)}
+}
+
+func resourceName(r types.Resource) string {
+	if e, ok := r.(*endpointpb.ClusterLoadAssignment); ok {
+		return e.GetClusterName()
+	}
+	if n, ok := r.(interface{ GetName() string }); ok {
+		return n.GetName()
+	}
+	return ""
 }
 
 // ByType returns the resources keyed by type URL, as go-control-plane's
@@ -262,6 +367,12 @@ func Translate(in Input) (*Resources, error) {
 	var problems []Problem
 	leftOut := map[string]bool{} // cluster names
 	for _, vn := range t.nodes {
+		if t.meshTLS(vn.Metadata.Mesh) {
+			if out.TLSMeshes == nil {
+				out.TLSMeshes = map[string]bool{}
+			}
+			out.TLSMeshes[vn.Metadata.Mesh] = true
+		}
 		c, cla, err := t.cluster(vn)
 		if err == nil {
 			err = c.Validate()
@@ -278,8 +389,10 @@ func Translate(in Input) (*Resources, error) {
 			continue
 		}
 		out.Clusters = append(out.Clusters, c)
+		out.record(ClusterType, c.GetName(), vn.Metadata.Mesh)
 		if cla != nil {
 			out.Endpoints = append(out.Endpoints, cla)
+			out.record(EndpointType, cla.GetClusterName(), vn.Metadata.Mesh)
 		}
 	}
 	serverNames := map[string]bool{}
@@ -290,6 +403,9 @@ func Translate(in Input) (*Resources, error) {
 			continue
 		}
 		out.Listeners = append(out.Listeners, ls...)
+		for _, l := range ls {
+			out.record(ListenerType, l.GetName(), vn.Metadata.Mesh)
+		}
 	}
 	listeners := map[string]mesh.Ref{}
 	for _, vs := range t.services {
@@ -301,6 +417,8 @@ func Translate(in Input) (*Resources, error) {
 		listeners[vs.Metadata.Name] = vs.Ref()
 		out.Listeners = append(out.Listeners, l)
 		out.Routes = append(out.Routes, rc)
+		out.record(ListenerType, l.GetName(), vs.Metadata.Mesh)
+		out.record(RouteType, rc.GetName(), vs.Metadata.Mesh)
 	}
 	slices.SortFunc(out.Listeners, func(a, b *listenerpb.Listener) int { return cmp.Compare(a.GetName(), b.GetName()) })
 	slices.SortFunc(out.Routes, func(a, b *routepb.RouteConfiguration) int { return cmp.Compare(a.GetName(), b.GetName()) })

@@ -125,6 +125,7 @@ func New(cfg Config) (*ControlPlane, error) {
 		xdsOpts.Auth = xdsserver.AuthenticatorFunc(func(ctx context.Context, nodeID string) error {
 			return auth.meshAuth().Authenticate(ctx, nodeID)
 		})
+		xdsOpts.View = func(nodeID string) string { return auth.view(nodeID) }
 	}
 	cp.xds = xdsserver.New(cfg.Logger.With("component", "xds"), xdsOpts)
 	opts := cfg.Source

@@ -94,6 +94,15 @@ func (a *podAuth) meshAuth() *xdsserver.MeshAuth {
 	}
 }
 
+// view is the xDS server's View: a pod of a mesh with TLS on (owner) gets
+// its mesh's configuration only, any other client the meshes' without TLS.
+func (a *podAuth) view(nodeID string) string {
+	if id, ok := a.owner(nodeID); ok {
+		return id.Mesh
+	}
+	return xdsserver.PlaintextView
+}
+
 // owner is the SPIFFE ID the pod that nodeID ("NAMESPACE/POD") names must
 // present: its namespace, its service account, and the virtual node of a
 // mesh with TLS on that selects it; false for any other node id.

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	clusterpb "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corepb "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoverypb "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
@@ -182,4 +183,54 @@ func TestXDSAuthOnKubernetes(t *testing.T) {
 		}
 		return strings.Join(ids, ",") == strings.Join(served, ","), nil
 	})
+
+	// Per-mesh views: the TLS mesh's pod gets its mesh's clusters only,
+	// the plaintext pod only the mesh's without TLS.
+	for _, tc := range []struct {
+		creds credentials.TransportCredentials
+		node  string
+		mesh  string
+	}{
+		{mtlsCreds(t, ca, clientID), "sec/client-1", "secure"},
+		{insecure.NewCredentials(), "opn/plain-1", "open"},
+	} {
+		names := wildcardClusters(ctx, t, addr, tc.creds, tc.node)
+		if len(names) == 0 || slices.ContainsFunc(names, func(n string) bool { return !strings.HasPrefix(n, tc.mesh+"/") }) {
+			t.Errorf("%s sees clusters %v, want mesh %s's only", tc.node, names, tc.mesh)
+		}
+	}
+}
+
+// wildcardClusters opens an ADS stream over creds as node and returns the
+// names of every cluster its view holds.
+func wildcardClusters(ctx context.Context, t *testing.T, addr string, creds credentials.TransportCredentials, node string) []string {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, err := discoverypb.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&discoverypb.DiscoveryRequest{Node: &corepb.Node{Id: node}, TypeUrl: xds.ClusterType}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := st.Recv()
+	if err != nil {
+		t.Fatalf("%s: %v", node, err)
+	}
+	var names []string
+	for _, a := range resp.GetResources() {
+		c := &clusterpb.Cluster{}
+		if err := a.UnmarshalTo(c); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, c.GetName())
+	}
+	slices.Sort(names)
+	return names
 }

@@ -6,9 +6,10 @@
 // # Cache choice
 //
 // One go-control-plane SnapshotCache with ads=false, and a node hash that
-// maps every node to one key: all clients see the same mesh, a new client gets
-// the current snapshot on its first request, and Publish costs one
-// SetSnapshot however many clients are connected. ads=true is avoided because
+// maps every node to one key (or, with views, to its view's key: see
+// Views): all clients of a view see the same configuration, a new client
+// gets the current snapshot on its first request, and Publish costs one
+// SetSnapshot per view however many clients are connected. ads=true is avoided because
 // it holds back responses whose request does not name every resource in the
 // snapshot, and grpc-go asks for clusters one at a time (an extra round trip
 // and warnings at start-up). The snapshot carries a version per type, so a
@@ -29,6 +30,20 @@
 // its clients are not resent. Versions from another epoch (a client that
 // reconnects after a control-plane restart) count as nothing ACKed.
 //
+// # Views
+//
+// With Options.View, clients do not all share one snapshot: View(nodeID)
+// names the client's view, and each view has its own snapshot cache key.
+// The view of a mesh (its name) holds that mesh's resources only; the
+// PlaintextView holds the resources of the meshes without TLS
+// (xds.Resources.Mesh and TLSMeshes, recorded by xds.Translate). Publish
+// sets every view's snapshot with the same per-type versions: a type's
+// version moves when any view's content of it changes (which view holds
+// what included), so the ACK tracking is the same as with one snapshot, and
+// a client whose view did not change re-ACKs its unchanged resources under
+// the new version. A view first asked for after a publish gets its
+// snapshot from the last published resources at once.
+//
 // # Authentication
 //
 // With Options.Auth (MeshAuth in local mode) every stream is authenticated
@@ -47,6 +62,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -86,13 +103,29 @@ type Options struct {
 	// the certificate's ID), is never listed by Clients and never counts
 	// for Converged, Behind or WaitSubscribed. nil: every client is served.
 	Auth Authenticator
+	// View, when set, gives each client one view of what is published
+	// instead of everything (see Views in the package comment): the name
+	// of a mesh (that mesh's resources only) or PlaintextView (the meshes
+	// without TLS). It is asked with the node id of a request the
+	// Authenticator let in, at every request, so it must agree with it: a
+	// node whose stream may come in plain text must be in PlaintextView.
+	// Its answer for a node id is kept until the next Publish, so a
+	// change of a node's view takes effect with the publish of the change
+	// that causes it. Publish then refuses resources whose mesh is not
+	// recorded. nil: every client gets every resource.
+	View func(nodeID string) string
 }
+
+// PlaintextView is the view of the clients of no mesh with TLS on: the
+// resources of the meshes without TLS. No mesh can have this name.
+const PlaintextView = "/plaintext"
 
 // Server is gmesh's ADS server.
 type Server struct {
 	log   *slog.Logger
 	now   func() time.Time
 	auth  Authenticator
+	view  func(nodeID string) string
 	epoch string
 	cache cache.SnapshotCache
 	xds   xdsserver.Server
@@ -106,7 +139,17 @@ type Server struct {
 	published bool
 	versions  map[string]string // type URL -> current version
 	counters  map[string]uint64 // type URL -> counter of the current version
-	hashes    map[string][sha256.Size]byte
+	// hashes: type URL -> view -> hash of the view's resources of the type.
+	hashes map[string]map[string][sha256.Size]byte
+	// views holds every view with a snapshot (or asked for before the
+	// first publish); a view stays once set (emptied when its mesh goes).
+	views map[string]bool
+	last  *xds.Resources // the last published resources
+	// nodeViews caches View per node id until the next Publish (the cache
+	// asks for a node's view at every request); viewGen counts the
+	// clearings, so that an answer computed before one is not kept.
+	nodeViews map[string]string
+	viewGen   uint64
 	history   []publish // oldest first, at most historyLimit
 	streams   map[int64]*stream
 	deltas    map[int64]*deltaStream // delta streams, tracked only to authenticate them
@@ -119,10 +162,36 @@ type publish struct {
 	counters map[string]uint64
 }
 
-// nodeHash maps every node to the one shared snapshot.
-type nodeHash struct{}
+// nodeHash maps every node to its view's snapshot, or to the one shared
+// snapshot without views.
+type nodeHash struct{ s *Server }
 
-func (nodeHash) ID(*corepb.Node) string { return snapshotKey }
+func (h nodeHash) ID(n *corepb.Node) string { return h.s.viewOf(n.GetId()) }
+
+// viewOf is the snapshot key of nodeID: its view (Options.View, asked once
+// per node id between publishes), or the one shared key without views.
+func (s *Server) viewOf(nodeID string) string {
+	if s.view == nil {
+		return snapshotKey
+	}
+	s.mu.Lock()
+	key, ok := s.nodeViews[nodeID]
+	gen := s.viewGen
+	s.mu.Unlock()
+	if ok {
+		return key
+	}
+	key = s.view(nodeID)
+	s.mu.Lock()
+	if s.viewGen == gen {
+		if s.nodeViews == nil {
+			s.nodeViews = map[string]string{}
+		}
+		s.nodeViews[nodeID] = key
+	}
+	s.mu.Unlock()
+	return key
+}
 
 // New returns a Server with nothing published: clients that connect before
 // the first Publish wait for it.
@@ -140,16 +209,18 @@ func New(logger *slog.Logger, opts Options) *Server {
 		log:      logger,
 		now:      opts.Now,
 		auth:     opts.Auth,
+		view:     opts.View,
 		epoch:    opts.Epoch,
 		versions: map[string]string{},
 		counters: map[string]uint64{},
-		hashes:   map[string][sha256.Size]byte{},
+		hashes:   map[string]map[string][sha256.Size]byte{},
+		views:    map[string]bool{},
 		streams:  map[int64]*stream{},
 		deltas:   map[int64]*deltaStream{},
 		changed:  make(chan struct{}),
 	}
 	gl := slogLogger{l: logger}
-	s.cache = cache.NewSnapshotCache(false, nodeHash{}, gl)
+	s.cache = cache.NewSnapshotCache(false, nodeHash{s: s}, gl)
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	s.xds = xdsserver.NewServer(ctx, s.cache, (*callbacks)(s), sotw.WithLogger(gl))
@@ -170,9 +241,10 @@ func (s *Server) Register(g *grpc.Server) {
 func (s *Server) Close() { s.stop() }
 
 // Publish installs res, built from store revision rev, as the snapshot every
-// client gets. It validates res first and changes nothing if it is invalid.
-// rev may repeat the last published revision (endpoint health changes do not
-// move the store), but not go back.
+// client gets (with Options.View, each view's part of it). It validates res
+// first and changes nothing if it is invalid. rev may repeat the last
+// published revision (endpoint health changes do not move the store), but
+// not go back.
 func (s *Server) Publish(res *xds.Resources, rev uint64) error {
 	if res == nil {
 		return errors.New("publish: nil resources")
@@ -180,18 +252,26 @@ func (s *Server) Publish(res *xds.Resources, rev uint64) error {
 	if err := res.Validate(); err != nil {
 		return fmt.Errorf("publish revision %d: %w", rev, err)
 	}
-	byType := res.ByType()
-	hashes := make(map[string][sha256.Size]byte, len(xds.TypeURLs))
-	for _, typeURL := range xds.TypeURLs {
-		h, err := hashResources(byType[typeURL])
-		if err != nil {
-			return fmt.Errorf("publish revision %d: %w", rev, err)
+	if s.view != nil {
+		if u := res.Unrecorded(); len(u) > 0 {
+			return fmt.Errorf("publish revision %d: views need every resource's mesh (xds.Translate records them), not recorded for %s", rev, strings.Join(u, ", "))
 		}
-		hashes[typeURL] = h
 	}
 
 	s.publishMu.Lock()
 	defer s.publishMu.Unlock()
+
+	s.mu.Lock()
+	keys := s.viewKeysLocked(res)
+	s.mu.Unlock()
+	views := make(map[string]*viewContent, len(keys))
+	for _, key := range keys {
+		vc, err := newViewContent(s.viewResources(res, key))
+		if err != nil {
+			return fmt.Errorf("publish revision %d: %w", rev, err)
+		}
+		views[key] = vc
+	}
 
 	s.mu.Lock()
 	if s.published && rev < s.rev {
@@ -200,21 +280,31 @@ func (s *Server) Publish(res *xds.Resources, rev uint64) error {
 		return fmt.Errorf("publish revision %d: older than the published revision %d", rev, last)
 	}
 	s.counter++
-	snap := &cache.Snapshot{}
 	p := publish{rev: rev, counters: make(map[string]uint64, len(xds.TypeURLs))}
 	var changed []string
 	for _, typeURL := range xds.TypeURLs {
-		if !s.published || hashes[typeURL] != s.hashes[typeURL] {
+		hashes := make(map[string][sha256.Size]byte, len(views))
+		for key, vc := range views {
+			hashes[key] = vc.hashes[typeURL]
+		}
+		if !s.published || !maps.Equal(hashes, s.hashes[typeURL]) {
 			s.counters[typeURL] = s.counter
 			s.versions[typeURL] = s.version(s.counter)
-			s.hashes[typeURL] = hashes[typeURL]
 			changed = append(changed, typeURL)
 		}
+		s.hashes[typeURL] = hashes
 		p.counters[typeURL] = s.counters[typeURL]
-		snap.Resources[cache.GetResponseType(typeURL)] = cache.NewResources(s.versions[typeURL], byType[typeURL])
+	}
+	snaps := make(map[string]*cache.Snapshot, len(views))
+	for key, vc := range views {
+		snaps[key] = vc.snapshot(s.versions)
+		s.views[key] = true
 	}
 	s.published = true
 	s.rev = rev
+	s.last = res
+	s.nodeViews = nil
+	s.viewGen++
 	s.history = append(s.history, p)
 	if len(s.history) > historyLimit {
 		s.history = append(s.history[:0:0], s.history[len(s.history)-historyLimit:]...)
@@ -224,10 +314,115 @@ func (s *Server) Publish(res *xds.Resources, rev uint64) error {
 
 	// SetSnapshot only fails when its context ends; it never waits on a
 	// client (see the package comment).
-	if err := s.cache.SetSnapshot(context.Background(), snapshotKey, snap); err != nil {
-		return fmt.Errorf("publish revision %d: %w", rev, err)
+	for _, key := range keys {
+		if err := s.cache.SetSnapshot(context.Background(), key, snaps[key]); err != nil {
+			return fmt.Errorf("publish revision %d: %w", rev, err)
+		}
 	}
-	s.log.Debug("xds snapshot published", "revision", rev, "changed", changed, "counter", p.counters)
+	s.log.Debug("xds snapshot published", "revision", rev, "changed", changed, "counter", p.counters, "views", len(keys))
+	return nil
+}
+
+// viewKeysLocked lists the snapshot keys a publish of res sets, sorted:
+// the one shared key without views; with views, every view set before (or
+// asked for), the PlaintextView and each mesh of res with TLS on. Call
+// with s.mu held.
+func (s *Server) viewKeysLocked(res *xds.Resources) []string {
+	if s.view == nil {
+		return []string{snapshotKey}
+	}
+	set := map[string]bool{PlaintextView: true}
+	for key := range s.views {
+		set[key] = true
+	}
+	for m := range res.TLSMeshes {
+		set[m] = true
+	}
+	return slices.Sorted(maps.Keys(set))
+}
+
+// viewResources is the part of res that the view key gets.
+func (s *Server) viewResources(res *xds.Resources, key string) *xds.Resources {
+	switch {
+	case s.view == nil:
+		return res
+	case key == PlaintextView:
+		return res.Subset(func(m string) bool { return !res.TLSMeshes[m] })
+	default:
+		return res.Subset(func(m string) bool { return m == key })
+	}
+}
+
+// viewContent is one view's resources by type and their hashes.
+type viewContent struct {
+	byType map[string][]types.Resource
+	hashes map[string][sha256.Size]byte
+}
+
+func newViewContent(res *xds.Resources) (*viewContent, error) {
+	vc := &viewContent{byType: res.ByType(), hashes: make(map[string][sha256.Size]byte, len(xds.TypeURLs))}
+	for _, typeURL := range xds.TypeURLs {
+		h, err := hashResources(vc.byType[typeURL])
+		if err != nil {
+			return nil, err
+		}
+		vc.hashes[typeURL] = h
+	}
+	return vc, nil
+}
+
+// snapshot is the view's snapshot under the per-type versions.
+func (vc *viewContent) snapshot(versions map[string]string) *cache.Snapshot {
+	snap := &cache.Snapshot{}
+	for _, typeURL := range xds.TypeURLs {
+		snap.Resources[cache.GetResponseType(typeURL)] = cache.NewResources(versions[typeURL], vc.byType[typeURL])
+	}
+	return snap
+}
+
+// ensureView makes sure the view of nodeID has a snapshot: a view first
+// asked for after a publish gets the last published resources' part at
+// once, under the current versions (its clients have nothing yet); one
+// asked for before the first publish is set by that publish. Without
+// views it does nothing.
+func (s *Server) ensureView(nodeID string) error {
+	if s.view == nil {
+		return nil
+	}
+	key := s.viewOf(nodeID)
+	s.mu.Lock()
+	done := s.views[key]
+	s.mu.Unlock()
+	if done {
+		return nil
+	}
+	// Under publishMu: a Publish either ran before (then the view is
+	// missing from s.last's snapshots) or will list the view.
+	s.publishMu.Lock()
+	defer s.publishMu.Unlock()
+	s.mu.Lock()
+	if s.views[key] || !s.published {
+		s.views[key] = true
+		s.mu.Unlock()
+		return nil
+	}
+	res := s.last
+	s.mu.Unlock()
+	vc, err := newViewContent(s.viewResources(res, key))
+	if err != nil {
+		return fmt.Errorf("xds view %q: %w", key, err)
+	}
+	s.mu.Lock()
+	for _, typeURL := range xds.TypeURLs {
+		s.hashes[typeURL][key] = vc.hashes[typeURL]
+	}
+	s.views[key] = true
+	snap := vc.snapshot(s.versions)
+	s.mu.Unlock()
+	if err := s.cache.SetSnapshot(context.Background(), key, snap); err != nil {
+		return fmt.Errorf("xds view %q: %w", key, err)
+	}
+	s.log.Debug("xds view added", "view", key)
 	return nil
 }
 

@@ -159,6 +159,29 @@ func (s *Server) authenticate(id int64, req *discoverypb.DiscoveryRequest) error
 	return nil
 }
 
+// ensureStreamView makes sure the view of the stream's node has a
+// snapshot before the cache sees the request (the cache keys a stream by
+// the node of its first request, which later ones may leave out).
+func (s *Server) ensureStreamView(id int64, req *discoverypb.DiscoveryRequest) error {
+	if s.view == nil {
+		return nil
+	}
+	s.mu.Lock()
+	nodeID := ""
+	if st, ok := s.streams[id]; ok {
+		nodeID = st.node
+	}
+	s.mu.Unlock()
+	if nodeID == "" {
+		nodeID = req.GetNode().GetId()
+	}
+	if err := s.ensureView(nodeID); err != nil {
+		s.log.Error("xds view not set", "node", nodeID, "stream", id, "err", err)
+		return err
+	}
+	return nil
+}
+
 func (c *callbacks) OnStreamClosed(id int64, node *corepb.Node) {
 	s := (*Server)(c)
 	s.mu.Lock()
@@ -173,6 +196,9 @@ func (c *callbacks) OnStreamClosed(id int64, node *corepb.Node) {
 func (c *callbacks) OnStreamRequest(id int64, req *discoverypb.DiscoveryRequest) error {
 	s := (*Server)(c)
 	if err := s.authenticate(id, req); err != nil {
+		return err
+	}
+	if err := s.ensureStreamView(id, req); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -276,14 +302,13 @@ func (c *callbacks) OnStreamResponse(_ context.Context, id int64, req *discovery
 
 func (c *callbacks) OnFetchRequest(ctx context.Context, req *discoverypb.DiscoveryRequest) error {
 	s := (*Server)(c)
-	if s.auth == nil {
-		return nil
+	if s.auth != nil {
+		if err := s.auth.Authenticate(ctx, req.GetNode().GetId()); err != nil {
+			s.logRefusal(err, req.GetNode().GetId(), 0)
+			return err
+		}
 	}
-	if err := s.auth.Authenticate(ctx, req.GetNode().GetId()); err != nil {
-		s.logRefusal(err, req.GetNode().GetId(), 0)
-		return err
-	}
-	return nil
+	return s.ensureView(req.GetNode().GetId())
 }
 func (c *callbacks) OnFetchResponse(*discoverypb.DiscoveryRequest, *discoverypb.DiscoveryResponse) {
 }
@@ -317,16 +342,22 @@ func (c *callbacks) OnDeltaStreamClosed(id int64, _ *corepb.Node) {
 func (c *callbacks) OnStreamDeltaRequest(id int64, req *discoverypb.DeltaDiscoveryRequest) error {
 	s := (*Server)(c)
 	if s.auth == nil {
-		return nil
+		return s.ensureView(req.GetNode().GetId())
 	}
 	s.mu.Lock()
 	ds, ok := s.deltas[id]
 	s.mu.Unlock()
-	if !ok || ds.authed {
+	if !ok {
 		return nil
+	}
+	if ds.authed {
+		return s.ensureView(req.GetNode().GetId())
 	}
 	if err := s.auth.Authenticate(ds.ctx, req.GetNode().GetId()); err != nil {
 		s.logRefusal(err, req.GetNode().GetId(), id)
+		return err
+	}
+	if err := s.ensureView(req.GetNode().GetId()); err != nil {
 		return err
 	}
 	s.mu.Lock()

@@ -75,8 +75,7 @@ type authControlPlane struct {
 
 func startAuthControlPlane(t *testing.T, ca *pki.CA, clk *clock.Fake, owners map[string]pki.ID) *authControlPlane {
 	t.Helper()
-	logs := &logBuffer{t: t}
-	srv := server.New(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})), server.Options{Auth: &server.MeshAuth{
+	return startAuthControlPlaneOpts(t, ca, server.Options{Auth: &server.MeshAuth{
 		Bundle: ca.BundlePEM,
 		Owner: func(nodeID string) (pki.ID, bool) {
 			id, ok := owners[nodeID]
@@ -84,6 +83,14 @@ func startAuthControlPlane(t *testing.T, ca *pki.CA, clk *clock.Fake, owners map
 		},
 		Now: clk.Now,
 	}})
+}
+
+// startAuthControlPlaneOpts is startAuthControlPlane with the server's
+// options given.
+func startAuthControlPlaneOpts(t *testing.T, ca *pki.CA, opts server.Options) *authControlPlane {
+	t.Helper()
+	logs := &logBuffer{t: t}
+	srv := server.New(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})), opts)
 	// The control plane's own certificate: valid in real time (clients
 	// check it with the real clock) whatever the fake clock says.
 	src := pki.NewServerSource(ca, pki.XDSServer("echo"), []string{"127.0.0.1", "localhost"}, 3*time.Hour, nil)
