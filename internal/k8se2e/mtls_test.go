@@ -329,9 +329,35 @@ spec:
 		})
 	})
 
-	res, _ := run.finish(ctx, 5)
+	res, reports := run.finish(ctx, 5)
 	t.Logf("load through the gateway for %s: %s", time.Since(loadStart).Round(time.Second), load.FormatReport(load.Report{Counts: res.Counts}))
 	checkNoFailures(t, "the load through the whole test", res)
+	if res.Failed > 0 {
+		// Where and why: the seconds with failures, and every non-200 the
+		// gateway and echo-client pods logged.
+		for _, r := range reports {
+			if r.Failed > 0 {
+				t.Logf("second ending %s: %d failed %v", r.end.UTC().Format("15:04:05.000"), r.Failed, r.Failures)
+			}
+		}
+		for _, app := range []string{gatewayApp, "echo-client"} {
+			out, err := c.kubectl(ctx, "", "logs", "-n", echoNS, "-l", "app="+app, "--tail=-1", "--prefix")
+			for _, line := range strings.Split(out, "\n") {
+				if strings.Contains(line, "status=") && !strings.Contains(line, "status=200") && !strings.Contains(line, "/readyz") {
+					t.Logf("%s", line)
+				}
+			}
+			if err != nil {
+				t.Logf("logs of %s: %v", app, err)
+			}
+		}
+		out, _ := c.kubectl(ctx, "", "logs", "-n", cpNamespace, "-l", "app.kubernetes.io/name=gmesh", "--tail=-1", "--prefix")
+		for _, line := range strings.Split(out, "\n") {
+			if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") {
+				t.Logf("%s", line)
+			}
+		}
+	}
 	if res.ByVersion["1.0"] == 0 {
 		t.Errorf("no reply from 1.0 through the gateway: %v", res.ByVersion)
 	}
