@@ -134,13 +134,13 @@ func bench(ctx context.Context, log *slog.Logger, args []string, stdout, stderr 
 			return err
 		}
 		up := time.Since(t)
-		st := c.State()
 		t = time.Now()
-		if err := c.Stop(context.Background()); err != nil {
+		left, err := c.StopChecked(context.Background())
+		if err != nil {
 			return err
 		}
 		down := time.Since(t)
-		if left := k8stest.Leftovers(st); len(left) > 0 {
+		if len(left) > 0 {
 			return fmt.Errorf("teardown left %v", left)
 		}
 		ups, downs = append(ups, up), append(downs, down)

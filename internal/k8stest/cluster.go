@@ -670,20 +670,40 @@ func (c *Cluster) CopyLogs(dir string) error {
 // Cleanup), and releases the machine's cluster lock. Stopping a cluster that
 // was only connected to does nothing.
 func (c *Cluster) Stop(ctx context.Context) error {
+	_, err := c.stop(ctx, false)
+	return err
+}
+
+// StopChecked is Stop that also returns what the teardown left behind
+// (Leftovers), looked at while this process still holds the machine's
+// cluster lock: once the lock is released, the next cluster (another test
+// package's, waiting on it) may already be making the same root directory.
+func (c *Cluster) StopChecked(ctx context.Context) (leftovers []string, err error) {
+	return c.stop(ctx, true)
+}
+
+func (c *Cluster) stop(ctx context.Context, check bool) ([]string, error) {
 	if !c.owned {
-		return nil
+		return nil, nil
 	}
 	var err error
+	var left []string
 	if c.j != nil {
-		err = Cleanup(ctx, c.log, c.j.state())
+		st := c.j.state()
+		err = Cleanup(ctx, c.log, st)
+		c.wg.Wait()
+		if check {
+			left = Leftovers(st)
+		}
+	} else {
+		c.wg.Wait()
 	}
-	c.wg.Wait()
 	if c.lock != nil {
 		releaseLock(c.lock)
 		c.lock = nil
 	}
 	c.owned = false
-	return err
+	return left, err
 }
 
 // Connect uses a running cluster from a kubeconfig (as `gmesh-k8stest up`

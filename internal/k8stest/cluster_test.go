@@ -146,10 +146,11 @@ func TestCleanupAfterKill(t *testing.T) {
 			t.Errorf("the killed child's leftovers hold no %q", want)
 		}
 	}
-	if err := k8stest.CleanupRoot(ctx, discard(), ""); err != nil {
+	left, err = k8stest.CleanupRootChecked(ctx, discard(), "", st)
+	if err != nil {
 		t.Errorf("cleanup: %v", err)
 	}
-	if left := k8stest.Leftovers(st); len(left) > 0 {
+	if len(left) > 0 {
 		t.Errorf("cleanup after SIGKILL left behind: %s", strings.Join(left, "; "))
 	}
 }

@@ -59,13 +59,15 @@ func StartForTest(t testing.TB) *Cluster {
 				}
 			}
 		}
-		st := c.State()
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		if err := c.Stop(sctx); err != nil {
+		// Checked before the lock is released: the next package's cluster
+		// waits on it and makes the same root directory at once.
+		left, err := c.StopChecked(sctx)
+		if err != nil {
 			t.Errorf("tear down the cluster: %v", err)
 		}
-		if left := Leftovers(st); len(left) > 0 {
+		if len(left) > 0 {
 			t.Errorf("teardown left behind: %s", strings.Join(left, "; "))
 		}
 	})

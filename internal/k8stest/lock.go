@@ -71,6 +71,20 @@ func cleanupStale(ctx context.Context, log *slog.Logger, root string) error {
 	return Cleanup(ctx, log, st)
 }
 
+// CleanupRootChecked is CleanupRoot that also returns what st (a killed
+// run's state) still has on the machine (Leftovers), looked at before the
+// lock is released: after that, the next cluster (another test package's,
+// waiting on the lock) may already be making the same root directory.
+func CleanupRootChecked(ctx context.Context, log *slog.Logger, root string, st State) ([]string, error) {
+	lock, err := acquireLock(ctx, log)
+	if err != nil {
+		return nil, err
+	}
+	defer releaseLock(lock)
+	err = cleanupStale(ctx, log, rootDir(root))
+	return Leftovers(st), err
+}
+
 // CleanupRoot undoes whatever the state file under root records (the
 // `gmesh-k8stest cleanup` command). It takes the cluster lock first, so it
 // waits for a live cluster's owner to stop it.
